@@ -1,0 +1,268 @@
+"""The app config schema: one YAML file per application, validated strictly (pydantic v2).
+
+Every model is frozen and rejects unknown keys. Field names here are the contract with
+every team that writes a config; ``docs/config.md`` documents them with their defaults.
+String fields documented as templates are jinja2, rendered per host at run time with
+``app``, ``version``, ``host``, ``vars``, ``deploy_root`` and ``release_dir``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SAFE_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+DEFAULT_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"
+
+# A count of hosts (>= 0) or a percentage of the fleet such as "25%".
+Size = Union[Annotated[int, Field(ge=0)], Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$")]]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AppInfo(Model):
+    name: Annotated[str, Field(pattern=SAFE_NAME)]
+    owner: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+
+
+class Checksum(Model):
+    """Where the expected sha256 comes from: a checksum-file URL template and/or inline sums."""
+
+    url: str | None = None  # template, e.g. "{{ url }}.sha256" (sha256sum format or bare hex)
+    sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = {}  # version -> hex
+
+
+class Artifact(Model):
+    url: str  # template with {{ version }}; http://, https:// or file://
+    checksum: Checksum
+    version_pattern: str = DEFAULT_VERSION_PATTERN
+    delivery: Literal["push", "pull"] = "push"  # push: controller → SFTP; pull: host downloads
+    latest_url: str | None = None  # template of a pointer file holding the latest version
+
+    @field_validator("version_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class HostEntry(Model):
+    name: Annotated[str, Field(pattern=HOST_NAME)]
+    address: str
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    group: str | None = None
+    vars: dict[str, Any] = {}
+
+
+class Group(Model):
+    vars: dict[str, Any] = {}
+
+
+class Hosts(Model):
+    inventory: str | None = None  # YAML inventory file, relative to the config file
+    list: tuple[HostEntry, ...] = ()
+    groups: dict[str, Group] = {}
+    vars: dict[str, Any] = {}  # app-wide variables (override the inventory's global vars)
+
+
+class SSH(Model):
+    conn_id: str = "tars_ssh"
+    user: str | None = None  # overrides the connection's login
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    command_timeout: Annotated[float, Field(gt=0)] = 300.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2  # connection attempts beyond the first
+
+
+class ConfigTemplate(Model):
+    src: str  # jinja2 file, relative to the config file
+    dest: str  # path inside the release directory
+    mode: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0644"
+
+
+class Install(Model):
+    deploy_root: str = "/srv/{{ app.name }}"  # template
+    keep_releases: Annotated[int, Field(ge=2, le=100)] = 5
+    templates: tuple[ConfigTemplate, ...] = ()
+    pre_install: tuple[str, ...] = ()  # run inside the new release dir before it is final
+    post_install: tuple[str, ...] = ()  # run after the release dir is in place
+
+
+class Service(Model):
+    start: str  # template; run on the host
+    stop: str
+    restart: str | None = None  # default: stop then start
+    status: str | None = None
+    ignition_seconds: Annotated[float, Field(ge=0)] = 0.0  # warm-up after start
+
+
+class _Check(Model):
+    name: str | None = None
+    interval: Annotated[float, Field(gt=0)] = 1.0
+    timeout: Annotated[float, Field(gt=0)] = 60.0  # overall deadline for the check
+    successes: Annotated[int, Field(ge=1)] = 1  # consecutive successes needed
+
+
+class HttpCheck(_Check):
+    kind: Literal["http"]
+    url: str  # template, e.g. "http://{{ host.address }}:{{ vars.app_port }}/health"
+    expect_status: int = 200
+    expect_body: str | None = None  # substring the body must contain
+    request_timeout: Annotated[float, Field(gt=0)] = 5.0
+
+
+class TcpCheck(_Check):
+    kind: Literal["tcp"]
+    port: int | str  # int or template
+    address: str = "{{ host.address }}"
+
+
+class CommandCheck(_Check):
+    kind: Literal["command"]
+    command: str  # template, run on the host
+    expect_exit: int = 0
+
+
+Check = Annotated[Union[HttpCheck, TcpCheck, CommandCheck], Field(discriminator="kind")]
+
+
+class Haproxy(Model):
+    socket: str | None = None  # unix socket path (template), on the controller or lb_host
+    address: str | None = None  # "host:port" of a TCP runtime API
+    lb_host: str | None = None  # reach the socket over SSH on this host (inventory name/address)
+    backend: str
+    server: str = "{{ host.name }}"  # template: the server name in the backend
+
+
+class Nginx(Model):
+    lb_host: str  # address of the nginx host, reached over SSH
+    upstream_file: str
+    upstream: str
+    reload: str = "nginx -s reload"
+    server: str = "{{ host.address }}:{{ vars.app_port }}"
+
+
+class CommandLB(Model):
+    """Any other load balancer (Consul, a cloud LB, F5): user commands, templates per host."""
+
+    run_on: Literal["controller", "host"] = "controller"
+    drain: str  # take the host out of rotation
+    enable: str  # put it back
+    state: str | None = None  # must print one of UP / DOWN / DRAIN / MAINT
+
+
+class Traffic(Model):
+    provider: Literal["haproxy", "nginx", "command", "none"] = "none"
+    haproxy: Haproxy | None = None
+    nginx: Nginx | None = None
+    command: CommandLB | None = None
+    drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    ready_timeout: Annotated[float, Field(gt=0)] = 30.0
+    min_in_service: Size = "50%"
+
+
+class Approval(Model):
+    enabled: bool = False
+    after: tuple[str, ...] = ("fort",)  # stage names: fort, batch_1, batch_2, …
+    timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    default: Literal["continue", "rollback", "halt"] = "rollback"
+
+
+class FailureBudget(Model):
+    per_stage: Size = 0
+    total: Size = 0
+
+
+class Strategy(Model):
+    fort: int | tuple[str, ...] = 1  # count, or host names; 0 = no fort stage
+    batches: tuple[Size, ...] = (1, "25%", "100%")  # Ansible-style ramp; last size repeats
+    bake_seconds: Annotated[float, Field(ge=0)] = 0.0
+    approval: Approval = Approval()
+    failure_budget: FailureBudget = FailureBudget()
+    on_failure: Literal["rollback", "halt"] = "rollback"
+    parallel: Annotated[int, Field(ge=1)] = 32  # max hosts of one stage worked on at once
+
+
+class Window(Model):
+    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    start: HHMM
+    end: HHMM
+
+
+class Freeze(Model):
+    start: str  # ISO date or datetime, in the schedule timezone
+    end: str
+    reason: str = ""
+
+
+class Canary(Model):
+    cron: str  # when to run a canary of the latest artifact to the fort stage
+    then: Literal["stop", "approval"] = "stop"
+
+
+class Schedule(Model):
+    timezone: str = "UTC"
+    windows: tuple[Window, ...] = ()  # empty: always open
+    freezes: tuple[Freeze, ...] = ()
+    outside_window: Literal["wait", "reject"] = "wait"
+    canary: Canary | None = None
+
+
+class StepPolicy(Model):
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
+
+
+class Steps(Model):
+    stage: StepPolicy = StepPolicy(timeout=600)
+    pull_out: StepPolicy = StepPolicy(timeout=120)
+    activate: StepPolicy = StepPolicy(timeout=300)
+    health: StepPolicy = StepPolicy()  # deadline comes from the checks
+    smoke: StepPolicy = StepPolicy()
+    pull_in: StepPolicy = StepPolicy(timeout=120)
+    host_retries: Annotated[int, Field(ge=0, le=5)] = 0  # Airflow retries of a host's task
+
+
+class Webhook(Model):
+    url: str
+    events: tuple[Literal["start", "success", "failure", "rollback", "approval"], ...] = (
+        "start",
+        "success",
+        "failure",
+    )
+
+
+class Notify(Model):
+    webhooks: tuple[Webhook, ...] = ()
+
+
+class AirflowSettings(Model):
+    paused_on_creation: bool = False
+    max_active_tasks: Annotated[int, Field(ge=1)] = 32
+
+
+class AppConfig(Model):
+    """One application: the whole YAML file (after merging configs/defaults.yaml)."""
+
+    app: AppInfo
+    artifact: Artifact
+    hosts: Hosts
+    ssh: SSH = SSH()
+    install: Install = Install()
+    service: Service
+    health: tuple[Check, ...] = ()
+    smoke: tuple[Check, ...] = ()
+    traffic: Traffic = Traffic()
+    strategy: Strategy = Strategy()
+    schedule: Schedule = Schedule()
+    steps: Steps = Steps()
+    notify: Notify = Notify()
+    airflow: AirflowSettings = AirflowSettings()

@@ -1,0 +1,72 @@
+"""The resolved application: config + concrete hosts, and the per-host template context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from tars_operators.config.schema import AppConfig
+
+
+@dataclass(frozen=True)
+class Host:
+    """One target host with its variables merged: inventory vars < group vars < host vars."""
+
+    name: str
+    address: str
+    ssh_port: int = 22
+    group: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """A validated app config with its hosts resolved (inventory + inline list)."""
+
+    config: AppConfig
+    hosts: tuple[Host, ...]
+    source: Path  # the YAML file
+    global_vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def name(self) -> str:
+        return self.config.app.name
+
+    @property
+    def dag_id(self) -> str:
+        return f"tars_deploy__{self.config.app.name}"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.source.parent
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+def template_context(spec: AppSpec, host: Host | None, version: str | None) -> dict[str, Any]:
+    """The variables every per-host template sees (deploy root, URLs, commands, config files).
+
+    ``vars`` is global vars < app vars < group vars < host vars (host wins).
+    """
+    app = spec.config.app
+    merged: dict[str, Any] = {**spec.global_vars, **spec.config.hosts.vars}
+    if host is not None:
+        merged.update(host.vars)
+    ctx: dict[str, Any] = {
+        "app": {"name": app.name, "owner": app.owner},
+        "version": version,
+        "vars": merged,
+        "host": (
+            {"name": host.name, "address": host.address, "ssh_port": host.ssh_port,
+             "group": host.group}
+            if host is not None
+            else None
+        ),
+    }
+    return ctx

@@ -1,0 +1,63 @@
+"""Typed errors. Each says what failed, where (file/field or host/step) and what to do next."""
+
+from __future__ import annotations
+
+
+class TarsError(Exception):
+    """Base of every error Tars raises on purpose."""
+
+
+class ConfigError(TarsError):
+    """An app config is invalid; ``errors`` holds every problem found in the file."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class PlanError(TarsError):
+    """Run parameters or the strategy cannot produce a valid plan (nothing was touched)."""
+
+
+class InvalidValue(TarsError):
+    """A value (version, host, path) failed validation before any remote call."""
+
+
+class RemoteError(TarsError):
+    """A step on a host failed. The message names the host, the step and what happened."""
+
+    def __init__(self, host: str, step: str, message: str):
+        self.host, self.step = host, step
+        super().__init__(f"{host}: {step}: {message}")
+
+
+class RemoteCommandError(RemoteError):
+    def __init__(self, host: str, step: str, exit_code: int | None, stderr: str, command: str = ""):
+        self.exit_code = exit_code
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        what = f"exit code {exit_code}" if exit_code is not None else "timed out"
+        super().__init__(host, step, f"{what}" + (f"; last lines of stderr:\n{tail}" if tail else ""))
+
+
+class HostUnreachable(RemoteError):
+    """Could not connect (refused, timed out, host key rejected, auth failed)."""
+
+
+class ChecksumMismatch(TarsError):
+    """The artifact's sha256 differs from the expected one; nothing reached any host."""
+
+
+class UnsafeArchive(TarsError):
+    """The release archive has absolute paths, '..' or links escaping the release directory."""
+
+
+class HealthCheckFailed(RemoteError):
+    """A health or smoke check did not pass in time; carries the last response seen."""
+
+
+class LoadBalancerError(TarsError):
+    """The load balancer refused a change, is unreachable, or does not know the server."""
+
+
+class CapacityError(TarsError):
+    """Taking these hosts out would leave fewer in service than ``min_in_service`` allows."""
