@@ -1,0 +1,179 @@
+"""A local Airflow for the demo, the e2e tests and the benchmarks.
+
+Starts the real api-server, scheduler, dag-processor and triggerer on loopback with a fresh
+SQLite home, a preset admin user and a LocalExecutor sized for a small machine, and stops
+exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AirflowStack:
+    home: Path
+    port: int = 0
+    user: str = "admin"
+    password: str = ""
+    parallelism: int = 16
+    dags_folder: Path = REPO / "dags"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).resolve()
+        self.port = self.port or free_port()
+        self.password = self.password or secrets.token_urlsafe(12)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        h = self.home
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(h),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # LocalExecutor pre-forks one worker per slot (~140 MB each): size it for 2 cores.
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__CORE__INTERNAL_API_SECRET_KEY": self._secret("internal"),
+            "AIRFLOW__API__SECRET_KEY": self._secret("api"),
+            # Faster pick-up of new/changed DAG files and quicker scheduler loops.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(h / "logs"),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), str(REPO)) if p),
+            "NO_PROXY": "*",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def _secret(self, name: str) -> str:
+        path = self.home / f".{name}-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text()
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env(), check=check,
+            capture_output=True, text=True,
+        )
+
+    def start(self, timeout: float = 120) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({self.user: self.password}))
+        self.airflow("db", "migrate")
+        logs = self.home / "logs"
+        logs.mkdir(exist_ok=True)
+        try:
+            for comp in COMPONENTS:
+                out = open(logs / f"{comp}.out", "ab")
+                self.procs[comp] = subprocess.Popen(
+                    [sys.executable, "-m", "airflow", comp], env=self.env(), stdout=out,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            (self.home / "pids.json").write_text(
+                json.dumps({c: p.pid for c, p in self.procs.items()})
+            )
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for comp, proc in self.procs.items():
+                if proc.poll() is not None:
+                    tail = (self.home / "logs" / f"{comp}.out").read_text()[-3000:]
+                    raise RuntimeError(f"airflow {comp} exited ({proc.returncode}):\n{tail}")
+            try:
+                r = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2)
+                body = r.json()
+                if r.status_code == 200 and all(
+                    body.get(k, {}).get("status") == "healthy"
+                    for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ):
+                    return
+                last = r.text
+            except (httpx.HTTPError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise TimeoutError(f"Airflow at {self.url} not healthy after {timeout}s: {last}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the processes this stack started (process groups: their workers go too)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
+        self.procs.clear()
+
+    def token(self) -> str:
+        r = httpx.post(
+            f"{self.url}/auth/token", json={"username": self.user, "password": self.password},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )

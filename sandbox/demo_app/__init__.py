@@ -1,0 +1,1 @@
+"""Source of the demo app packaged into release tarballs (app.py, bin/demo-ctl)."""

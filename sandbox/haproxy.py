@@ -1,0 +1,130 @@
+"""HAProxy in front of the demo apps: config, process, and the runtime API over its unix socket."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+from sandbox.layout import Host, Layout
+from sandbox.procs import Tracked
+
+HAPROXY = "/usr/sbin/haproxy"
+BACKEND = "demo"
+STATUS_FIELD = 17  # 0-based index of `status` (field 18) in `show stat` CSV
+CHECK_STATUS_FIELD = 36  # `check_status` (field 37), e.g. L7OK
+
+
+def render_config(layout: Layout, hosts: Sequence[Host], frontend_port: int) -> str:
+    """haproxy.cfg: one loopback frontend, backend `demo` with every host health-checked."""
+    servers = "\n".join(
+        f"    server {h.name} {h.address}:{h.app_port} check inter 300ms fall 2 rise 2" for h in hosts
+    )
+    return f"""\
+# written by `python -m sandbox up`; do not edit
+global
+    stats socket {layout.haproxy_socket} mode 600 level admin
+    stats maxconn 100
+    stats timeout 30s
+
+defaults
+    mode http
+    option httplog
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout check 2s
+    # No retries and no redispatch: a request sent to a server being restarted must fail
+    # visibly, so tests prove drains are right instead of HAProxy hiding errors.
+    retries 0
+
+frontend fe_demo
+    bind 127.0.0.1:{frontend_port}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+    option httpchk GET /health
+{servers}
+"""
+
+
+def process(layout: Layout) -> Tracked:
+    """The tracked haproxy process."""
+    return Tracked("haproxy", layout.haproxy_pid, "haproxy")
+
+
+def start(layout: Layout, hosts: Sequence[Host], frontend_port: int) -> None:
+    """Write haproxy.cfg, validate it and start haproxy daemonised with a pid file."""
+    if len(str(layout.haproxy_socket)) > 107:
+        raise SandboxError(
+            f"{layout.haproxy_socket} is too long for a unix socket (max 107 bytes); use a shorter --dir"
+        )
+    layout.haproxy_cfg.write_text(render_config(layout, hosts, frontend_port))
+    cfg = str(layout.haproxy_cfg)
+    check = subprocess.run([HAPROXY, "-c", "-q", "-f", cfg], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise SandboxError(f"haproxy rejects {cfg}: {check.stderr.strip()}")
+    run = subprocess.run(
+        [HAPROXY, "-f", cfg, "-D", "-p", str(layout.haproxy_pid)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True,
+    )
+    if run.returncode != 0:
+        raise SandboxError(f"haproxy failed to start with {cfg}: {run.stderr.strip()}")
+
+
+def command(sock_path: Path, cmd: str, timeout: float = 5.0) -> str:
+    """Send one runtime API command and return the answer; retries while the socket is busy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(str(sock_path))
+                sock.sendall(cmd.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks).decode()
+        except (BlockingIOError, ConnectionRefusedError, FileNotFoundError) as exc:
+            # EAGAIN when all `stats maxconn` slots are busy; refused/missing while starting.
+            if time.monotonic() > deadline:
+                raise SandboxError(f"haproxy runtime API at {sock_path} unavailable for {cmd!r}: {exc}") from exc
+            time.sleep(0.02)
+
+
+def stat_rows(sock_path: Path) -> list[list[str]]:
+    """`show stat` rows of the demo backend's servers (no FRONTEND/BACKEND lines)."""
+    answer = command(sock_path, "show stat")
+    rows = [r for r in csv.reader(io.StringIO(answer.lstrip("# "))) if len(r) > CHECK_STATUS_FIELD]
+    return [r for r in rows[1:] if r[0] == BACKEND and r[1] not in ("FRONTEND", "BACKEND")]
+
+
+def server_states(sock_path: Path) -> dict[str, str]:
+    """Server name → status (UP, DOWN, DRAIN, MAINT, …) from `show stat` field 18."""
+    return {r[1]: r[STATUS_FIELD] for r in stat_rows(sock_path)}
+
+
+def all_up_and_checked(sock_path: Path, names: Sequence[str]) -> bool:
+    """True if every named server is UP after a passing health check (not just initially UP)."""
+    rows = {r[1]: r for r in stat_rows(sock_path)}
+    return all(
+        n in rows and rows[n][STATUS_FIELD] == "UP" and rows[n][CHECK_STATUS_FIELD] == "L7OK"
+        for n in names
+    )
+
+
+def set_ready(sock_path: Path, names: Sequence[str]) -> None:
+    """Put servers back in rotation: state ready, initial weight, health checks enabled."""
+    for name in names:
+        for cmd in (f"set server {BACKEND}/{name} state ready",
+                    f"set weight {BACKEND}/{name} 100%",
+                    f"enable health {BACKEND}/{name}"):
+            answer = command(sock_path, cmd).strip()
+            if answer:
+                raise SandboxError(f"haproxy {cmd!r} failed: {answer}")
