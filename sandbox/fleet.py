@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import http.client
 import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,6 +175,10 @@ class Sandbox:
         settings.save(layout.state)
         self._settings = settings
         fleet = self.hosts
+        names = {h.name for h in fleet}
+        for stale in layout.hosts_dir.iterdir():  # hosts of an earlier, larger sandbox here
+            if stale.name not in names:
+                shutil.rmtree(stale)
         built = artifacts.build_all(layout.artifacts)
         sshd.ensure_keys(layout)
         sshd.write_known_hosts(layout, fleet)
