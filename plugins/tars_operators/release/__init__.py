@@ -1,0 +1,1 @@
+"""Release logic: the state machine, gate decisions, brake and run notes."""
