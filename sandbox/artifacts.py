@@ -93,6 +93,15 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def extract(tarball: Path, dest: Path) -> None:
+    """Unpack a release tarball into dest (with the stdlib's safety filter where it exists)."""
+    with tarfile.open(tarball) as tar:
+        if hasattr(tarfile, "tar_filter"):  # Python >= 3.11.4
+            tar.extractall(dest, filter="tar")
+        else:
+            tar.extractall(dest)  # noqa: S202 — our own tarballs, built just above
+
+
 def server_process(pid_file: Path) -> Tracked:
     """The tracked artifact server process."""
     return Tracked("artifact server", pid_file, "http.server")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import http.client
 import json
+import os
+import pwd
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +171,7 @@ class Sandbox:
         settings = Settings(
             hosts=n_hosts, first_address=self.first_address, ssh_port=self.ssh_port,
             app_port=self.app_port, frontend_port=free_port(), artifact_port=free_port(),
-            user=getpass.getuser(),
+            user=pwd.getpwuid(os.geteuid()).pw_name,
         )
         settings.save(layout.state)
         self._settings = settings
@@ -226,6 +227,8 @@ class Sandbox:
 
     def reset(self, timeout: float = UP_TIMEOUT) -> None:
         """Return every host to the baseline (only 1.0.0, current → 1.0.0, running, UP)."""
+        if not self.is_up():
+            raise SandboxError(f"sandbox at {self.layout.root} is not up; run `python -m sandbox up` first")
         fleet = self.hosts
         built = artifacts.build_all(self.layout.artifacts)
         baseline = built[artifacts.BASELINE_VERSION]

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sandbox.artifacts import Artifact
+from sandbox.artifacts import Artifact, extract
 from sandbox.errors import SandboxError
 from sandbox.layout import Host
 from sandbox.procs import Tracked, terminate
@@ -50,8 +49,7 @@ def install_baseline(host: Host, artifact: Artifact) -> None:
         else:
             entry.unlink()
     release = releases / artifact.version
-    with tarfile.open(artifact.path) as tar:
-        tar.extractall(release, filter="tar")
+    extract(artifact.path, release)
     (release / "config").mkdir()
     (release / "config" / "app.json").write_text(render_app_config(host))
     now = _now()

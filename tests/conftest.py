@@ -93,6 +93,8 @@ def sandbox(_sandbox_lock: None) -> Iterator[Sandbox]:
 @pytest.fixture
 def fleet(sandbox: Sandbox) -> Sandbox:
     """The session fleet reset to the baseline: every host on 1.0.0, UP in HAProxy."""
+    if not sandbox.is_up():  # a test took it down (or something crashed): bring it back
+        sandbox.up(hosts=SESSION_HOSTS)
     sandbox.reset()
     return sandbox
 

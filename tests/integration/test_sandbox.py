@@ -20,11 +20,12 @@ import pytest
 import yaml
 
 from sandbox import Host, Sandbox
-from sandbox.artifacts import build_all
+from sandbox.artifacts import build_all, extract
 from sandbox.procs import descendants, free_port, is_alive, is_listening
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+
 
 def poll(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
     """check()'s first truthy result, failing the test after timeout seconds."""
@@ -36,6 +37,7 @@ def poll(check: Callable[[], object], timeout: float, what: str, interval: float
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
 
 def ssh_client(sb: Sandbox, host: Host, known_hosts: Path | None = None) -> paramiko.SSHClient:
     """Connected client with host-key checking on (RejectPolicy) and TCP_NODELAY."""
@@ -54,11 +56,13 @@ def ssh_client(sb: Sandbox, host: Host, known_hosts: Path | None = None) -> para
         raise
     return client
 
+
 def run(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of a remote command."""
     _, stdout, stderr = client.exec_command(command, timeout=30)
     out, err = stdout.read().decode(), stderr.read().decode()
     return stdout.channel.recv_exit_status(), out, err
+
 
 def frontend_hosts(sb: Sandbox, n: int) -> list[str]:
     """Host names answering n requests through the HAProxy frontend (all must be 200)."""
@@ -70,7 +74,9 @@ def frontend_hosts(sb: Sandbox, n: int) -> list[str]:
             names.append(resp.json()["host"])
     return names
 
+
 # -- SSH ------------------------------------------------------------------------------------
+
 
 def test_every_host_runs_commands_over_ssh_with_host_key_checking(sandbox: Sandbox) -> None:
     for host in sandbox.hosts:
@@ -83,6 +89,7 @@ def test_every_host_runs_commands_over_ssh_with_host_key_checking(sandbox: Sandb
         home, user = out.split()
         assert home == str(host.home)  # own HOME: the real user's ~/.bashrc is not read
         assert user == sandbox.user
+
 
 def test_remote_command_latency_is_low(sandbox: Sandbox) -> None:
     client = ssh_client(sandbox, sandbox.hosts[0])
@@ -98,11 +105,13 @@ def test_remote_command_latency_is_low(sandbox: Sandbox) -> None:
     print(f"trivial remote command over an open connection: median {median * 1000:.1f} ms")
     assert median < 0.1  # ~120 ms or more would mean the login shell runs pyenv init
 
+
 def test_unknown_host_key_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(paramiko.SSHException):
         ssh_client(sandbox, sandbox.hosts[0], known_hosts=empty)
+
 
 def test_wrong_host_key_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
     host = sandbox.hosts[0]
@@ -112,6 +121,7 @@ def test_wrong_host_key_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
     wrong.write_text(f"[{host.address}]:{host.ssh_port} {keytype} {key}\n")
     with pytest.raises(paramiko.BadHostKeyException):
         ssh_client(sandbox, host, known_hosts=wrong)
+
 
 def test_demo_ctl_over_ssh_returns_at_once_and_app_outlives_session(fleet: Sandbox) -> None:
     host = fleet.hosts[1]
@@ -133,7 +143,9 @@ def test_demo_ctl_over_ssh_returns_at_once_and_app_outlives_session(fleet: Sandb
     poll(lambda: fleet.served_version(host) == "1.0.0", 10, f"{host.name} to serve again")
     assert is_alive(new_pid)
 
+
 # -- HAProxy --------------------------------------------------------------------------------
+
 
 def test_maint_takes_host_out_of_rotation_and_ready_brings_it_back(fleet: Sandbox) -> None:
     assert fleet.haproxy("set server demo/host01 state maint").strip() == ""
@@ -147,10 +159,13 @@ def test_maint_takes_host_out_of_rotation_and_ready_brings_it_back(fleet: Sandbo
          "host01 to answer through the frontend again")
     assert fleet.server_states()["host01"] == "UP"
 
+
 def test_runtime_api_reports_errors_as_text(sandbox: Sandbox) -> None:
     assert "No such server" in sandbox.haproxy("set server demo/nosuchhost state maint")
 
+
 # -- up / down / reset ---------------------------------------------------------------------
+
 
 def test_each_host_serves_baseline_with_the_release_layout(fleet: Sandbox) -> None:
     for host in fleet.hosts:
@@ -166,6 +181,7 @@ def test_each_host_serves_baseline_with_the_release_layout(fleet: Sandbox) -> No
         conf = json.loads((root / "current" / "config" / "app.json").read_text())
         assert conf == {"address": host.address, "port": host.app_port, "host": host.name}
     assert set(fleet.server_states().values()) == {"UP"}
+
 
 def test_inventory_connection_and_env_files(sandbox: Sandbox) -> None:
     inv = yaml.safe_load(sandbox.inventory_path.read_text())
@@ -186,6 +202,7 @@ def test_inventory_connection_and_env_files(sandbox: Sandbox) -> None:
                          capture_output=True, text=True, check=True)
     assert json.loads(env.stdout) == conn
 
+
 def test_artifact_server_serves_releases(sandbox: Sandbox) -> None:
     with httpx.Client(base_url=sandbox.artifact_base, timeout=5) as http:
         assert http.get("/demo-latest.txt").text.strip() == "2.1.0"
@@ -193,6 +210,7 @@ def test_artifact_server_serves_releases(sandbox: Sandbox) -> None:
         tarball = http.get("/demo-2.1.0.tar.gz")
 
     assert f"{hashlib.sha256(tarball.content).hexdigest()}  demo-2.1.0.tar.gz" in sums
+
 
 def test_reset_restores_baseline(fleet: Sandbox) -> None:
     host = fleet.hosts[2]
@@ -208,10 +226,12 @@ def test_reset_restores_baseline(fleet: Sandbox) -> None:
     assert fleet.server_states()[host.name] == "UP"
     assert fleet.served_version(host) == "1.0.0"
 
+
 def test_up_is_idempotent(sandbox: Sandbox) -> None:
     before = sandbox.pids()
     assert sandbox.up(hosts=len(sandbox.hosts)) == 0.0
     assert sandbox.pids() == before
+
 
 def test_up_of_20_hosts_takes_under_10s(fresh_sandbox: Callable[..., Sandbox]) -> None:
     sb = fresh_sandbox(20, start=False)
@@ -221,6 +241,7 @@ def test_up_of_20_hosts_takes_under_10s(fresh_sandbox: Callable[..., Sandbox]) -
     assert len(sb.hosts) == 20
     assert set(sb.server_states().values()) == {"UP"}
     assert {sb.served_version(h) for h in sb.hosts} == {"1.0.0"}
+
 
 def test_cli_down_leaves_no_process_running(fresh_sandbox: Callable[..., Sandbox]) -> None:
     sb = fresh_sandbox(3)
@@ -246,7 +267,9 @@ def test_cli_down_leaves_no_process_running(fresh_sandbox: Callable[..., Sandbox
     assert not listening, f"still listening: {listening}"
     assert not sb.is_up()
 
+
 # -- demo app versions (started directly, no fleet needed) ----------------------------------
+
 
 @pytest.fixture
 def demo_release(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, int]]]:
@@ -259,8 +282,7 @@ def demo_release(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, int]]]:
         release = root / "releases" / version
         release.mkdir(parents=True)
         (root / "shared").mkdir()
-        with tarfile.open(artifacts[version].path) as tar:
-            tar.extractall(release, filter="tar")
+        extract(artifacts[version].path, release)
         port = free_port()
         (release / "config").mkdir()
         (release / "config" / "app.json").write_text(
@@ -274,11 +296,13 @@ def demo_release(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, int]]]:
     for ctl in ctls:
         subprocess.run([str(ctl), "stop"], capture_output=True, timeout=30)
 
+
 def http_get(port: int, path: str) -> httpx.Response | None:
     try:
         return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2)
     except httpx.TransportError:
         return None
+
 
 def test_release_tarballs_are_deterministic(tmp_path: Path) -> None:
     first, second = build_all(tmp_path / "a"), build_all(tmp_path / "b")
@@ -289,6 +313,7 @@ def test_release_tarballs_are_deterministic(tmp_path: Path) -> None:
     assert {"app.py", "VERSION", "bin/demo-ctl"} <= set(members)
     assert members["bin/demo-ctl"].mode & 0o111
     assert (tmp_path / "a" / "demo-latest.txt").read_text().strip() == "2.1.0"
+
 
 def test_good_version_serves_endpoints_and_ctl_is_idempotent(demo_release) -> None:  # type: ignore[no-untyped-def]
     ctl, port = demo_release("2.1.0")
@@ -307,6 +332,7 @@ def test_good_version_serves_endpoints_and_ctl_is_idempotent(demo_release) -> No
     assert subprocess.run([str(ctl), "status"], capture_output=True, timeout=10).returncode != 0
     assert not is_listening("127.0.0.1", port)
 
+
 def test_broken_version_listens_but_is_unhealthy(demo_release) -> None:  # type: ignore[no-untyped-def]
     ctl, port = demo_release("2.0.0-broken")
     subprocess.run([str(ctl), "start"], capture_output=True, timeout=10, check=True)
@@ -314,6 +340,7 @@ def test_broken_version_listens_but_is_unhealthy(demo_release) -> None:  # type:
     assert health.status_code == 503  # type: ignore[union-attr]
     assert health.text.strip() == "unhealthy: broken build"  # type: ignore[union-attr]
     assert http_get(port, "/version").text.strip() == "2.0.0-broken"  # type: ignore[union-attr]
+
 
 def test_slow_version_listens_only_after_about_4s(demo_release) -> None:  # type: ignore[no-untyped-def]
     ctl, port = demo_release("2.0.0-slow")
