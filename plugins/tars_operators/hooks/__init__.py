@@ -1,0 +1,1 @@
+"""All I/O of Tars: SSH to hosts, artifact store, load balancers."""

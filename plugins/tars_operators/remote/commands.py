@@ -1,0 +1,213 @@
+"""Shell commands Tars runs on hosts. Every interpolated value goes through ``shlex.quote``.
+
+User commands from the config (install hooks, service commands) are passed whole, quoted, to
+``sh -ec`` so that our own script around them keeps its control flow and error messages.
+Exit codes of our own refusals: 65 sha256 mismatch, 66 unsafe archive, 67 would replace the
+current release, 68 release not staged, 69 no download tool.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tars_operators.errors import InvalidValue
+from tars_operators.remote.archive import host_check_command
+from tars_operators.remote.layout import TMP_PREFIX, UPLOAD_DIR, ReleaseLayout
+from tars_operators.remote.validate import (
+    validate_mode,
+    validate_relative_path,
+    validate_sha256,
+    validate_version,
+)
+
+q = shlex.quote
+EXIT_SHA_MISMATCH, EXIT_UNSAFE, EXIT_IS_CURRENT, EXIT_NOT_STAGED, EXIT_NO_TOOL = 65, 66, 67, 68, 69
+RELEASE_MARK, CURRENT_MARK, ABSENT_MARK = "@@release ", "@@current ", "@@absent"
+
+
+def user_command(command: str, label: str, cwd: str | None = None) -> str:
+    """Run a user's shell snippet in its own ``sh -ec``; on failure name it on stderr."""
+    inner = f"cd {q(cwd)} && sh -ec {q(command)}" if cwd else f"sh -ec {q(command)}"
+    inner += " </dev/null"
+    return f'( {inner} ) || {{ rc=$?; echo {q(f"tars: {label} failed")}" (exit $rc)" >&2; exit $rc; }}'
+
+
+def state_command(layout: ReleaseLayout, *, cleanup: bool = False) -> str:
+    """Print ``current`` and every release's metadata (parsed by ``steps.state``).
+
+    With ``cleanup``, first remove what interrupted stages left behind (temp release dirs,
+    partial uploads, staged templates); complete uploads are kept for a retry.
+    """
+    lines = [f"cd {q(layout.deploy_root)} 2>/dev/null || {{ echo {ABSENT_MARK}; exit 0; }}"]
+    if cleanup:
+        lines.append(
+            f"rm -rf releases/{TMP_PREFIX}* {UPLOAD_DIR}/*.part-* {UPLOAD_DIR}/tpl-* 2>/dev/null || true"
+        )
+    lines += [
+        f"printf '{CURRENT_MARK}%s\\n' \"$(readlink current 2>/dev/null)\"",
+        "for d in releases/*/; do",
+        '  [ -d "$d" ] || continue',
+        '  n=${d#releases/}; n=${n%/}',
+        f"  printf '{RELEASE_MARK}%s\\n' \"$n\"",
+        '  cat "$d.tars/release.json" 2>/dev/null; echo',
+        "done",
+    ]
+    return "\n".join(lines)
+
+
+def write_file_lines(path: str, content: str) -> list[str]:
+    """Shell lines writing ``content`` to ``path`` atomically (tmp + rename)."""
+    return [f"printf '%s\\n' {q(content)} > {q(path + '.tmp')}", f"mv -f {q(path + '.tmp')} {q(path)}"]
+
+
+def meta_json(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True)
+
+
+def write_meta_command(layout: ReleaseLayout, version: str, meta: dict[str, Any]) -> str:
+    """Rewrite a release's ``.tars/release.json`` atomically."""
+    release = layout.release_dir(version)
+    lines = ["set -e", f"[ -d {q(release)} ] || {{ echo {q(f'tars: release {version} is not on this host')} >&2; exit {EXIT_NOT_STAGED}; }}",
+             f"mkdir -p {q(release + '/.tars')}"]
+    return "\n".join(lines + write_file_lines(layout.meta_path(version), meta_json(meta)))
+
+
+@dataclass(frozen=True)
+class TemplateFile:
+    """A rendered template uploaded to ``staged`` and moved to ``dest`` inside the release."""
+
+    staged: str
+    dest: str
+    mode: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dest", validate_relative_path(self.dest, "template dest"))
+        object.__setattr__(self, "mode", validate_mode(self.mode))
+
+
+def download_lines(url: str, target: str, token: str, timeout: float) -> list[str]:
+    """Lines making the host download ``url`` to ``target`` with curl, wget or python3."""
+    if not re.match(r"^https?://[^\s]+$", url):
+        raise InvalidValue(f"pull delivery needs an http(s) URL, got {url[:120]!r}")
+    part, t = f"{target}.part-{token}", str(int(max(timeout, 1)))
+    fetch_py = "import shutil,sys,urllib.request as u; shutil.copyfileobj(u.urlopen(sys.argv[1], timeout=float(sys.argv[3])), open(sys.argv[2], 'wb'))"
+    return [
+        f"if [ ! -f {q(target)} ]; then",
+        f"  mkdir -p {q(posixpath.dirname(target))}",
+        f"  if command -v curl >/dev/null 2>&1; then curl -fsSL --max-time {t} -o {q(part)} {q(url)}",
+        f"  elif command -v wget >/dev/null 2>&1; then wget -q -T {t} -O {q(part)} {q(url)}",
+        f"  elif command -v python3 >/dev/null 2>&1; then python3 -c {q(fetch_py)} {q(url)} {q(part)} {t}",
+        f"  else echo 'tars: pull delivery needs curl, wget or python3 on the host' >&2; exit {EXIT_NO_TOOL}; fi",
+        f"  mv -f {q(part)} {q(target)}",
+        "fi",
+    ]
+
+
+def verify_lines(tarball: str, sha256: str) -> list[str]:
+    """Lines checking the tarball's sha256 on the host (deleting it if wrong)."""
+    sha = validate_sha256(sha256)
+    return [
+        f"sum=$( (sha256sum {q(tarball)} 2>/dev/null || shasum -a 256 {q(tarball)}) | cut -d' ' -f1)",
+        f'if [ "$sum" != {sha} ]; then rm -f {q(tarball)}; '
+        f'echo "tars: sha256 mismatch of the artifact on the host: expected {sha}, got $sum" >&2; '
+        f"exit {EXIT_SHA_MISMATCH}; fi",
+    ]
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """Everything the install command needs; built by ``steps.stage``."""
+
+    layout: ReleaseLayout
+    version: str
+    token: str
+    tarball: str
+    sha256: str
+    meta: dict[str, Any]
+    templates: Sequence[TemplateFile] = ()
+    pre_install: Sequence[str] = ()
+    post_install: Sequence[str] = ()
+    check_on_host: bool = False
+    download_url: str | None = None
+    download_timeout: float = 300.0
+    cleanup: Sequence[str] = ()  # paths removed at the end (staged template dir)
+
+
+# The client keeps stdin open while this runs: EOF on it means the controller is gone (worker
+# killed, connection cut), and the whole process group stops instead of finishing unattended
+# and racing the retry. sshd makes the command's shell a session (and group) leader.
+WATCHDOG = [
+    "exec 3<&0",
+    "( while read -r _; do :; done; kill -TERM -$$ ) <&3 >/dev/null 2>&1 &",
+    "watchdog=$!",
+    "trap 'kill $watchdog 2>/dev/null' EXIT",
+]
+
+
+def install_command(plan: InstallPlan) -> str:
+    """Unpack into releases/.tmp-<version>-<rand>, install, then rename to releases/<version>.
+
+    Run it with stdin kept open (``HostSession.run(..., watch_stdin=True)``).
+    """
+    layout, version = plan.layout, validate_version(plan.version)
+    tmp, final = layout.tmp_release_dir(version, plan.token), layout.release_dir(version)
+    old = f"{tmp}-old"
+    lines = ["set -e", *WATCHDOG, f"cd {q(layout.deploy_root)}", "mkdir -p releases shared"]
+    if plan.download_url:
+        lines += download_lines(plan.download_url, plan.tarball, plan.token, plan.download_timeout)
+    lines += verify_lines(plan.tarball, plan.sha256)
+    if plan.check_on_host:
+        lines.append(f"{host_check_command(plan.tarball)} || exit {EXIT_UNSAFE}")
+    lines += [f"mkdir {q(tmp)}", f"tar -xzf {q(plan.tarball)} --no-same-owner -C {q(tmp)}"]
+    for tpl in plan.templates:
+        dest = f"{tmp}/{tpl.dest}"
+        lines += [f"mkdir -p {q(posixpath.dirname(dest))}", f"mv -f {q(tpl.staged)} {q(dest)}",
+                  f"chmod {tpl.mode} {q(dest)}"]
+    lines += [user_command(cmd, f"pre_install #{i + 1}", tmp) for i, cmd in enumerate(plan.pre_install)]
+    lines += [
+        f'if [ "$(readlink current 2>/dev/null)" = {q(layout.link_target(version))} ]; then '
+        f"echo {q(f'tars: release {version} is the current release; refusing to replace it')} >&2; "
+        f"exit {EXIT_IS_CURRENT}; fi",
+        f"if [ -e {q(final)} ]; then mv -T {q(final)} {q(old)}; fi",
+        f"mv -T {q(tmp)} {q(final)}",
+    ]
+    lines += [user_command(cmd, f"post_install #{i + 1}", final) for i, cmd in enumerate(plan.post_install)]
+    # Metadata last: a release dir without it is incomplete and gets replaced on retry.
+    lines.append(f"mkdir -p {q(final + '/.tars')}")
+    lines += write_file_lines(layout.meta_path(version), meta_json(plan.meta))
+    lines.append(f"rm -rf {q(old)} {q(plan.tarball)} " + " ".join(q(p) for p in plan.cleanup))
+    return "\n".join(lines)
+
+
+def activate_command(
+    layout: ReleaseLayout, version: str, token: str, *, stop: str | None, start: str,
+    meta: dict[str, Any], switch: bool = True,
+) -> str:
+    """Stop the service, point ``current`` at the release atomically, write metadata, start."""
+    link_tmp = f"current.tmp-{token}"
+    lines = ["set -e", f"cd {q(layout.deploy_root)}",
+             f"[ -f {q(layout.meta_path(version))} ] || {{ echo {q(f'tars: release {version} is not staged on this host')} >&2; exit {EXIT_NOT_STAGED}; }}"]
+    if stop and switch:
+        lines.append(f"if [ -e current ]; then {user_command(stop, 'service stop')}; fi")
+    if switch:
+        lines += [f"ln -sfn {q(layout.link_target(version))} {q(link_tmp)}", f"mv -T {q(link_tmp)} current"]
+    lines += write_file_lines(layout.meta_path(version), meta_json(meta))
+    lines.append(user_command(start, "service start"))
+    return "\n".join(lines)
+
+
+def remove_releases_command(layout: ReleaseLayout, versions: Sequence[str], token: str) -> str:
+    """Remove releases (never the current one): rename away first, so none is seen half-deleted."""
+    lines = ["cd " + q(layout.deploy_root) + " || exit 0", 'cur="$(readlink current 2>/dev/null)"']
+    for version in versions:
+        target, gone = layout.link_target(version), f"releases/{TMP_PREFIX}{version}-{token}-del"
+        lines.append(
+            f'if [ "$cur" != {q(target)} ] && [ -d {q(target)} ]; then '
+            f"mv -T {q(target)} {q(gone)} && rm -rf {q(gone)}; fi"
+        )
+    return "\n".join(lines)
