@@ -1,0 +1,140 @@
+"""HAProxy through its runtime API: `set server … state drain|maint|ready`, `show stat`,
+`show servers state`.
+
+Leaving MAINT, HAProxy (2.6) restores the server as "UP 1/2" from its last check *before*
+MAINT and sends it traffic at once. So `enable` from MAINT goes through DRAIN first and waits
+for a fresh check result (the "n/m" transition counter disappears) before `ready`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from tars_operators.config.schema import Haproxy
+from tars_operators.config.spec import AppSpec, Host, template_context
+from tars_operators.config.templating import host_context, render
+from tars_operators.errors import LoadBalancerError
+from tars_operators.hooks.lb.base import Admin, LoadBalancer, ServerState
+from tars_operators.hooks.lb.runtime_api import (
+    RuntimeAPI,
+    StatRow,
+    backends_in_stat,
+    check_name,
+    parse_servers_state,
+    parse_show_stat,
+)
+from tars_operators.hooks.lb.remote import SSHRunner, resolve_host
+
+
+def _listing(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "(none)"
+
+
+class HaproxyBalancer(LoadBalancer):
+    """One backend of one HAProxy, reached on the controller or on ``lb_host`` over SSH."""
+
+    provider = "haproxy"
+
+    def __init__(self, spec: AppSpec, api: RuntimeAPI | None = None) -> None:
+        super().__init__(spec)
+        conf = spec.config.traffic.haproxy
+        if conf is None:
+            raise LoadBalancerError("traffic.provider is haproxy but traffic.haproxy is not set")
+        self.conf: Haproxy = conf
+        ctx = template_context(spec, None, None)
+        self.backend = check_name("backend", render(conf.backend, ctx))
+        self.api = api or self._make_api(spec, conf, ctx)
+
+    @staticmethod
+    def _make_api(spec: AppSpec, conf: Haproxy, ctx: dict[str, object]) -> RuntimeAPI:
+        socket_path = render(conf.socket, ctx) if conf.socket else None
+        address = render(conf.address, ctx) if conf.address else None
+        if not conf.lb_host:
+            return RuntimeAPI(socket_path=socket_path, address=address)
+        lb_host = resolve_host(spec, render(conf.lb_host, ctx))
+        runner = SSHRunner(spec, lb_host, "haproxy runtime API")
+        return RuntimeAPI(socket_path=socket_path, address=address, runner=runner, via=lb_host.name)
+
+    def server_name(self, host: Host) -> str:
+        return check_name("server", render(self.conf.server, host_context(self.spec, host, None)))
+
+    def where(self) -> str:
+        return f"haproxy backend {self.backend!r} via {self.api.where()}"
+
+    def close(self) -> None:
+        runner = self.api.runner
+        if isinstance(runner, SSHRunner):
+            runner.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _read(self) -> tuple[dict[str, StatRow], dict[str, Admin]]:
+        stat, servers = self.api.ask("show stat", f"show servers state {self.backend}")
+        rows = {r.server: r for r in parse_show_stat(stat) if r.backend == self.backend}
+        if not rows and self.backend not in backends_in_stat(stat):
+            raise LoadBalancerError(
+                f"no backend {self.backend!r} in haproxy at {self.api.where()}; "
+                f"backends: {_listing(backends_in_stat(stat))} (traffic.haproxy.backend)"
+            )
+        return rows, parse_servers_state(servers)
+
+    def _missing_server(self, server: str, rows: Iterable[str]) -> LoadBalancerError:
+        return LoadBalancerError(
+            f"no server {server!r} in backend {self.backend!r}; it has: {_listing(rows)} "
+            f"(traffic.haproxy.server renders to {server!r})"
+        )
+
+    def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
+        rows, admin = self._read()
+        out = {}
+        for host in hosts:
+            server = self.server_name(host)
+            if server not in rows:
+                raise self._missing_server(server, rows)
+            row = rows[server]
+            out[host.name] = ServerState(
+                name=server, status=row.status, admin=admin.get(server, "unknown"),
+                sessions=row.sessions, check_status=row.check_status, check_desc=row.check_desc,
+            )
+        return out
+
+    def state(self, host: Host) -> ServerState:
+        return self.states([host])[host.name]
+
+    # -- changing --------------------------------------------------------------------------------
+    def _set_state(self, host: Host, admin: str) -> None:
+        server = self.server_name(host)
+        cmd = f"set server {self.backend}/{server} state {admin}"
+        (answer,) = self.api.ask(cmd)
+        answer = answer.strip()
+        if not answer:
+            return
+        if answer.startswith("No such"):
+            self.states([host])  # raises the message that lists what the LB has
+        hint = " (the stats socket must be `level admin`)" if "ermission" in answer else ""
+        raise LoadBalancerError(f"haproxy refused {cmd!r} at {self.api.where()}: {answer}{hint}")
+
+    def drain(self, host: Host) -> None:
+        self._set_state(host, "drain")
+
+    def disable(self, host: Host) -> None:
+        self._set_state(host, "maint")
+
+    def enable(self, host: Host) -> None:
+        if self.state(host).admin == "maint":
+            self._leave_maint(host)
+        self._set_state(host, "ready")
+
+    def _leave_maint(self, host: Host) -> None:
+        self._set_state(host, "drain")
+        timeout = self.spec.config.traffic.ready_timeout
+        deadline = time.monotonic() + timeout
+        state = self.state(host)
+        while state.settling:
+            if time.monotonic() >= deadline:
+                raise LoadBalancerError(
+                    f"{host.name}: no fresh health check result in haproxy within {timeout:g}s "
+                    f"after leaving MAINT; left in DRAIN: {state.describe()}"
+                )
+            time.sleep(self.poll_interval)
+            state = self.state(host)

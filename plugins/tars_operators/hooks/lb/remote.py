@@ -1,0 +1,84 @@
+"""Where load-balancer commands run: on the controller (a local shell) or on a host over SSH.
+
+A runner is ``(command, timeout) -> CommandOutput``. Providers take one as a constructor
+argument, so tests can hand them a local runner and production code an SSH one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import LoadBalancerError
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """What a command run by a runner produced; exit_code None means it timed out."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+
+
+def local_runner(command: str, timeout: float) -> CommandOutput:
+    """Run a shell command on the controller (bash -c), stdin closed."""
+    try:
+        proc = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        return CommandOutput(None, "", err or "")
+    return CommandOutput(proc.returncode, proc.stdout, proc.stderr)
+
+
+def resolve_host(spec: AppSpec, name_or_address: str) -> Host:
+    """An inventory host by name or address, else a bare host at that address (SSH port 22)."""
+    for host in spec.hosts:
+        if name_or_address in (host.name, host.address):
+            return host
+    return Host(name=name_or_address, address=name_or_address)
+
+
+class SSHRunner:
+    """Runs commands on one host through the SSH hook; the session opens on first use."""
+
+    def __init__(self, spec: AppSpec, host: Host, step: str) -> None:
+        self.spec, self.host, self.step = spec, host, step
+        self._session: Any = None
+        self._context: Any = None
+
+    def _open(self) -> Any:
+        if self._session is None:
+            # Imported here: the SSH hook pulls in Airflow, which controller-only users lack.
+            from tars_operators.hooks.ssh import open_session
+
+            opened = open_session(self.spec, self.host)
+            if hasattr(opened, "__enter__") and not hasattr(opened, "run"):
+                self._context, opened = opened, opened.__enter__()
+            self._session = opened
+        return self._session
+
+    def __call__(self, command: str, timeout: float) -> CommandOutput:
+        try:
+            result = self._open().run(command, timeout=timeout, check=False)
+        except LoadBalancerError:
+            raise
+        except Exception as exc:  # the hook's own typed errors (HostUnreachable, …)
+            self.close()
+            raise LoadBalancerError(
+                f"{self.step}: cannot run the load balancer command on {self.host.name} "
+                f"({self.host.address}:{self.host.ssh_port}) over SSH: {exc}"
+            ) from exc
+        return CommandOutput(result.exit_code, result.stdout, result.stderr)
+
+    def close(self) -> None:
+        """Close the SSH session if one is open."""
+        session, context = self._session, self._context
+        self._session = self._context = None
+        if context is not None:
+            context.__exit__(None, None, None)
+        elif session is not None and hasattr(session, "close"):
+            session.close()

@@ -1,0 +1,207 @@
+"""HAProxy runtime API: speak it (unix socket or TCP, locally or on an LB host over SSH) and parse it.
+
+One command per connection (HAProxy's non-interactive mode). Answers are text: errors such as
+"No such server." come back as an answer, never as a failed connection, so callers check the
+text. The stats socket serves a limited number of clients at once (`stats maxconn`): a busy
+socket answers EAGAIN, so connecting is retried briefly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shlex
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tars_operators.errors import LoadBalancerError
+from tars_operators.hooks.lb.base import Admin
+from tars_operators.hooks.lb.remote import CommandOutput
+
+# Backend and server names go into a command line where ';' and spaces separate commands and
+# arguments: anything else is refused before it reaches the socket.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+BUSY_ERRORS = (BlockingIOError, ConnectionRefusedError, InterruptedError)
+
+# Admin state bits of `show servers state` (srv_admin_state), from HAProxy's server.h.
+ADMIN_MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, resolution, hostname
+ADMIN_DRAIN_BITS = 0x08 | 0x10  # forced, inherited
+
+
+@dataclass(frozen=True)
+class StatRow:
+    """The `show stat` fields Tars uses for one server (names from the CSV header)."""
+
+    backend: str
+    server: str
+    sessions: int  # scur (field 5)
+    status: str  # status (field 18)
+    check_status: str
+    check_desc: str  # check_desc + last_chk, e.g. "Layer4 connection problem: Connection refused"
+
+
+def check_name(kind: str, value: str) -> str:
+    """Refuse names the runtime API would parse as something else."""
+    if not SAFE_NAME.match(value):
+        raise LoadBalancerError(
+            f"invalid HAProxy {kind} name {value!r}: only letters, digits and ._:@- are allowed"
+        )
+    return value
+
+
+def _int(value: str) -> int:
+    return int(value) if value.strip().isdigit() else 0
+
+
+def parse_show_stat(answer: str) -> list[StatRow]:
+    """Server rows of `show stat` CSV (FRONTEND/BACKEND summary rows are left out)."""
+    lines = answer.lstrip("# ").splitlines()
+    if not lines or not lines[0].startswith("pxname,svname"):
+        raise LoadBalancerError(f"unexpected `show stat` answer: {answer.strip()[:200]!r}")
+    rows = []
+    for rec in csv.DictReader(io.StringIO("\n".join(lines))):
+        if not rec.get("svname") or rec["svname"] in ("FRONTEND", "BACKEND"):
+            continue
+        desc = rec.get("check_desc") or ""
+        last = rec.get("last_chk") or ""
+        rows.append(StatRow(
+            backend=rec["pxname"], server=rec["svname"], sessions=_int(rec.get("scur") or ""),
+            status=rec.get("status") or "", check_status=(rec.get("check_status") or "").strip("* "),
+            check_desc=f"{desc}: {last}" if desc and last else desc or last,
+        ))
+    return rows
+
+
+def backends_in_stat(answer: str) -> list[str]:
+    """Backend names of a `show stat` answer (its BACKEND summary rows)."""
+    lines = answer.lstrip("# ").splitlines()
+    return [r[0] for r in csv.reader(lines[1:]) if len(r) > 1 and r[1] == "BACKEND"]
+
+
+def parse_servers_state(answer: str) -> dict[str, Admin]:
+    """Server name → admin state (ready/drain/maint) from `show servers state <backend>`."""
+    admin: dict[str, Admin] = {}
+    lines = answer.strip().splitlines()
+    header = next((ln[1:].split() for ln in lines if ln.startswith("#")), None)
+    if not lines or lines[0].strip() != "1" or header is None:
+        raise LoadBalancerError(f"unexpected `show servers state` answer: {answer.strip()[:200]!r}")
+    name_at, admin_at = header.index("srv_name"), header.index("srv_admin_state")
+    for line in lines[1:]:
+        fields = line.split()
+        if line.startswith("#") or len(fields) <= max(name_at, admin_at):
+            continue
+        bits = int(fields[admin_at])
+        admin[fields[name_at]] = (
+            "maint" if bits & ADMIN_MAINT_BITS else "drain" if bits & ADMIN_DRAIN_BITS else "ready"
+        )
+    return admin
+
+
+# Runs on the LB host (python3 -c): send each command on its own connection, print a JSON list
+# of the answers; exit 3 with the reason on stderr if the socket cannot be reached.
+REMOTE_CLIENT = r"""
+import json, socket, sys, time
+target, timeout, cmds = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+def ask(cmd):
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            if target.startswith("/"):
+                s, addr = socket.socket(socket.AF_UNIX), target
+            else:
+                h, _, p = target.rpartition(":")
+                s, addr = socket.socket(), (h, int(p))
+            with s:
+                s.settimeout(timeout); s.connect(addr); s.sendall(cmd.encode() + b"\n")
+                return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
+        except (BlockingIOError, ConnectionRefusedError, InterruptedError) as e:
+            if time.monotonic() > deadline:
+                sys.stderr.write(str(e)); sys.exit(3)
+            time.sleep(0.05)
+        except OSError as e:
+            sys.stderr.write(str(e)); sys.exit(3)
+print(json.dumps([ask(c) for c in cmds]))
+"""
+
+Runner = Callable[[str, float], CommandOutput]
+
+
+class RuntimeAPI:
+    """A client of one HAProxy runtime API endpoint; ``runner`` set: reached over SSH."""
+
+    def __init__(self, *, socket_path: str | None = None, address: str | None = None,
+                 runner: Runner | None = None, via: str = "", timeout: float = 5.0,
+                 busy_retry: float = 2.0) -> None:
+        if bool(socket_path) == bool(address):
+            raise LoadBalancerError("traffic.haproxy needs exactly one of `socket` or `address`")
+        self.socket_path, self.address = socket_path, address
+        self.runner, self.via = runner, via
+        self.timeout, self.busy_retry = timeout, busy_retry
+
+    def where(self) -> str:
+        """e.g. "unix socket /run/haproxy.sock on lb1 (over SSH)"."""
+        what = f"unix socket {self.socket_path}" if self.socket_path else f"TCP {self.address}"
+        return f"{what} on {self.via} (over SSH)" if self.runner else what
+
+    def ask(self, *commands: str) -> list[str]:
+        """Answers of the commands, in order (one connection each)."""
+        if self.runner is not None:
+            return self._ask_remote(commands)
+        return [self._ask_local(cmd) for cmd in commands]
+
+    def _unreachable(self, exc: BaseException | str) -> LoadBalancerError:
+        return LoadBalancerError(
+            f"haproxy runtime API unreachable at {self.where()}: {exc}; is haproxy running with "
+            f"`stats socket ... level admin` there? (traffic.haproxy.socket/address)"
+        )
+
+    def _connect(self) -> socket.socket:
+        if self.socket_path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: str | tuple[str, int] = self.socket_path
+        else:
+            host, _, port = (self.address or "").rpartition(":")
+            sock, target = socket.socket(socket.AF_INET, socket.SOCK_STREAM), (host, int(port))
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(target)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _ask_local(self, cmd: str) -> str:
+        deadline = time.monotonic() + self.busy_retry
+        while True:
+            try:
+                with self._connect() as sock:
+                    sock.sendall(cmd.encode() + b"\n")
+                    chunks = []
+                    while chunk := sock.recv(65536):
+                        chunks.append(chunk)
+                return b"".join(chunks).decode(errors="replace")
+            except BUSY_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise self._unreachable(exc) from exc
+                time.sleep(0.05)
+            except (OSError, ValueError) as exc:
+                raise self._unreachable(exc) from exc
+
+    def _ask_remote(self, commands: Sequence[str]) -> list[str]:
+        assert self.runner is not None
+        target = self.socket_path or self.address or ""
+        cmd = " ".join(shlex.quote(a) for a in
+                       ["python3", "-c", REMOTE_CLIENT, target, str(self.timeout), *commands])
+        out = self.runner(cmd, self.timeout + self.busy_retry + 10.0)
+        if out.exit_code != 0:
+            reason = out.stderr.strip().splitlines()[-1:] or [f"exit code {out.exit_code}"]
+            raise self._unreachable(reason[0])
+        try:
+            answers = json.loads(out.stdout)
+        except ValueError as exc:
+            raise self._unreachable(f"unreadable answer {out.stdout[:200]!r}") from exc
+        return [str(a) for a in answers]

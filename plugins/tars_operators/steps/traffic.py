@@ -1,0 +1,209 @@
+"""Traffic steps: pull a host out of rotation and back in, verified through the load balancer.
+
+pull_out raises when the host is not safely out (the caller must then NOT restart it);
+pull_in raises when the LB does not report the host UP after its own health check in time.
+
+Capacity floor (`traffic.min_in_service`) and concurrency: hosts of one batch are pulled out
+by separate workers at the same time, so no single check sees the others' intent. The planner
+guarantees that a batch never exceeds what the floor allows; at run time every pull_out
+(1) counts what the LB reports as out (DOWN/MAINT/DRAIN, including batch-mates already drained)
+plus this host, refusing if that breaks the floor, then (2) drains and counts again: if the
+floor is now broken (a concurrent drain or a host that failed meanwhile), it puts this host
+back and refuses. Two workers racing for the last slot may both back off: that fails safe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tars_operators.config.schema import Size
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import CapacityError, InvalidValue, LoadBalancerError
+from tars_operators.hooks.lb.base import LoadBalancer, ServerState
+from tars_operators.results import StepResult
+
+
+def required_in_service(min_in_service: Size, total: int) -> int:
+    """Hosts that must stay in service: an int, or "N%" of total rounded up."""
+    if isinstance(min_in_service, str):
+        return math.ceil(int(min_in_service.rstrip("%")) * total / 100)
+    return min_in_service
+
+
+def _host(spec: AppSpec, name: str) -> Host:
+    try:
+        return spec.host(name)
+    except KeyError:
+        known = ", ".join(h.name for h in spec.hosts)
+        raise InvalidValue(f"unknown host {name!r} for app {spec.name}; hosts: {known}") from None
+
+
+def _capacity_error(lb: LoadBalancer, spec: AppSpec, names: Sequence[str], left: int,
+                    out_now: dict[str, ServerState]) -> CapacityError:
+    total, floor = len(spec.hosts), spec.config.traffic.min_in_service
+    need = required_in_service(floor, total)
+    already = ", ".join(f"{n} ({s.status})" for n, s in sorted(out_now.items())) or "none"
+    return CapacityError(
+        f"{spec.name}: taking out {', '.join(names) or 'no host'} would leave {left} of {total} "
+        f"hosts in service; traffic.min_in_service is {floor!r} ({need} hosts). Already out per "
+        f"{lb.where()}: {already}. Bring those back into rotation or release fewer hosts at once."
+    )
+
+
+def _out_now(lb: LoadBalancer, spec: AppSpec) -> dict[str, ServerState]:
+    return {n: s for n, s in lb.states(spec.hosts).items() if not s.in_service}
+
+
+def check_capacity(lb: LoadBalancer, spec: AppSpec, names: Iterable[str]) -> None:
+    """Raise CapacityError if taking `names` out breaks `traffic.min_in_service`.
+
+    Hosts the LB reports DOWN/MAINT/DRAIN count as out already; names already out change
+    nothing and are always allowed.
+    """
+    if lb.provider == "none":
+        return
+    names = [_host(spec, n).name for n in names]
+    out_now = _out_now(lb, spec)
+    taking = [n for n in names if n not in out_now]
+    left = len(spec.hosts) - len(out_now) - len(taking)
+    need = required_in_service(spec.config.traffic.min_in_service, len(spec.hosts))
+    if taking and left < need:
+        raise _capacity_error(lb, spec, names, left, out_now)
+
+
+def _result(host: Host, step: str, started: float, state: ServerState | None, detail: str,
+            state_name: str = "ok", **data: object) -> StepResult:
+    info: dict[str, object] = dict(data)
+    if state is not None:
+        info.update(server=state.name, status=state.status, admin=state.admin,
+                    sessions=state.sessions, check_status=state.check_status)
+    return StepResult(host=host.name, step=step, state=state_name,  # type: ignore[arg-type]
+                      seconds=round(time.monotonic() - started, 3), detail=detail, data=info)
+
+
+def _skipped(host: Host, step: str, started: float) -> StepResult:
+    return _result(host, step, started, None, "no load balancer (traffic.provider: none)", "skipped")
+
+
+def _drain_checked(lb: LoadBalancer, spec: AppSpec, host: Host, before: ServerState) -> None:
+    """Drain, then re-count; if this drain broke the floor, put the host back and refuse."""
+    lb.drain(host)
+    if not before.in_service or not before.known:
+        return
+    out_now = _out_now(lb, spec)
+    left = len(spec.hosts) - len(out_now)
+    if left < required_in_service(spec.config.traffic.min_in_service, len(spec.hosts)):
+        lb.enable(host)
+        raise _capacity_error(lb, spec, [host.name], left, out_now)
+
+
+def pull_out(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
+    """Drain host, wait for zero sessions (MAINT after `drain_timeout`), verified through the LB."""
+    started = time.monotonic()
+    if lb.provider == "none":
+        return _skipped(host, "pull_out", started)
+    check_capacity(lb, spec, [host.name])
+    before = lb.state(host)
+    if before.known and before.admin == "maint":
+        return _result(host, "pull_out", started, before, f"already out: {before.describe()}",
+                       "unchanged")
+    _drain_checked(lb, spec, host, before)
+    timeout = spec.config.traffic.drain_timeout
+    state, drained = lb.wait_drained(host, timeout)
+    if not state.known:
+        return _result(host, "pull_out", started, state,
+                       f"drained via {lb.where()}; unverified: the LB does not report state",
+                       verified=False)
+    forced = not drained
+    if forced:
+        lb.disable(host)
+        state = lb.state(host)
+    if state.admin not in ("drain", "maint"):
+        raise LoadBalancerError(
+            f"{host.name}: pull_out: {lb.where()} still has {state.name} in rotation after "
+            f"draining: {state.describe()}; not restarting it"
+        )
+    detail = (f"drain timeout {timeout:g}s with {state.sessions} sessions left; forced MAINT"
+              if forced else f"out of rotation: {state.describe()}")
+    return _result(host, "pull_out", started, state, detail, verified=True, forced_maint=forced)
+
+
+def pull_in(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
+    """Put host back and wait until the LB itself reports it UP (health check passed)."""
+    started = time.monotonic()
+    if lb.provider == "none":
+        return _skipped(host, "pull_in", started)
+    lb.enable(host)
+    timeout = spec.config.traffic.ready_timeout
+    state, up = lb.wait_up(host, timeout)
+    if not state.known:
+        return _result(host, "pull_in", started, state,
+                       f"enabled via {lb.where()}; unverified: the LB does not report state",
+                       verified=False)
+    if not up:
+        raise LoadBalancerError(
+            f"{host.name}: pull_in: {lb.where()} does not report {state.name} UP after "
+            f"{timeout:g}s (traffic.ready_timeout): {state.describe()}. It is set ready, so the "
+            f"LB sends traffic as soon as its own health checks pass."
+        )
+    return _result(host, "pull_in", started, state, f"in rotation: {state.describe()}",
+                   verified=True)
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """Hosts the LB does not report in rotation after a release, with what it says about them."""
+
+    checked: tuple[str, ...]
+    not_in_rotation: tuple[tuple[str, str], ...]  # (host, LB status line or error)
+    provider: str = ""
+    error: str = ""  # the LB could not be read at all
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_in_rotation and not self.error
+
+    def summary(self) -> str:
+        """One line when all is well, else one line per host that is not back."""
+        if self.provider == "none":
+            return "rotation not checked (traffic.provider: none)"
+        if self.error:
+            return f"ROTATION UNKNOWN for {', '.join(self.checked)}: {self.error}"
+        if not self.not_in_rotation:
+            return f"all {len(self.checked)} hosts in rotation"
+        lines = [f"{len(self.not_in_rotation)} of {len(self.checked)} hosts NOT in rotation:"]
+        return "\n".join(lines + [f"  {name}: {why}" for name, why in self.not_in_rotation])
+
+
+def rotation_report(lb: LoadBalancer, spec: AppSpec, hosts: Sequence[Host]) -> RotationReport:
+    """Which of hosts the LB does not report UP (for the release's final summary). Never raises."""
+    names = tuple(h.name for h in hosts)
+    if lb.provider == "none":
+        return RotationReport(names, (), provider="none")
+    try:
+        states = lb.states(hosts)
+    except LoadBalancerError as exc:
+        return _rotation_one_by_one(lb, hosts, exc)
+    bad = tuple((n, s.describe()) for n, s in states.items() if s.known and not s.confirmed_up)
+    return RotationReport(names, bad, lb.provider)
+
+
+def _rotation_one_by_one(lb: LoadBalancer, hosts: Sequence[Host],
+                         exc: LoadBalancerError) -> RotationReport:
+    """After a failed bulk read: name the hosts the LB does not know, or report it unreadable."""
+    names = tuple(h.name for h in hosts)
+    bad: list[tuple[str, str]] = []
+    for host in hosts:
+        try:
+            state = lb.state(host)
+        except LoadBalancerError as one:
+            bad.append((host.name, str(one)))
+            continue
+        if state.known and not state.confirmed_up:
+            bad.append((host.name, state.describe()))
+    if len(bad) == len(hosts) and len({why for _, why in bad}) == 1:
+        return RotationReport(names, (), lb.provider, error=str(exc))
+    return RotationReport(names, tuple(bad), lb.provider)
