@@ -1,0 +1,158 @@
+"""Artifact store: resolve a version's URL and sha256, fetch it once into the controller cache.
+
+The cache is keyed by sha256 (``<cache>/<sha256>.tar.gz``); downloads go to a temporary file
+in the same directory and are renamed into place only after the checksum matched, so
+concurrent fetches of the same artifact are safe and a corrupt download never lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.config.spec import template_context
+from tars_operators.config.templating import render
+from tars_operators.errors import ChecksumMismatch, InvalidValue, TarsError
+from tars_operators.remote.validate import validate_version
+
+CHUNK = 1 << 20
+_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    """A resolved artifact: where it comes from, its verified sha256, the local copy if any."""
+
+    version: str
+    url: str
+    sha256: str
+    path: Path | None = None  # in the controller cache (push delivery); None for pull
+    size: int | None = None
+    seconds: float = 0.0
+
+
+def default_cache_dir() -> Path:
+    """``$TARS_CACHE_DIR``, else ``$AIRFLOW_HOME/tars-cache``, else ``~/.cache/tars``."""
+    if os.environ.get("TARS_CACHE_DIR"):
+        return Path(os.environ["TARS_CACHE_DIR"])
+    if os.environ.get("AIRFLOW_HOME"):
+        return Path(os.environ["AIRFLOW_HOME"]) / "tars-cache"
+    return Path.home() / ".cache" / "tars"
+
+
+def artifact_url(spec: AppSpec, version: str, host: Host | None = None) -> str:
+    """The artifact URL of ``version`` (rendered with the host's vars when a host is given)."""
+    ctx = template_context(spec, host, validate_version(version, spec.config.artifact.version_pattern))
+    return render(spec.config.artifact.url, ctx)
+
+
+def parse_checksum_file(text: str, file_name: str) -> str:
+    """sha256sum format (``<hex>  <name>``, several lines allowed) or a bare hex digest."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) == 1 and _HEX.match(lines[0].split()[0]) and len(lines[0].split()) == 1:
+        return lines[0].lower()
+    for line in lines:
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2 and _HEX.match(parts[0]) and parts[1].lstrip("*").strip() == file_name:
+            return parts[0].lower()
+    if len(lines) == 1 and _HEX.match(lines[0].split()[0]):
+        return lines[0].split()[0].lower()
+    raise InvalidValue(f"checksum file has no sha256 for {file_name!r}")
+
+
+def expected_sha256(spec: AppSpec, version: str, url: str, *, timeout: float = 30.0) -> str:
+    """From ``artifact.checksum.sha256[version]``, else the checksum-file URL template."""
+    checksum = spec.config.artifact.checksum
+    if version in checksum.sha256:
+        return checksum.sha256[version]
+    if not checksum.url:
+        raise InvalidValue(f"no sha256 known for {spec.name} {version}: set artifact.checksum.sha256 "
+                           "or artifact.checksum.url")
+    sums_url = render(checksum.url, {**template_context(spec, None, version), "url": url})
+    text = b"".join(_read_url(sums_url, timeout)).decode("utf-8", "replace")
+    try:
+        return parse_checksum_file(text, _file_name(url))
+    except InvalidValue as exc:
+        raise InvalidValue(f"{sums_url}: {exc}") from exc
+
+
+def fetch_artifact(
+    spec: AppSpec, version: str, *, cache_dir: Path | None = None, download: bool | None = None,
+    host: Host | None = None, timeout: float = 300.0,
+) -> FetchedArtifact:
+    """Resolve and (for push delivery, or ``download=True``) fetch + verify into the cache."""
+    started = time.monotonic()
+    validate_version(version, spec.config.artifact.version_pattern)
+    url = artifact_url(spec, version, host)
+    sha = expected_sha256(spec, version, url, timeout=timeout)
+    if download is None:
+        download = spec.config.artifact.delivery == "push"
+    if not download:
+        return FetchedArtifact(version, url, sha, seconds=time.monotonic() - started)
+    path = cached_or_download(url, sha, cache_dir or default_cache_dir(), timeout)
+    return FetchedArtifact(version, url, sha, path, path.stat().st_size, time.monotonic() - started)
+
+
+def cached_or_download(url: str, sha256: str, cache_dir: Path, timeout: float) -> Path:
+    """``<cache>/<sha256>.tar.gz``, downloading (tmp + verify + rename) when missing or corrupt."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / f"{sha256}.tar.gz"
+    if final.exists() and sha256_file(final) == sha256:
+        return final
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{sha256[:12]}-", suffix=".part", dir=cache_dir)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in _read_url(url, timeout):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ChecksumMismatch(f"{url}: sha256 is {digest.hexdigest()}, expected {sha256}; "
+                                   "the artifact is corrupt or the checksum is wrong — nothing was sent to any host")
+        os.replace(tmp_name, final)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return final
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_name(url: str) -> str:
+    return unquote(urlparse(url).path.rsplit("/", 1)[-1])
+
+
+def _read_url(url: str, timeout: float) -> Iterator[bytes]:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        try:
+            with open(unquote(parsed.path), "rb") as handle:
+                yield from iter(lambda: handle.read(CHUNK), b"")
+        except OSError as exc:
+            raise TarsError(f"cannot read {url}: {exc}") from exc
+        return
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidValue(f"artifact URL {url!r}: only file://, http:// and https:// are supported")
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise TarsError(f"GET {url}: HTTP {response.status_code}")
+            yield from response.iter_bytes(CHUNK)
+    except httpx.HTTPError as exc:
+        raise TarsError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc

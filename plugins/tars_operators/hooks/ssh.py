@@ -1,0 +1,296 @@
+"""SSH to release hosts: ``TarsSSHHook`` (the provider's SSHHook, stricter) and ``HostSession``.
+
+The connection (``ssh.conn_id``) carries login and key only; address and port come from the
+inventory. Host keys are always verified: the ``known_hosts`` extra names a file loaded into
+paramiko, unknown hosts are refused (RejectPolicy), and a connection asking to skip the check
+is refused. Timeouts are always explicit: ``connect_timeout`` is one deadline for TCP
+connect, banner, auth and retries; ``command_timeout`` bounds a command's whole run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from airflow.providers.ssh.hooks.ssh import SSHHook
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import HostUnreachable, InvalidValue, RemoteCommandError, RemoteError
+from tars_operators.remote.layout import rand_token
+from tars_operators.remote.validate import validate_address
+
+log = logging.getLogger(__name__)
+_FATAL = (paramiko.BadHostKeyException, paramiko.AuthenticationException)
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """Everything needed to reach one host; JSON-serializable (trigger kwargs)."""
+
+    host: str
+    address: str
+    port: int
+    conn_id: str
+    user: str | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 300.0
+    retries: int = 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionParams:
+        return cls(**data)
+
+    @classmethod
+    def for_host(cls, spec: AppSpec, host: Host) -> SessionParams:
+        ssh = spec.config.ssh
+        return cls(host=host.name, address=validate_address(host.address), port=host.ssh_port,
+                   conn_id=ssh.conn_id, user=ssh.user, connect_timeout=ssh.connect_timeout,
+                   command_timeout=ssh.command_timeout, retries=ssh.retries)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class TarsSSHHook(SSHHook):
+    """SSHHook with a ``known_hosts`` extra, RejectPolicy always, and a single connect deadline."""
+
+    def __init__(self, *, ssh_conn_id: str, remote_host: str, port: int, username: str | None = None,
+                 conn_timeout: float = 10.0, cmd_timeout: float = 300.0, retries: int = 2) -> None:
+        super().__init__(ssh_conn_id=ssh_conn_id, remote_host=remote_host, port=port,
+                         username=username, conn_timeout=conn_timeout,  # type: ignore[arg-type]
+                         cmd_timeout=cmd_timeout, banner_timeout=conn_timeout,
+                         auth_timeout=conn_timeout, conn_retry_attempts=retries + 1)  # type: ignore[arg-type]
+        extra = self.get_connection(ssh_conn_id).extra_dejson
+        if self.no_host_key_check or self.allow_host_key_change:
+            raise InvalidValue(f"connection {ssh_conn_id!r} turns host key checking off; Tars refuses "
+                               "to use it (remove no_host_key_check / allow_host_key_change)")
+        self.known_hosts: str | None = extra.get("known_hosts")
+
+    def _new_client(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.load_system_host_keys()
+        if self.known_hosts:
+            path = Path(self.known_hosts).expanduser()
+            if not path.is_file():
+                raise InvalidValue(f"connection {self.ssh_conn_id!r}: known_hosts file {path} not found")
+            client.load_host_keys(str(path))
+        if self.host_key is not None:
+            name = self.remote_host if self.port == 22 else f"[{self.remote_host}]:{self.port}"
+            client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        return client
+
+    def get_conn(self) -> paramiko.SSHClient:
+        """Connect, retrying transient failures with short waits until the connect deadline."""
+        if self.client and (t := self.client.get_transport()) and t.is_active():
+            return self.client
+        deadline = time.monotonic() + float(self.conn_timeout or 10.0)
+        for attempt in range(1, self.conn_retry_attempts + 1):
+            client = self._new_client()
+            left = deadline - time.monotonic()
+            try:
+                client.connect(**self._connect_kwargs(left, self._socket(left)))
+            except _FATAL:
+                client.close()
+                raise
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                client.close()
+                if _is_host_key_refusal(exc) or attempt == self.conn_retry_attempts:
+                    raise
+                pause = min(0.25 * attempt, deadline - time.monotonic() - 0.5)
+                if pause <= 0:
+                    raise
+                time.sleep(pause)
+                continue
+            transport = client.get_transport()
+            if transport is not None and self.keepalive_interval:
+                transport.set_keepalive(self.keepalive_interval)
+            self.client = client
+            return client
+        raise AssertionError("unreachable")
+
+    def _socket(self, left: float) -> Any:
+        """TCP socket with TCP_NODELAY: without it every command waits ~40 ms (Nagle)."""
+        if self.host_proxy is not None:
+            return self.host_proxy
+        sock = socket.create_connection((self.remote_host, self.port), timeout=max(left, 0.1))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect_kwargs(self, left: float, sock: Any) -> dict[str, Any]:
+        left = max(left, 0.1)
+        kwargs: dict[str, Any] = {
+            "hostname": self.remote_host, "port": self.port, "username": self.username,
+            "timeout": left, "banner_timeout": left, "auth_timeout": left,
+            "channel_timeout": left, "look_for_keys": self.look_for_keys, "compress": False,
+            "sock": sock, "allow_agent": False,
+        }
+        if self.password:
+            kwargs["password"] = self.password.strip()
+        if self.pkey:
+            kwargs["pkey"] = self.pkey
+        if self.key_file:
+            kwargs["key_filename"] = self.key_file
+        return kwargs
+
+
+def _is_host_key_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc)
+
+
+class HostSession:
+    """One SSH connection to one host for one step; connects lazily on first use."""
+
+    def __init__(self, params: SessionParams):
+        self.params = params
+        self._hook: TarsSSHHook | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def host(self) -> str:
+        return self.params.host
+
+    def __enter__(self) -> HostSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self, step: str = "connect") -> paramiko.SSHClient:
+        p = self.params
+        try:
+            if self._hook is None:
+                self._hook = TarsSSHHook(ssh_conn_id=p.conn_id, remote_host=p.address, port=p.port,
+                                         username=p.user, conn_timeout=p.connect_timeout,
+                                         cmd_timeout=p.command_timeout, retries=p.retries)
+            return self._hook.get_conn()
+        except InvalidValue:
+            raise
+        except Exception as exc:  # paramiko/socket errors come in many types
+            raise HostUnreachable(p.host, step, f"cannot connect to {p.address}:{p.port} "
+                                  f"as {self._hook.username if self._hook else p.user}: "
+                                  f"{_reason(exc)}") from exc
+
+    def run(self, command: str, *, step: str, timeout: float | None = None, check: bool = True,
+            watch_stdin: bool = False, label: str | None = None) -> CommandResult:
+        """Run ``command``; raise RemoteCommandError on a non-zero exit (if ``check``) or timeout.
+
+        ``watch_stdin`` keeps the command's stdin open so it can notice the controller is gone.
+        """
+        client = self.connect(step)
+        limit = timeout if timeout is not None else self.params.command_timeout
+        log.info("%s: %s: %s", self.host, step, label or command.splitlines()[0][:80])
+        started = time.monotonic()
+        try:
+            chan = client.get_transport().open_session(timeout=self.params.connect_timeout)  # type: ignore[union-attr]
+            chan.exec_command(command)
+            if not watch_stdin:
+                chan.shutdown_write()
+            code, out, err = _collect(chan, started + limit)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(self.host, step, f"connection to {self.params.address}:"
+                                  f"{self.params.port} lost: {_reason(exc)}") from exc
+        result = CommandResult(code if code is not None else -1, out, err, time.monotonic() - started)
+        if code is None:
+            raise RemoteCommandError(self.host, step, None, err + f"\n(timed out after {limit:g}s)")
+        if check and code != 0:
+            raise RemoteCommandError(self.host, step, code, err)
+        return result
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.connect("sftp").open_sftp()
+        return self._sftp
+
+    def put_file(self, local: Path, remote: str, *, step: str, mode: int = 0o600) -> None:
+        """Upload to ``remote`` via a temporary name + rename (never a half file at ``remote``)."""
+        self._put(step, remote, mode, lambda sftp, tmp: sftp.put(str(local), tmp, confirm=True))
+
+    def put_bytes(self, data: bytes, remote: str, *, step: str, mode: int = 0o600) -> None:
+        def write(sftp: paramiko.SFTPClient, tmp: str) -> None:
+            with sftp.open(tmp, "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(data)
+        self._put(step, remote, mode, write)
+
+    def _put(self, step: str, remote: str, mode: int, write: Any) -> None:
+        tmp = f"{remote}.part-{rand_token()}"
+        try:
+            sftp = self.sftp()
+            write(sftp, tmp)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, remote)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise RemoteError(self.host, step, f"upload to {remote} failed: {_reason(exc)}") from exc
+
+    def remote_size(self, remote: str) -> int | None:
+        try:
+            return self.sftp().stat(remote).st_size
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        if self._hook is not None and self._hook.client is not None:
+            self._hook.client.close()
+            self._hook.client = None
+
+
+def _collect(chan: paramiko.Channel, deadline: float) -> tuple[int | None, str, str]:
+    """Read stdout/stderr until exit; (None, …) if the deadline passes first."""
+    out, err = bytearray(), bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(chan, selectors.EVENT_READ)
+        while True:
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                if not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                continue
+            if chan.closed and not chan.exit_status_ready():
+                raise EOFError("channel closed without an exit status")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                chan.close()
+                return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+            sel.select(min(left, 1.0))
+    code = chan.recv_exit_status()
+    chan.close()
+    if code == -1:  # paramiko's "no exit status": the connection went away
+        raise EOFError("connection closed before the command finished")
+    return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, paramiko.SSHException) and "known_hosts" in text:
+        return f"host key not trusted: {text} (add it to the connection's known_hosts file)"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return f"host key changed: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def open_session(spec: AppSpec, host: Host) -> HostSession:
+    """A lazily connecting session for ``host`` with the app's SSH settings."""
+    return HostSession(SessionParams.for_host(spec, host))

@@ -1,0 +1,102 @@
+"""Activate a staged release (also the rollback to the previous good one), mark it, prune.
+
+Activation: stop, switch ``current`` atomically (new relative link + ``mv -T``), start, wait
+the ignition seconds. If ``current`` already points at the version and the service says it
+is running, nothing is restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.config.templating import host_context, render
+from tars_operators.errors import InvalidValue, RemoteError
+from tars_operators.hooks.ssh import HostSession
+from tars_operators.remote.commands import activate_command, remove_releases_command, write_meta_command
+from tars_operators.remote.layout import ReleaseLayout, rand_token
+from tars_operators.remote.validate import validate_version
+from tars_operators.results import StepResult
+from tars_operators.steps.state import now_iso, read_host_state, select_prunable
+
+
+def activate_release(session: HostSession, spec: AppSpec, host: Host, version: str, run_id: str) -> StepResult:
+    """Make ``version`` the running release of ``host``."""
+    started = time.monotonic()
+    validate_version(version, spec.config.artifact.version_pattern)
+    ctx = host_context(spec, host, version)
+    layout, service = ReleaseLayout(ctx["deploy_root"]), spec.config.service
+    state = read_host_state(session, layout, step="activate")
+    meta = state.release(version)
+    if meta is None or meta.status == "unknown":
+        raise RemoteError(host.name, "activate", f"release {version} is not staged on this host; stage it first")
+    if meta.status == "failed":
+        raise RemoteError(host.name, "activate", f"release {version} is marked failed; stage it again first")
+    if state.current == version and service_running(session, spec, host, version):
+        return StepResult(host.name, "activate", "unchanged", version, time.monotonic() - started,
+                          f"{version} already current and running")
+    switch = state.current != version
+    stop_ctx = host_context(spec, host, state.current) if state.current else ctx
+    new_meta = meta.with_(activated_at=now_iso() if switch or not meta.activated_at else meta.activated_at,
+                          extra={**meta.extra, "activated_run_id": run_id}).as_json()
+    timeout = spec.config.steps.activate.timeout or spec.config.ssh.command_timeout
+    session.run(activate_command(layout, version, rand_token(), stop=render(service.stop, stop_ctx),
+                                 start=render(service.start, ctx), meta=new_meta, switch=switch),
+                step="activate", timeout=timeout,
+                label=f"{'switch current to' if switch else 'start'} {version}")
+    if service.ignition_seconds:
+        time.sleep(service.ignition_seconds)
+    was = state.current or "nothing"
+    detail = f"switched {was} → {version} and started" if switch else f"{version} was current but not running; started"
+    return StepResult(host.name, "activate", "ok", version, time.monotonic() - started, detail,
+                      {"previous": state.current})
+
+
+def service_running(session: HostSession, spec: AppSpec, host: Host, version: str) -> bool:
+    """The service's ``status`` command exits 0; without one, assume it runs."""
+    status = spec.config.service.status
+    if not status:
+        return True
+    result = session.run(render(status, host_context(spec, host, version)), step="activate",
+                         check=False, label="service status")
+    return result.exit_code == 0
+
+
+def mark_release(
+    session: HostSession, spec: AppSpec, host: Host, version: str,
+    status: Literal["good", "failed", "staged"],
+) -> StepResult:
+    """Record the verdict on a release in its metadata (``good`` after health + smoke)."""
+    started = time.monotonic()
+    validate_version(version, spec.config.artifact.version_pattern)
+    if status not in ("good", "failed", "staged"):
+        raise InvalidValue(f"release status must be good, failed or staged, got {status!r}")
+    layout = ReleaseLayout(host_context(spec, host, None)["deploy_root"])
+    meta = read_host_state(session, layout, step="mark").release(version)
+    if meta is None or meta.status == "unknown":
+        raise RemoteError(host.name, "mark", f"release {version} is not on this host")
+    if meta.status == status:
+        return StepResult(host.name, "mark", "unchanged", version, time.monotonic() - started,
+                          f"{version} already {status}")
+    extra = {**meta.extra, "marked_at": now_iso()}
+    session.run(write_meta_command(layout, version, meta.with_(status=status, extra=extra).as_json()),
+                step="mark", label=f"mark {version} {status}")
+    return StepResult(host.name, "mark", "ok", version, time.monotonic() - started,
+                      f"{version}: {meta.status} → {status}")
+
+
+def prune_releases(session: HostSession, spec: AppSpec, host: Host, *, keep: int | None = None) -> StepResult:
+    """Keep the last ``keep`` good releases (default ``install.keep_releases``) and current."""
+    started = time.monotonic()
+    keep = keep if keep is not None else spec.config.install.keep_releases
+    layout = ReleaseLayout(host_context(spec, host, None)["deploy_root"])
+    state = read_host_state(session, layout, step="prune")
+    doomed = select_prunable(state, keep)
+    if not doomed:
+        return StepResult(host.name, "prune", "unchanged", state.current, time.monotonic() - started,
+                          f"nothing to prune ({len(state.releases)} releases)")
+    session.run(remove_releases_command(layout, doomed, rand_token()), step="prune",
+                label=f"remove {len(doomed)} releases")
+    return StepResult(host.name, "prune", "ok", state.current, time.monotonic() - started,
+                      f"removed {', '.join(doomed)}", {"removed": doomed})

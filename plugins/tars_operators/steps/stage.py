@@ -1,0 +1,131 @@
+"""Stage a release on a host (before it leaves rotation): artifact in, unpacked, configured.
+
+Atomic: everything happens in ``releases/.tmp-<version>-<rand>`` and one rename publishes it;
+``current`` is never touched. Idempotent: the same sha256 already staged is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import ChecksumMismatch, InvalidValue, RemoteError
+from tars_operators.hooks.artifacts import FetchedArtifact, fetch_artifact, sha256_file
+from tars_operators.hooks.ssh import HostSession
+from tars_operators.remote.archive import check_archive
+from tars_operators.remote.commands import InstallPlan, TemplateFile, install_command, q, write_meta_command
+from tars_operators.remote.layout import ReleaseLayout, rand_token
+from tars_operators.remote.validate import validate_sha256, validate_version
+from tars_operators.results import StepResult
+from tars_operators.steps.state import HostState, ReleaseMeta, now_iso, read_host_state
+from tars_operators.steps.templates import RenderedFile, install_context, render_templates, render_text
+
+STEP = "stage"
+
+
+def stage_release(
+    session: HostSession, spec: AppSpec, host: Host, version: str,
+    artifact: FetchedArtifact | None, run_id: str,
+) -> StepResult:
+    """Get ``version`` onto ``host`` as ``releases/<version>`` with status ``staged``."""
+    started = time.monotonic()
+    validate_version(version, spec.config.artifact.version_pattern)
+    ctx = install_context(spec, host, version)
+    layout = ReleaseLayout(ctx["deploy_root"])
+    artifact = artifact or fetch_artifact(spec, version, host=host)
+    _check_artifact(artifact, version)
+    files = render_templates(spec, host, ctx)
+    install = spec.config.install
+    pre = [render_text(c, ctx, f"install.pre_install[{i}]", host) for i, c in enumerate(install.pre_install)]
+    post = [render_text(c, ctx, f"install.post_install[{i}]", host) for i, c in enumerate(install.post_install)]
+    # Everything above is local; the first remote call is here.
+    state = read_host_state(session, layout, step=STEP, cleanup=True)
+    done = _already_staged(session, layout, state, artifact, host, started)
+    if done is not None:
+        return done
+    token = rand_token()
+    plan = InstallPlan(
+        layout=layout, version=version, token=token, tarball=layout.tarball(artifact.sha256),
+        sha256=artifact.sha256, meta=_meta(spec, artifact, run_id), pre_install=pre, post_install=post,
+        templates=_upload(session, layout, artifact, files, token),
+        check_on_host=artifact.path is None, download_url=artifact.url if artifact.path is None else None,
+        download_timeout=spec.config.ssh.command_timeout,
+        cleanup=[f"{layout.uploads}/tpl-{token}"],
+    )
+    timeout = spec.config.steps.stage.timeout or spec.config.ssh.command_timeout
+    session.run(install_command(plan), step=STEP, timeout=timeout, watch_stdin=True,
+                label=f"install {version} into {layout.release_dir(version)}")
+    how = "pushed" if artifact.path is not None else "pulled"
+    return StepResult(host.name, STEP, "ok", version, time.monotonic() - started,
+                      f"staged {version} ({how}, sha256 {artifact.sha256[:12]}…)",
+                      {"sha256": artifact.sha256, "delivery": how, "replaced": state.release(version) is not None})
+
+
+def _check_artifact(artifact: FetchedArtifact, version: str) -> None:
+    """Before any SSH: right version, sha256 of the local copy, archive safety."""
+    if artifact.version != version:
+        raise InvalidValue(f"artifact is for version {artifact.version}, not {version}")
+    validate_sha256(artifact.sha256)
+    if artifact.path is not None:
+        actual = sha256_file(artifact.path)
+        if actual != artifact.sha256:
+            raise ChecksumMismatch(f"{artifact.path}: sha256 is {actual}, expected {artifact.sha256}; "
+                                   "refusing to send it to any host")
+        check_archive(artifact.path)
+
+
+def _already_staged(
+    session: HostSession, layout: ReleaseLayout, state: HostState, artifact: FetchedArtifact,
+    host: Host, started: float,
+) -> StepResult | None:
+    """A result if nothing (or only metadata) needs doing; refuse to replace ``current``."""
+    existing = state.release(artifact.version)
+    if existing is None or existing.status == "unknown":
+        if existing is not None and state.current == artifact.version:
+            raise RemoteError(host.name, STEP, f"releases/{artifact.version} is current but has no "
+                              "metadata; refusing to replace the release being served")
+        return None
+    if existing.sha256 != artifact.sha256:
+        if state.current == artifact.version:
+            raise RemoteError(host.name, STEP, (
+                f"releases/{artifact.version} is the current release with a different sha256 "
+                f"({(existing.sha256 or '?')[:12]}… on the host, {artifact.sha256[:12]}… now); "
+                "refusing to replace the release being served — activate another release first"))
+        return None
+    seconds = time.monotonic() - started
+    if existing.status == "failed":  # same bytes, tried again: eligible for activation again
+        session.run(write_meta_command(layout, artifact.version, existing.with_(status="staged").as_json()),
+                    step=STEP, label=f"mark {artifact.version} staged again")
+        return StepResult(host.name, STEP, "ok", artifact.version, time.monotonic() - started,
+                          f"{artifact.version} was marked failed; same sha256, marked staged again")
+    return StepResult(host.name, STEP, "unchanged", artifact.version, seconds,
+                      f"{artifact.version} already on the host ({existing.status}, same sha256)",
+                      {"sha256": artifact.sha256, "status": existing.status})
+
+
+def _upload(
+    session: HostSession, layout: ReleaseLayout, artifact: FetchedArtifact,
+    files: list[RenderedFile], token: str,
+) -> list[TemplateFile]:
+    """Push the tarball (unless already complete on the host) and the rendered templates."""
+    tpl_dir = f"{layout.uploads}/tpl-{token}"
+    if artifact.path is None and not files:
+        return []
+    session.run(f"mkdir -p {q(tpl_dir)} && chmod 700 {q(layout.uploads)} {q(tpl_dir)}", step=STEP,
+                label="prepare upload dir")
+    if artifact.path is not None:
+        target = layout.tarball(artifact.sha256)
+        if session.remote_size(target) != (artifact.size or artifact.path.stat().st_size):
+            session.put_file(artifact.path, target, step=STEP)
+    staged = []
+    for i, rendered in enumerate(files):
+        path = f"{tpl_dir}/{i}"
+        session.put_bytes(rendered.content, path, step=STEP)
+        staged.append(TemplateFile(path, rendered.dest, rendered.mode))
+    return staged
+
+
+def _meta(spec: AppSpec, artifact: FetchedArtifact, run_id: str) -> dict[str, object]:
+    meta = ReleaseMeta(version=artifact.version, sha256=artifact.sha256, installed_at=now_iso(),
+                       run_id=run_id, status="staged", extra={"app": spec.name})
+    return meta.as_json()
