@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -39,6 +39,18 @@ class FetchedArtifact:
     path: Path | None = None  # in the controller cache (push delivery); None for pull
     size: int | None = None
     seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "url": self.url, "sha256": self.sha256,
+                "path": str(self.path) if self.path else None, "size": self.size,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FetchedArtifact:
+        path = data.get("path")
+        return cls(version=data["version"], url=data["url"], sha256=data["sha256"],
+                   path=Path(path) if path else None, size=data.get("size"),
+                   seconds=float(data.get("seconds") or 0.0))
 
 
 def default_cache_dir() -> Path:

@@ -1,0 +1,146 @@
+"""Thin operators for the individual release steps (the lead's per-host task chains them).
+
+Each loads the app spec (``spec_loader`` callable, or ``spec_path`` through the config
+loader), opens one SSH session to the host, calls the step and returns ``StepResult.as_dict()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from airflow.sdk import BaseOperator
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import InvalidValue
+from tars_operators.results import StepResult
+
+SpecLoader = Callable[[], AppSpec]
+
+
+def load_spec(spec_loader: SpecLoader | None, spec_path: str | None, defaults_path: str | None = None) -> AppSpec:
+    """The AppSpec from a callable, or from a config file via ``config.loader.load_app``."""
+    if spec_loader is not None:
+        return spec_loader()
+    if not spec_path:
+        raise InvalidValue("give spec_loader or spec_path")
+    from tars_operators.config.loader import load_app
+
+    return load_app(spec_path, defaults_path)
+
+
+def find_host(spec: AppSpec, name: str) -> Host:
+    try:
+        return spec.host(name)
+    except KeyError:
+        raise InvalidValue(f"host {name!r} is not in the inventory of {spec.name}") from None
+
+
+class TarsStepOperator(BaseOperator):
+    """Common arguments: which app (spec), which host, which version."""
+
+    template_fields = ("version", "host_name")
+
+    def __init__(self, *, version: str, host_name: str | None = None, spec_loader: SpecLoader | None = None,
+                 spec_path: str | None = None, defaults_path: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if spec_loader is None and not spec_path:
+            raise InvalidValue(f"{self.task_id}: give spec_loader or spec_path")
+        self.version, self.host_name = version, host_name
+        self.spec_loader, self.spec_path, self.defaults_path = spec_loader, spec_path, defaults_path
+
+    def spec_and_host(self) -> tuple[AppSpec, Host]:
+        spec = load_spec(self.spec_loader, self.spec_path, self.defaults_path)
+        if not self.host_name:
+            raise InvalidValue(f"{self.task_id}: host_name is required")
+        return spec, find_host(spec, self.host_name)
+
+    def run_step(self, step: Callable[..., StepResult], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from tars_operators.hooks.ssh import open_session
+
+        spec, host = self.spec_and_host()
+        with open_session(spec, host) as session:
+            result = step(session, spec, host, *args, **kwargs)
+        self.log.info("%s: %s: %s (%s, %.1fs)", result.host, result.step, result.detail, result.state, result.seconds)
+        return result.as_dict()
+
+
+class FetchArtifactOperator(TarsStepOperator):
+    """Resolve the artifact and (push delivery) download it once into the controller cache."""
+
+    def __init__(self, *, cache_dir: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from pathlib import Path
+
+        from tars_operators.hooks.artifacts import fetch_artifact
+
+        spec = load_spec(self.spec_loader, self.spec_path, self.defaults_path)
+        art = fetch_artifact(spec, self.version, cache_dir=Path(self.cache_dir) if self.cache_dir else None)
+        result = StepResult("controller", "fetch", "ok", self.version, art.seconds,
+                            f"{art.url} sha256 {art.sha256[:12]}…", {"artifact": art.as_dict()})
+        return result.as_dict()
+
+
+class StageReleaseOperator(TarsStepOperator):
+    """Stage the release on one host; ``artifact`` is a FetchArtifactOperator result (XCom)."""
+
+    template_fields = (*TarsStepOperator.template_fields, "artifact")
+
+    def __init__(self, *, artifact: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.artifact = artifact
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.hooks.artifacts import FetchedArtifact
+        from tars_operators.steps.stage import stage_release
+
+        data = self.artifact or {}
+        data = data.get("data", {}).get("artifact", data) if "data" in data else data
+        art = FetchedArtifact.from_dict(data) if data else None
+        return self.run_step(stage_release, self.version, art, context["run_id"])
+
+
+class ActivateReleaseOperator(TarsStepOperator):
+    """Stop, switch ``current``, start (no-op if already current and running)."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.steps.activate import activate_release
+
+        return self.run_step(activate_release, self.version, context["run_id"])
+
+
+class SmokeTestOperator(TarsStepOperator):
+    """Run the app's smoke checks once each; their output is in the result's ``data``."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.steps.checks import run_checks
+
+        return self.run_step(run_checks, self.version, kind="smoke")
+
+
+class MarkReleaseOperator(TarsStepOperator):
+    """Record ``good`` / ``failed`` in the release's metadata on the host."""
+
+    def __init__(self, *, status: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.status = status
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.steps.activate import mark_release
+
+        return self.run_step(mark_release, self.version, self.status)
+
+
+class PruneReleasesOperator(TarsStepOperator):
+    """Keep the last ``install.keep_releases`` good releases (never current)."""
+
+    def __init__(self, *, keep: int | None = None, version: str = "", **kwargs: Any):
+        super().__init__(version=version, **kwargs)
+        self.keep = keep
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.steps.activate import prune_releases
+
+        return self.run_step(prune_releases, keep=self.keep)
