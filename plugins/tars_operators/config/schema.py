@@ -51,7 +51,10 @@ class Artifact(Model):
     @field_validator("version_pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        re.compile(value)
+        try:
+            re.compile(value)
+        except re.error as exc:  # not a ValueError: pydantic would let it escape
+            raise ValueError(f"expected a valid regular expression, got '{value}': {exc}") from None
         return value
 
 
@@ -229,6 +232,8 @@ class Steps(Model):
     smoke: StepPolicy = StepPolicy()
     pull_in: StepPolicy = StepPolicy(timeout=120)
     host_retries: Annotated[int, Field(ge=0, le=5)] = 0  # Airflow retries of a host's task
+    # Health checks wait inline this long, then hand the wait to the triggerer (no worker slot).
+    health_defer_after: Annotated[float, Field(ge=0)] = 10.0
 
 
 class Webhook(Model):

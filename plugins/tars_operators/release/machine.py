@@ -198,7 +198,7 @@ class StageNode:
     def choices(self) -> dict[Decision, str]:
         return {
             Decision.CONTINUE: self.continue_target,
-            Decision.FINISH: self.next_enter,
+            Decision.FINISH: FINALIZE,
             Decision.ROLLBACK: ROLLBACK_PLAN,
             Decision.HALT: HALT,
         }

@@ -1,0 +1,1 @@
+"""Pure: AppSpec → DAG. No network, Variables, Connections or clock at parse time."""

@@ -1,0 +1,200 @@
+"""Build the deploy DAG of one app. The topology comes from ``release.machine.topology``.
+
+```
+prepare ─► fetch ─► fort.enter ─► fort.release[host…] ─► fort.gate ─► [bake] ─► [approve] ─► batch_1.enter …
+   └─► dry_run                                   │                              │
+                       rollback.plan ◄───────────┴── (any gate / approval) ─────┘ ─► halt
+                       rollback.hosts[host…] ─► rollback.report (fails the run)      finalize
+```
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import DAG, TaskGroup, TriggerRule
+
+from tars_operators.config.spec import AppSpec
+from tars_operators.factory.doc import plan_doc
+from tars_operators.factory.params import build_params
+from tars_operators.release import machine as m
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def stage_slots(spec: AppSpec) -> list[str]:
+    """The stage slots of the DAG: the stages of the app's default plan."""
+    from tars_operators.plan.ramp import plan_release
+
+    return [s.name for s in plan_release(spec).stages]
+
+
+def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
+    from tars_operators.operators.finalize import DryRunOperator, FinalizeOperator, HaltOperator
+    from tars_operators.operators.gate import GateOperator
+    from tars_operators.operators.prepare import PrepareOperator
+    from tars_operators.operators.release_host import (
+        EnterStageOperator, FetchOperator, ReleaseHostOperator,
+    )
+    from tars_operators.operators.rollback import (
+        RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator,
+    )
+
+    c = spec.config
+    slots = stage_slots(spec)
+    if canary:
+        slots = [s for s in slots if s == "fort"][:1] or slots[:1]
+    approval_after = set(c.strategy.approval.after) if c.strategy.approval.enabled else set()
+    if canary and c.schedule.canary and c.schedule.canary.then == "approval":
+        approval_after.add(slots[0])
+    nodes = m.topology(slots, approval_after, bake=c.strategy.bake_seconds > 0)
+    common = {"config_path": str(spec.source),
+              "defaults_path": str(defaults_path) if defaults_path else None}
+    dag_id = f"tars_canary__{spec.name}" if canary else spec.dag_id
+    with DAG(
+        dag_id=dag_id,
+        description=c.app.description or f"Release {spec.name}",
+        schedule=_schedule(spec) if canary else None,
+        start_date=START, catchup=False, max_active_runs=1,
+        max_active_tasks=c.airflow.max_active_tasks,
+        is_paused_upon_creation=c.airflow.paused_on_creation,
+        tags=["tars", *c.app.tags] + (["canary"] if canary else []),
+        default_args={"owner": c.app.owner, "retries": 0},
+        doc_md=plan_doc(spec, slots, canary=canary),
+        params=build_params(spec, canary=canary),
+        render_template_as_native_obj=False,
+    ) as dag:
+        prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
+        dry_run = DryRunOperator(task_id="dry_run", **common)
+        fetch = FetchOperator(task_id=m.FETCH, **common)
+        prepare >> [fetch, dry_run]
+        with TaskGroup("rollback") as _:
+            plan_rb = RollbackPlanOperator(
+                task_id="plan", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+            )
+            hosts_rb = RollbackHostOperator.partial(
+                task_id="hosts", max_active_tis_per_dagrun=_at_once(spec), **common
+            ).expand(
+                host=plan_rb.output
+            )
+            report = RollbackReportOperator(
+                task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common
+            )
+            plan_rb >> hosts_rb >> report
+        halt = HaltOperator(
+            task_id=m.HALT, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+        )
+        finalize = FinalizeOperator(
+            task_id=m.FINALIZE, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+        )
+        built = []
+        for node in nodes:
+            with TaskGroup(node.stage):
+                enter = EnterStageOperator(
+                    task_id="enter", stage=node.stage,
+                    trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+                )
+                release = ReleaseHostOperator.partial(
+                    task_id="release", stage=node.stage,
+                    max_active_tis_per_dagrun=c.strategy.parallel,
+                    retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
+                ).expand(host=enter.output)
+                gate = GateOperator(
+                    task_id="gate", app=spec.name, node=node, stages=slots,
+                    on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,
+                )
+                release >> gate
+                enter >> gate
+                after = _after_gate(spec, node)
+            gate >> [plan_rb, halt, finalize]
+            for a, b in zip(after, after[1:]):
+                a >> b
+            if after and after[-1].task_id.endswith(".approve"):
+                after[-1] >> [plan_rb, halt]
+            built.append((enter, gate, after))
+        fetch >> built[0][0]
+        for (_, gate, after), (next_enter, _, _) in zip(built, built[1:]):
+            gate >> next_enter  # direct too: an empty stage skips its bake and approval
+            if after:
+                gate >> after[0]
+                after[-1] >> next_enter
+    return dag
+
+
+def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DAG:
+    """``tars_rollback__<app>``: every host (or some) back to its previous good release."""
+    from airflow.sdk import Param
+
+    from tars_operators.operators.rollback import AppRollbackOperator, AppRollbackPlanOperator
+    from tars_operators.plan.ramp import plan_release
+
+    c = spec.config
+    common = {"config_path": str(spec.source),
+              "defaults_path": str(defaults_path) if defaults_path else None}
+    names = [h.name for h in spec.hosts]
+    plan = plan_release(spec)
+    at_once = max(1, plan.fleet_size - plan.min_in_service)
+    with DAG(
+        dag_id=f"tars_rollback__{spec.name}", schedule=None, start_date=START, catchup=False,
+        max_active_runs=1, tags=["tars", "rollback", *c.app.tags],
+        default_args={"owner": c.app.owner, "retries": 0},
+        is_paused_upon_creation=c.airflow.paused_on_creation,
+        doc_md=f"Roll `{spec.name}` back: each host re-activates its previous good release "
+               f"(no download), passes health checks and returns to rotation, at most "
+               f"{at_once} at a time (traffic.min_in_service).",
+        params={
+            "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
+            "ticket": Param("", type="string", title="Ticket", section="Rollback"),
+            "hosts": Param([], type="array", items={"type": "string", "enum": names},
+                           uniqueItems=True, examples=names, title="Only these hosts",
+                           section="Rollback"),
+        },
+    ) as dag:
+        plan_task = AppRollbackPlanOperator(task_id="plan", **common)
+        AppRollbackOperator.partial(
+            task_id="restore", max_active_tis_per_dagrun=at_once, **common
+        ).expand(host=plan_task.output)
+    return dag
+
+
+def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
+    """Bake (deferrable) and approval (human in the loop) between this gate and the next stage."""
+    from airflow.providers.standard.operators.hitl import HITLBranchOperator
+    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+
+    c = spec.config
+    tasks = []
+    for task_id in node.after_gate:
+        short = task_id.split(".", 1)[1]
+        if short == "bake":
+            tasks.append(TimeDeltaSensor(
+                task_id="bake", delta=timedelta(seconds=c.strategy.bake_seconds), deferrable=True,
+            ))
+        elif short == "approve":
+            a = c.strategy.approval
+            options = {"Continue": node.next_enter, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
+            default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+            tasks.append(HITLBranchOperator(
+                task_id="approve",
+                subject=f"{spec.name}: continue the release after {node.stage}?",
+                body=(f"The {node.stage} stage of **{spec.name}** passed. Continue to the next "
+                      f"stage, roll back every host this run touched, or halt here. Without an "
+                      f"answer in {int(a.timeout_seconds)} s: **{default}**."),
+                options=list(options), options_mapping=options, defaults=[default],
+                response_timeout=timedelta(seconds=a.timeout_seconds),
+            ))
+    return tasks
+
+
+def _schedule(spec: AppSpec) -> str | None:
+    canary = spec.config.schedule.canary
+    return canary.cron if canary else None
+
+
+def _at_once(spec: AppSpec) -> int:
+    """How many hosts may be out of rotation together without breaking the capacity floor."""
+    from tars_operators.plan.ramp import plan_release
+
+    plan = plan_release(spec)
+    return max(1, plan.fleet_size - plan.min_in_service)

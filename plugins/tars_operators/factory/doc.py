@@ -1,0 +1,35 @@
+"""The DAG's ``doc_md``: the app's default plan, budgets, windows and how to trigger it."""
+
+from __future__ import annotations
+
+from tars_operators.config.spec import AppSpec
+
+
+def plan_doc(spec: AppSpec, slots: list[str], *, canary: bool = False) -> str:
+    from tars_operators.plan.ramp import plan_release
+
+    c = spec.config
+    plan = plan_release(spec)
+    rows = "\n".join(
+        f"| {s.name} | {len(s.hosts)} | {plan.budget_for(s.name)} | "
+        f"{', '.join(s.hosts[:8])}{' …' if len(s.hosts) > 8 else ''} |"
+        for s in plan.stages if not canary or s.name in slots
+    )
+    windows = ", ".join(
+        f"{'/'.join(w.days)} {w.start}–{w.end}" for w in c.schedule.windows
+    ) or "always open"
+    kind = "Scheduled canary (fort stage only)" if canary else "Release"
+    return f"""### {kind} of `{spec.name}` — owner {c.app.owner}
+
+{c.app.description}
+
+| stage | hosts | failure budget | hosts |
+|---|---|---|---|
+{rows}
+
+- Release failure budget: {plan.budget_total}; on failure: **{c.strategy.on_failure}**
+- Traffic: {c.traffic.provider}, min in service {c.traffic.min_in_service}
+- Deploy windows ({c.schedule.timezone}): {windows}; outside a window: {c.schedule.outside_window}
+- Approval: {"after " + ", ".join(c.strategy.approval.after) if c.strategy.approval.enabled else "none"}
+- Config: `{spec.source.name}`
+"""

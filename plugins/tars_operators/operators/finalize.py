@@ -1,0 +1,78 @@
+"""The ends of a run: finalize (success), halt (fails the run), dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from tars_operators.operators.release_host import _SpecOperator
+from tars_operators.operators.rollback import decision_reason
+from tars_operators.release import hostflow
+from tars_operators.release.notes import Progress, compose, set_run_note
+from tars_operators.release.runtime import run_plan, stage_outcomes
+
+
+class FinalizeOperator(_SpecOperator):
+    """All stages passed: repair hosts that failed within budget, check rotation, note it.
+
+    The invariant: every host that was in rotation before the release is in rotation again
+    serving a good release — or the run fails, naming the hosts that are not and why.
+    """
+
+    ui_color = "#ceead6"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        plan = run_plan(context)
+        spec = self.spec
+        outcomes = stage_outcomes(context, plan)
+        failed = [h for o in outcomes for h in o.failed]
+        repaired = hostflow.repair_failed(spec, failed, plan.version,
+                                          context["dag_run"].run_id, log=self.log)
+        problems = hostflow.rotation_problems(spec, plan.in_rotation)
+        done = sum(len(o.succeeded) for o in outcomes)
+        head = Progress("succeeded", done, len(plan.all_hosts), plan.version, len(failed),
+                        plan.budget_total, None).line()
+        details = [f"{h}: failed within budget; {r}" for h, r in repaired.items()]
+        details += [f"NOT IN ROTATION: {p}" for p in problems]
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
+                                                   details))
+        hostflow.notify(spec, "success" if not problems else "failure", head, details)
+        if problems:
+            raise AirflowFailException(
+                "release finished but hosts that were in rotation before are not: "
+                + "; ".join(problems)
+            )
+        return {"version": plan.version, "hosts": done, "failed": failed}
+
+
+class HaltOperator(_SpecOperator):
+    """Halt: hosts stay as they are (failed ones out of rotation); the run fails, saying so."""
+
+    ui_color = "#f28b82"
+
+    def execute(self, context: Any) -> None:
+        plan = run_plan(context)
+        reason = decision_reason(context, "halt")
+        outcomes = stage_outcomes(context, plan)
+        failed = [h for o in outcomes for h in o.failed]
+        problems = hostflow.rotation_problems(self.spec, plan.in_rotation)
+        text = (f"halted: {reason}. Hosts are left as they are; failed: "
+                f"{', '.join(failed) or 'none'}.")
+        details = [f"NOT IN ROTATION: {p}" for p in problems]
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
+                                                   details))
+        hostflow.notify(self.spec, "failure", text, details)
+        raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
+
+
+class DryRunOperator(_SpecOperator):
+    """A dry run ends here: the plan is in the note and the log; no host was touched."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        plan = run_plan(context)
+        for stage, hosts in plan.stages:
+            self.log.info("%s: %s", stage, ", ".join(hosts) or "(empty)")
+        return plan.to_dict()

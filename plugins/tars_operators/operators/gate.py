@@ -1,0 +1,80 @@
+"""The gate after each stage: count failures, read the brake, choose the next path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.standard.operators.branch import BaseBranchOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from tars_operators.release.brake import read_brake
+from tars_operators.release.machine import Decision, GateInput, StageNode, decide
+from tars_operators.release.notes import Progress, compose, set_run_note, stage_label
+from tars_operators.release.runtime import RunPlan, run_plan, stage_outcomes
+from tars_operators.triggers.brake import BrakeReleasedTrigger
+
+
+class GateOperator(BaseBranchOperator):
+    """Non-mapped, ``all_done``: decides continue / finish / wait (brake) / rollback / halt.
+
+    Skips itself when its stage was not on the run's path (an earlier gate chose otherwise).
+    While the brake is pulled it waits in the triggerer, then decides again.
+    """
+
+    ui_color = "#fff4e5"
+
+    def __init__(self, *, app: str, node: StageNode, stages: list[str], on_failure: str,
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        self.app = app
+        self.node = node
+        self.stages = stages
+        self.on_failure = on_failure
+
+    def choose_branch(self, context: Any) -> str | None:
+        ti = context["ti"]
+        dr = context["dag_run"]
+        entered = ti.get_task_states(
+            dag_id=dr.dag_id, run_ids=[dr.run_id], task_ids=[self.node.enter]
+        ).get(dr.run_id, {}).get(self.node.enter)
+        if entered != "success":
+            raise AirflowSkipException(f"{self.node.stage} was not on this run's path")
+        plan = run_plan(context)
+        outcomes = stage_outcomes(context, plan, upto=self.node.stage)
+        outcome = outcomes[-1]
+        failed_total = sum(len(o.failed) for o in outcomes)
+        brake = read_brake(self.app)
+        remaining = [s for s, h in plan.stages[len(outcomes):] if h]
+        verdict = decide(GateInput(
+            outcome=outcome, failed_total=failed_total,
+            budget_stage=plan.budget_stage.get(self.node.stage, 0),
+            budget_total=plan.budget_total, on_failure=self.on_failure,
+            is_last=not remaining, brake=brake,
+        ))
+        self._note(context, plan, outcomes, verdict.reason, brake)
+        self.log.info("gate %s: %s — %s", self.node.stage, verdict.decision.value, verdict.reason)
+        ti.xcom_push(key="decision", value={"decision": verdict.decision.value,
+                                            "reason": verdict.reason})
+        if verdict.decision is Decision.WAIT:
+            self.defer(trigger=BrakeReleasedTrigger(self.app), method_name="execute_complete")
+        if verdict.decision is Decision.FINISH or (
+            verdict.decision is Decision.CONTINUE and not remaining
+        ):
+            return self.node.choices[Decision.FINISH]
+        if verdict.decision is Decision.CONTINUE and not outcome.hosts:
+            return self.node.next_enter  # an empty slot: no bake, no approval for nothing
+        return self.node.choices[verdict.decision]
+
+    def execute_complete(self, context: Any, event: Any = None) -> Any:
+        """The brake changed: decide again from fresh state."""
+        return self.execute(context)
+
+    def _note(self, context: Any, plan: RunPlan, outcomes: list, reason: str, brake: Any) -> None:
+        done = sum(len(o.succeeded) for o in outcomes)
+        failed = sum(len(o.failed) for o in outcomes)
+        where = stage_label(self.node.stage, [s for s, h in plan.stages if h])
+        line = Progress(where, done, len(plan.all_hosts), plan.version, failed,
+                        plan.budget_total, brake).line()
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, compose(line, plan.who, plan.reason, plan.ticket,
+                                                   [reason]))

@@ -1,0 +1,190 @@
+"""``prepare``: validate the run's params, honour windows, compute the plan — touch no host."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.providers.standard.operators.branch import BaseBranchOperator
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+from airflow.sdk.exceptions import AirflowFailException
+
+from tars_operators.errors import PlanError, TarsError
+from tars_operators.release.machine import FETCH
+from tars_operators.release.notes import compose, set_run_note
+from tars_operators.release.runtime import RunPlan, load_spec
+
+DRY_RUN = "dry_run"
+
+
+def _text(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    return str(value).strip() if value is not None else ""
+
+
+def parse_batches(raw: Any) -> list[int | str] | None:
+    """``"1, 25%, 100%"`` or a list → ramp sizes; empty → None (use the app's strategy)."""
+    if raw in (None, "", []):
+        return None
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    out: list[int | str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.endswith("%") and text[:-1].isdigit() and 0 < int(text[:-1]) <= 100:
+            out.append(text)
+        elif text.isdigit() and int(text) > 0:
+            out.append(int(text))
+        else:
+            raise PlanError(
+                f"params.batches: expected sizes like 1, 25%, 100% separated by commas, got {text!r}"
+            )
+    return out
+
+
+class PrepareOperator(BaseBranchOperator):
+    """Validates params against the spec, waits for the deploy window, computes the plan.
+
+    Branches to ``fetch`` (or ``dry_run``). Every refusal happens here, before any host is
+    touched, with a message naming the param and what to do.
+    """
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, config_path: str, defaults_path: str | None, slots: list[str],
+                 canary: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.config_path = config_path
+        self.defaults_path = defaults_path
+        self.slots = slots
+        self.canary = canary
+
+    def choose_branch(self, context: Any) -> str:
+        spec = load_spec(self.config_path, self.defaults_path)
+        try:
+            plan = self._plan(spec, context)
+        except TarsError as exc:
+            self._refuse(context, str(exc))
+        waited = self._window(spec, context, plan)
+        if waited is not None:
+            return waited  # not reached: deferred
+        return self._commit(spec, context, plan)
+
+    def execute_complete(self, context: Any, event: Any = None) -> Any:
+        """Back from waiting for the window: check again (it may be a freeze now)."""
+        return self.execute(context)
+
+    def _refuse(self, context: Any, message: str) -> None:
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, f"refused before any host was touched: {message}")
+        raise AirflowFailException(f"refused before any host was touched: {message}")
+
+    def _plan(self, spec: Any, context: Any) -> RunPlan:
+        from tars_operators.plan.ramp import plan_release
+        from tars_operators.remote.validate import validate_version
+
+        params = context["params"]
+        version = self._version(spec, _text(params, "version"))
+        validate_version(version, spec.config.artifact.version_pattern)
+        hosts = list(params.get("hosts") or []) or None
+        skip_fort = bool(params.get("skip_fort"))
+        skip_reason = _text(params, "skip_fort_reason")
+        if skip_fort and not skip_reason:
+            raise PlanError("params.skip_fort_reason: skipping the fort stage needs a reason")
+        if bool(params.get("force")) and not _text(params, "force_reason"):
+            raise PlanError("params.force_reason: forcing past a window or freeze needs a reason")
+        plan = plan_release(
+            spec, hosts=hosts, batches=parse_batches(params.get("batches")), skip_fort=skip_fort
+        )
+        if self.canary:
+            plan_stages = [s for s in plan.stages if s.name == "fort"][:1]
+        else:
+            plan_stages = list(plan.stages)
+        by_name = {s.name: s for s in plan_stages}
+        extra = [s.name for s in plan_stages if s.name not in self.slots]
+        if extra:
+            raise PlanError(
+                f"params.batches: this plan needs {len(plan_stages)} stages but the DAG has "
+                f"{len(self.slots)} ({', '.join(self.slots)}), from the app's strategy; "
+                "use fewer, larger batches or change strategy.batches"
+            )
+        dr = context["dag_run"]
+        return RunPlan(
+            version=version,
+            stages=tuple((s, tuple(by_name[s].hosts) if s in by_name else ()) for s in self.slots),
+            budget_stage={s.name: plan.budget_for(s.name) for s in plan_stages},
+            budget_total=plan.budget_total,
+            who=dr.triggering_user_name or ("scheduler" if dr.run_type != "manual" else ""),
+            reason=_text(params, "reason"), ticket=_text(params, "ticket"),
+            forced=_text(params, "force_reason") if params.get("force") else "",
+            skip_fort=skip_reason if skip_fort else "", dry_run=bool(params.get("dry_run")),
+        )
+
+    def _version(self, spec: Any, version: str) -> str:
+        if version in ("", "latest"):
+            from tars_operators.hooks.artifacts import resolve_latest
+
+            if not spec.config.artifact.latest_url:
+                raise PlanError(
+                    "params.version: no version given and artifact.latest_url is not configured"
+                )
+            return resolve_latest(spec)
+        return version
+
+    def _window(self, spec: Any, context: Any, plan: RunPlan) -> str | None:
+        from tars_operators.plan.windows import window_status
+
+        schedule = spec.config.schedule
+        status = window_status(schedule, datetime.now(timezone.utc))
+        if status.open:
+            return None
+        if plan.forced:
+            self.log.warning("window/freeze overridden (force): %s — %s", status.reason, plan.forced)
+            return None
+        if status.frozen_by is not None or schedule.outside_window == "reject":
+            self._refuse(context, f"{status.reason}; run again inside a window, or set force "
+                                  "with a reason")
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, compose(
+            f"waiting for deploy window: {status.reason}; opens {status.next_open:%Y-%m-%d %H:%M} UTC",
+            plan.who, plan.reason, plan.ticket))
+        self.defer(trigger=DateTimeTrigger(moment=status.next_open), method_name="execute_complete")
+        return None
+
+    def _commit(self, spec: Any, context: Any, plan: RunPlan) -> str:
+        from tars_operators.hooks.lb.provider import load_balancer_for
+        from tars_operators.steps.traffic import required_in_service
+
+        in_rotation: tuple[str, ...] = ()
+        if spec.config.traffic.provider != "none":
+            try:
+                with load_balancer_for(spec) as lb:
+                    in_rotation = self._check_floor(spec, lb, plan, required_in_service)
+            except TarsError as exc:
+                self._refuse(context, str(exc))
+        plan = RunPlan.from_dict({**plan.to_dict(), "in_rotation": list(in_rotation)})
+        ti = context["ti"]
+        ti.xcom_push(key="plan", value=plan.to_dict())
+        stages = ", ".join(f"{s}: {len(h)}" for s, h in plan.stages if h)
+        extra = [f"window overridden: {plan.forced}"] if plan.forced else []
+        extra += [f"fort skipped: {plan.skip_fort}"] if plan.skip_fort else []
+        head = ("dry run: " if plan.dry_run else "planned: ") + (
+            f"{len(plan.all_hosts)} hosts → {plan.version} ({stages})"
+        )
+        dr = context["dag_run"]
+        set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket, extra))
+        return DRY_RUN if plan.dry_run else FETCH
+
+    def _check_floor(self, spec: Any, lb: Any, plan: RunPlan, required: Any) -> tuple[str, ...]:
+        """Capacity floor at plan time, against what the LB reports now (down hosts count)."""
+        states = lb.states(spec.hosts)
+        up = tuple(name for name, state in states.items() if state.in_service)
+        need = required(spec.config.traffic.min_in_service, len(spec.hosts))
+        biggest = max((len([h for h in hosts if h in up]) for _, hosts in plan.stages), default=0)
+        if len(up) - biggest < need:
+            down = ", ".join(f"{n} ({s.status})" for n, s in states.items() if n not in up)
+            raise PlanError(
+                f"capacity floor: {len(up)} of {len(spec.hosts)} hosts are in service now; a "
+                f"stage of {biggest} would leave {len(up) - biggest}, and traffic.min_in_service "
+                f"needs {need}. Out of service now: {down or 'none'}"
+            )
+        return up

@@ -1,0 +1,126 @@
+"""Stage entry, artifact fetch, and the per-host release task (mapped over a stage's hosts).
+
+One task per host runs the whole chain stage → pull out → activate → health → smoke → pull in,
+so a stage costs one scheduler hop and one worker start per host instead of six; each step's
+result is kept in the task's XCom and log. The health wait moves to the triggerer when it
+lasts longer than ``steps.health_defer_after`` (no worker slot held while an app warms up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from tars_operators.errors import TarsError
+from tars_operators.release import hostflow
+from tars_operators.release.brake import read_brake
+from tars_operators.release.runtime import load_spec, run_plan
+from tars_operators.triggers.brake import BrakeReleasedTrigger
+
+
+class _SpecOperator(BaseOperator):
+    def __init__(self, *, config_path: str, defaults_path: str | None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.config_path = config_path
+        self.defaults_path = defaults_path
+
+    @property
+    def spec(self) -> Any:
+        return load_spec(self.config_path, self.defaults_path)
+
+
+class EnterStageOperator(_SpecOperator):
+    """Marks that the run entered a stage (gates use it to know they are on the path)."""
+
+    ui_color = "#eeeeee"
+
+    def __init__(self, *, stage: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    def execute(self, context: Any) -> list[str]:
+        """The stage's hosts: the release task is mapped over this list."""
+        hosts = run_plan(context).hosts(self.stage)
+        self.log.info("entering %s: %d host(s): %s", self.stage, len(hosts), ", ".join(hosts))
+        return list(hosts)
+
+
+class FetchOperator(_SpecOperator):
+    """Resolve the artifact, download it once into the controller cache and verify its sha256."""
+
+    ui_color = "#e6f4ea"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from tars_operators.hooks.artifacts import fetch_artifact
+
+        plan = run_plan(context)
+        try:
+            art = fetch_artifact(self.spec, plan.version)
+        except TarsError as exc:
+            raise hostflow.StepFailed(f"fetch {plan.version}: {exc} (no host was touched)") from None
+        self.log.info("artifact %s sha256 %s (%.2fs)", art.url, art.sha256, art.seconds)
+        return hostflow.artifact_to_dict(art)
+
+
+class ReleaseHostOperator(_SpecOperator):
+    """Release one host: brake check, then the chain; returns the per-step results."""
+
+    ui_color = "#d2e3fc"
+    template_fields = ("host",)
+
+    def __init__(self, *, stage: str, host: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage = stage
+        self.host = host
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        brake = read_brake(self.spec.name)
+        if brake is not None:
+            if brake.action == "rollback":
+                return self._untouched(context, f"brake asks for rollback ({brake.reason})")
+            self.log.warning("brake pulled by %s (%s): %s waits, untouched", brake.by,
+                             brake.reason, self.host)
+            self.defer(trigger=BrakeReleasedTrigger(self.spec.name), method_name="after_brake")
+        return self._run(context)
+
+    def after_brake(self, context: Any, event: Any = None) -> dict[str, Any]:
+        if event and event.get("brake") == "rollback":
+            return self._untouched(context, f"brake asks for rollback ({event.get('reason')})")
+        return self._run(context)
+
+    def _job(self, context: Any) -> hostflow.HostJob:
+        plan = run_plan(context)
+        art = context["ti"].xcom_pull(task_ids="fetch")
+        return hostflow.HostJob(
+            spec=self.spec, host=self.spec.host(self.host), version=plan.version,
+            run_id=context["dag_run"].run_id, artifact=hostflow.artifact_from_dict(art),
+            index=context["ti"].map_index,
+        )
+
+    def _run(self, context: Any) -> dict[str, Any]:
+        job = self._job(context)
+        try:
+            pending = hostflow.run_until_health(job, log=self.log)
+            if pending is not None:
+                self.defer(trigger=pending.trigger, method_name="after_health",
+                           kwargs={"done": job.results_dicts()})
+            hostflow.finish(job, log=self.log)
+        except TarsError as exc:
+            raise hostflow.StepFailed(hostflow.failure(job, exc, log=self.log)) from None
+        return job.summary("ok")
+
+    def after_health(self, context: Any, event: Any = None, done: list | None = None) -> Any:
+        job = self._job(context)
+        job.restore(done or [])
+        try:
+            hostflow.health_event(job, event)
+            hostflow.finish(job, log=self.log)
+        except TarsError as exc:
+            raise hostflow.StepFailed(hostflow.failure(job, exc, log=self.log)) from None
+        return job.summary("ok")
+
+    def _untouched(self, context: Any, why: str) -> dict[str, Any]:
+        self.log.warning("%s untouched: %s", self.host, why)
+        return {"host": self.host, "index": context["ti"].map_index, "state": "untouched",
+                "detail": why, "steps": []}

@@ -1,0 +1,329 @@
+"""The per-host chain of a release and its undo, as plain functions (no Airflow needed).
+
+stage → pull out → activate → health → smoke → mark good → pull in → prune. On failure the
+host's new release is marked failed, and the message says whether the host is out of
+rotation. ``restore_host`` is the undo: previous good release, health, back in rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tars_operators.config.spec import AppSpec, Host
+from tars_operators.errors import HealthCheckFailed, RemoteError, TarsError
+from tars_operators.results import StepResult
+
+log_ = logging.getLogger(__name__)
+
+
+class StepFailed(TarsError):
+    """A host step failed; the message is the whole story (host, step, why, where it is)."""
+
+
+def artifact_to_dict(art: Any) -> dict[str, Any]:
+    return {"version": art.version, "url": art.url, "sha256": art.sha256,
+            "path": str(art.path) if art.path else None, "size": art.size}
+
+
+def artifact_from_dict(d: dict[str, Any] | None) -> Any:
+    from tars_operators.hooks.artifacts import FetchedArtifact
+
+    if not d:
+        return None
+    return FetchedArtifact(d["version"], d["url"], d["sha256"],
+                           Path(d["path"]) if d.get("path") else None, d.get("size"))
+
+
+@dataclass
+class Pending:
+    """The health wait continues in the triggerer."""
+
+    trigger: Any
+
+
+@dataclass
+class HostJob:
+    spec: AppSpec
+    host: Host
+    version: str
+    run_id: str
+    artifact: Any = None
+    index: int = -1
+    results: list[StepResult] = field(default_factory=list)
+
+    @property
+    def steps_done(self) -> list[str]:
+        return [r.step for r in self.results]
+
+    @property
+    def out_of_rotation(self) -> bool:
+        return "pull_out" in self.steps_done and "pull_in" not in self.steps_done
+
+    @property
+    def activated(self) -> bool:
+        return "activate" in self.steps_done
+
+    def add(self, result: StepResult, log: Any) -> None:
+        self.results.append(result)
+        log.info("%s %s: %s (%.2fs) %s", self.host.name, result.step, result.state,
+                 result.seconds, result.detail)
+
+    def results_dicts(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.results]
+
+    def restore(self, done: list[dict[str, Any]]) -> None:
+        self.results = [StepResult(**d) for d in done]
+
+    def summary(self, state: str) -> dict[str, Any]:
+        return {
+            "host": self.host.name, "index": self.index, "state": state,
+            "version": self.version,
+            "seconds": round(sum(r.seconds for r in self.results), 3),
+            "steps": [{"step": r.step, "state": r.state, "seconds": round(r.seconds, 3),
+                       "detail": r.detail} for r in self.results],
+        }
+
+
+def _lb(spec: AppSpec) -> Any:
+    from tars_operators.hooks.lb.provider import load_balancer_for
+
+    return load_balancer_for(spec)
+
+
+def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
+    """Stage, pull out, activate and health-check inline; returns Pending to defer the rest."""
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.activate import activate_release
+    from tars_operators.steps.stage import stage_release
+    from tars_operators.steps.traffic import check_capacity, pull_out
+
+    spec, host = job.spec, job.host
+    with open_session(spec, host) as session:
+        job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
+        with _lb(spec) as lb:
+            check_capacity(lb, spec, [host.name])
+            job.add(pull_out(lb, spec, host), log)
+        job.add(activate_release(session, spec, host, job.version, job.run_id), log)
+        return _health(job, session, log)
+
+
+def _health(job: HostJob, session: Any, log: Any) -> Pending | None:
+    from tars_operators.steps.checks import run_checks
+
+    spec = job.spec
+    checks = list(spec.config.health)
+    grace = spec.config.steps.health_defer_after
+    trigger_cls = _health_trigger()
+    longest = max((c.timeout for c in checks), default=0.0)
+    if trigger_cls is None or longest <= grace or not checks:
+        job.add(run_checks(session, spec, job.host, job.version, checks, kind="health"), log)
+        return None
+    capped = [c.model_copy(update={"timeout": min(c.timeout, grace)}) for c in checks]
+    try:
+        job.add(run_checks(session, spec, job.host, job.version, capped, kind="health"), log)
+        return None
+    except HealthCheckFailed as exc:
+        log.info("%s: not healthy after %.0fs inline (%s); waiting in the triggerer",
+                 job.host.name, grace, exc)
+    return Pending(trigger_cls.for_host(spec, job.host, job.version, checks, elapsed=grace))
+
+
+def _health_trigger() -> Any:
+    try:
+        from tars_operators.triggers.health import HealthCheckTrigger
+    except ImportError:
+        return None
+    return HealthCheckTrigger if hasattr(HealthCheckTrigger, "for_host") else None
+
+
+def health_event(job: HostJob, event: Any) -> None:
+    """Back from the triggerer: record the health result or raise its failure."""
+    event = event or {}
+    if event.get("status") != "passed":
+        raise HealthCheckFailed(job.host.name, "health", str(event.get("message", event)))
+    job.results.append(StepResult(job.host.name, "health", "ok", job.version,
+                                  float(event.get("seconds", 0.0)), "health checks passed"))
+
+
+def finish(job: HostJob, *, log: Any = log_) -> None:
+    """Smoke, mark good, pull back in (verified), prune old releases."""
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.activate import mark_release, prune_releases
+    from tars_operators.steps.checks import run_checks
+    from tars_operators.steps.traffic import pull_in
+
+    spec, host = job.spec, job.host
+    with open_session(spec, host) as session:
+        job.add(run_checks(session, spec, host, job.version, kind="smoke"), log)
+        job.add(mark_release(session, spec, host, job.version, "good"), log)
+        with _lb(spec) as lb:
+            job.add(pull_in(lb, spec, host), log)
+        try:
+            job.add(prune_releases(session, spec, host), log)
+        except TarsError as exc:  # pruning is housekeeping: never fail a good release for it
+            log.warning("%s: prune failed: %s", host.name, exc)
+
+
+def failure(job: HostJob, exc: BaseException, *, log: Any = log_) -> str:
+    """Mark the new release failed when it was activated; say where the host stands."""
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.activate import mark_release
+
+    step = getattr(exc, "step", None) or _next_step(job)
+    if job.activated:
+        try:
+            with open_session(job.spec, job.host) as session:
+                mark_release(session, job.spec, job.host, job.version, "failed")
+        except TarsError as mark_exc:
+            log.warning("%s: could not mark %s failed: %s", job.host.name, job.version, mark_exc)
+    where = ("OUT OF ROTATION until rollback or repair" if job.out_of_rotation
+             else "still in rotation on its previous release")
+    message = f"{job.host.name} failed@{step}: {_strip_host(str(exc), job.host.name)} — host {where}"
+    log.error(message)
+    return message
+
+
+def _next_step(job: HostJob) -> str:
+    from tars_operators.release.machine import HOST_STEPS
+
+    done = set(job.steps_done)
+    return next((s for s in HOST_STEPS if s not in done), "unknown")
+
+
+def _strip_host(text: str, host: str) -> str:
+    return text[len(host) + 2:] if text.startswith(f"{host}: ") else text
+
+
+def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
+                 log: Any = log_) -> dict[str, Any]:
+    """Previous good release back on ``host`` (no download), healthy and in rotation.
+
+    ``bad_version`` is the release being undone (None: whatever is current on the host).
+    """
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.activate import activate_release, mark_release
+    from tars_operators.steps.checks import run_checks
+    from tars_operators.steps.state import layout_for, previous_good, read_host_state
+    from tars_operators.steps.traffic import pull_in, pull_out
+
+    started = time.monotonic()
+    with open_session(spec, host) as session, _lb(spec) as lb:
+        state = read_host_state(session, layout_for(spec, host), step="rollback")
+        bad_version = bad_version or state.current
+        target = previous_good(state, exclude=bad_version)
+        if target is None:
+            raise RemoteError(host.name, "rollback", f"no previous good release to go back to "
+                              f"(current: {state.current}); the host is left as it is")
+        steps = []
+        if state.current != target:
+            wait_capacity(lb, spec, host, log)
+            steps.append(pull_out(lb, spec, host))
+            steps.append(activate_release(session, spec, host, target, run_id))
+        steps.append(run_checks(session, spec, host, target, kind="health"))
+        if state.release(bad_version) is not None:
+            steps.append(mark_release(session, spec, host, bad_version, "failed"))
+        steps.append(pull_in(lb, spec, host))
+    for s in steps:
+        log.info("%s %s: %s %s", host.name, s.step, s.state, s.detail)
+    return {"host": host.name, "state": "restored", "version": target,
+            "from": state.current, "seconds": round(time.monotonic() - started, 3),
+            "steps": [s.as_dict() for s in steps]}
+
+
+def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
+    """Wait (bounded) until taking ``host`` out keeps ``min_in_service``; then it may go."""
+    from tars_operators.errors import CapacityError
+    from tars_operators.steps.traffic import check_capacity
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_capacity(lb, spec, [host.name])
+            return
+        except CapacityError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("%s waits for capacity: %s", host.name, exc)
+            time.sleep(1.0)
+
+
+def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
+                  log: Any = log_) -> dict[str, str]:
+    """Hosts that failed within the budget go back to their previous good release."""
+    out = {}
+    for name in hosts:
+        try:
+            r = restore_host(spec, spec.host(name), version, run_id, log=log)
+            out[name] = f"restored to {r['version']}, in rotation"
+        except TarsError as exc:
+            out[name] = f"NOT restored: {exc}"
+            log.error("%s: repair failed: %s", name, exc)
+    return out
+
+
+def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[str]) -> list[str]:
+    """Hosts that were in rotation before the release and are not now, with what the LB says."""
+    from tars_operators.steps.traffic import rotation_report
+
+    if spec.config.traffic.provider == "none" or not in_rotation_before:
+        return []
+    hosts = [spec.host(n) for n in in_rotation_before]
+    with _lb(spec) as lb:
+        report = rotation_report(lb, spec, hosts)
+    if report.error:
+        return [f"rotation unknown: {report.error}"]
+    return [f"{name}: {why}" for name, why in report.not_in_rotation]
+
+
+def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) -> tuple[str, list[str]]:
+    """After rollback: which hosts failed, which were restored, which could not be."""
+    from tars_operators.release.runtime import stage_outcomes
+
+    ti = context["ti"]
+    dr = context["dag_run"]
+    outcomes = stage_outcomes(context, plan)
+    failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
+    states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
+                                task_ids=[task_id]).get(dr.run_id, {})
+    results = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(len(hosts)))) or []
+    if isinstance(results, dict):
+        results = [results]
+    by_host = {r["host"]: r for r in results if isinstance(r, dict)}
+    details = []
+    for i, h in enumerate(hosts):
+        if h in by_host:
+            details.append(f"{h}: restored to {by_host[h]['version']}, in rotation")
+        else:
+            state = states.get(f"{task_id}_{i}", "unknown")
+            details.append(f"{h}: NOT restored (rollback task {state}); see its log")
+    problems = rotation_problems(_spec_of(context), plan.in_rotation)
+    details += [f"NOT IN ROTATION: {p}" for p in problems]
+    message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
+               f"Restored {len(by_host)}/{len(hosts)} touched host(s).")
+    return message, details
+
+
+def _spec_of(context: Any) -> AppSpec:
+    task = context["task"]
+    from tars_operators.release.runtime import load_spec
+
+    return load_spec(task.config_path, task.defaults_path)
+
+
+def notify(spec: AppSpec, event: str, headline: str, details: list[str]) -> None:
+    """POST the outcome to the app's webhooks that want ``event``; never fails the release."""
+    hooks = [w for w in spec.config.notify.webhooks if event in w.events]
+    if not hooks:
+        return
+    import httpx
+
+    body = {"app": spec.name, "event": event, "summary": headline, "details": details}
+    for hook in hooks:
+        try:
+            httpx.post(hook.url, json=body, timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:
+            log_.warning("webhook %s failed: %s", hook.url.split("?")[0], exc)

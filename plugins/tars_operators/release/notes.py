@@ -1,0 +1,82 @@
+"""The run note: where a release stands, in one line people read in the Airflow UI.
+
+Tasks cannot write the run note through the Task SDK, so Tars sets it through Airflow's own
+REST API (``PATCH /api/v2/dags/{dag}/dagRuns/{run}``) with the credentials of the Airflow
+connection ``tars_api`` (http: host, port, login, password). Without that connection the
+note is not written; the same line is always in the task log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tars_operators.release.machine import Brake
+
+log = logging.getLogger(__name__)
+API_CONN_ID = "tars_api"
+
+
+def stage_label(stage: str, stages: list[str]) -> str:
+    """``fort`` or ``batch 2/3`` (counting only the batch stages)."""
+    batches = [s for s in stages if s != "fort"]
+    if stage in batches:
+        return f"batch {batches.index(stage) + 1}/{len(batches)}"
+    return stage
+
+
+@dataclass(frozen=True)
+class Progress:
+    where: str  # "fort", "batch 2/3", "rolled back", …
+    done: int
+    total: int
+    version: str
+    failed: int
+    budget: int
+    brake: Brake | None = None
+
+    def line(self) -> str:
+        brake = f"brake ON by {self.brake.by}" if self.brake else "brake off"
+        return (
+            f"{self.where} · {self.done}/{self.total} hosts on {self.version} · "
+            f"{self.failed} failed (budget {self.budget}) · {brake}"
+        )
+
+
+def compose(headline: str, who: str, reason: str, ticket: str, details: list[str] = ()) -> str:
+    """The note: headline, who/why/ticket, then details (markdown)."""
+    parts = [headline, "", f"by **{who or 'unknown'}**"
+             + (f" · ticket {ticket}" if ticket else "") + (f" · {reason}" if reason else "")]
+    if details:
+        parts += [""] + [f"- {d}" for d in details]
+    return "\n".join(parts)
+
+
+def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
+    """Write the run note via the REST API; False (and a log line) when it cannot."""
+    log.info("release note: %s", note.splitlines()[0] if note else "")
+    try:
+        import httpx
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(API_CONN_ID)
+    except Exception as exc:  # no connection configured: the log line above is all we have
+        log.info("run note not written (connection %r: %s)", API_CONN_ID, exc)
+        return False
+    base = f"{conn.schema or 'http'}://{conn.host}:{conn.port or 8080}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            token = client.post(
+                "/auth/token", json={"username": conn.login, "password": conn.password}
+            )
+            token.raise_for_status()
+            r = client.patch(
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"},
+                json={"note": note[:1000]},
+                headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+            )
+            r.raise_for_status()
+        return True
+    except Exception as exc:
+        log.warning("run note not written: %s", exc)
+        return False

@@ -1,0 +1,118 @@
+"""What every release task needs at run time: the app spec, the run's plan and stage states."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tars_operators.config.spec import AppSpec
+from tars_operators.release.machine import PREPARE, StageOutcome
+
+FAILED_STATES = {"failed", "upstream_failed"}
+
+
+@lru_cache(maxsize=64)
+def _load(path: str, defaults: str | None, mtime: float) -> AppSpec:
+    from tars_operators.config.loader import load_app
+
+    return load_app(Path(path), defaults_path=Path(defaults) if defaults else None)
+
+
+def load_spec(config_path: str, defaults_path: str | None = None) -> AppSpec:
+    """The app spec, loaded once per process (the DAG file parse usually already did)."""
+    mtime = os.stat(config_path).st_mtime
+    return _load(config_path, defaults_path, mtime)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The concrete plan ``prepare`` computed for this run (it travels through XCom)."""
+
+    version: str
+    stages: tuple[tuple[str, tuple[str, ...]], ...]  # slot name → hosts (empty: unused slot)
+    budget_stage: dict[str, int]
+    budget_total: int
+    who: str
+    reason: str
+    ticket: str
+    forced: str = ""  # reason of a forced window/freeze override
+    skip_fort: str = ""  # reason, when the fort stage was skipped
+    in_rotation: tuple[str, ...] = ()  # hosts the LB had in rotation before the release
+    dry_run: bool = False
+
+    def hosts(self, stage: str) -> tuple[str, ...]:
+        return dict(self.stages)[stage]
+
+    @property
+    def all_hosts(self) -> list[str]:
+        return [h for _, hosts in self.stages for h in hosts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "stages": [[s, list(h)] for s, h in self.stages],
+            "budget_stage": self.budget_stage, "budget_total": self.budget_total,
+            "who": self.who, "reason": self.reason, "ticket": self.ticket,
+            "forced": self.forced, "skip_fort": self.skip_fort,
+            "in_rotation": list(self.in_rotation), "dry_run": self.dry_run,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunPlan:
+        return cls(
+            version=d["version"], stages=tuple((s, tuple(h)) for s, h in d["stages"]),
+            budget_stage=dict(d["budget_stage"]), budget_total=int(d["budget_total"]),
+            who=d.get("who", ""), reason=d.get("reason", ""), ticket=d.get("ticket", ""),
+            forced=d.get("forced", ""), skip_fort=d.get("skip_fort", ""),
+            in_rotation=tuple(d.get("in_rotation", ())), dry_run=bool(d.get("dry_run")),
+        )
+
+
+def run_plan(context: Any) -> RunPlan:
+    return RunPlan.from_dict(context["ti"].xcom_pull(task_ids=PREPARE, key="plan"))
+
+
+def stage_outcomes(context: Any, plan: RunPlan, upto: str | None = None) -> list[StageOutcome]:
+    """Per stage, which hosts succeeded, failed or were left untouched (brake rollback)."""
+    ti = context["ti"]
+    run_id = context["dag_run"].run_id
+    dag_id = context["dag_run"].dag_id
+    names = [s for s, _ in plan.stages]
+    if upto is not None:
+        names = names[: names.index(upto) + 1]
+    states = ti.get_task_states(
+        dag_id=dag_id, run_ids=[run_id], task_ids=[f"{s}.release" for s in names]
+    ).get(run_id, {})
+    outcomes = []
+    for stage in names:
+        hosts = plan.hosts(stage)
+        ok, failed, untouched = [], [], []
+        results = _host_results(ti, f"{stage}.release", len(hosts)) if hosts else {}
+        for i, host in enumerate(hosts):
+            state = states.get(f"{stage}.release_{i}") or states.get(f"{stage}.release")
+            if state in FAILED_STATES:
+                failed.append(host)
+            elif state == "success":
+                (untouched if results.get(i, {}).get("state") == "untouched" else ok).append(host)
+        outcomes.append(StageOutcome(stage, hosts, tuple(ok), tuple(failed), tuple(untouched)))
+    return outcomes
+
+
+def _host_results(ti: Any, task_id: str, n: int) -> dict[int, dict]:
+    values = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(n)))
+    if values is None:
+        return {}
+    if isinstance(values, dict):
+        values = [values]
+    out = {}
+    for value in values:
+        if isinstance(value, dict) and "index" in value:
+            out[int(value["index"])] = value
+    return out
+
+
+def touched_hosts(outcomes: list[StageOutcome]) -> list[str]:
+    """Every host this run worked on (succeeded or failed half-way), in release order."""
+    return [h for o in outcomes for h in o.hosts if h in o.succeeded or h in o.failed]

@@ -1,0 +1,40 @@
+"""Wait, in the triggerer, while an app's brake is pulled (no worker slot is held)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from tars_operators.release.brake import brake_key, parse_brake
+
+
+class BrakeReleasedTrigger(BaseTrigger):
+    """Fires when the brake of ``app`` is released, or turned into a rollback request."""
+
+    def __init__(self, app: str, poll_seconds: float = 1.0):
+        super().__init__()
+        self.app = app
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "tars_operators.triggers.brake.BrakeReleasedTrigger",
+            {"app": self.app, "poll_seconds": self.poll_seconds},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow.sdk import Variable
+        from asgiref.sync import sync_to_async
+
+        get = sync_to_async(Variable.get)
+        while True:
+            brake = parse_brake(await get(brake_key(self.app), default=None))
+            if brake is None:
+                yield TriggerEvent({"brake": "released"})
+                return
+            if brake.action == "rollback":
+                yield TriggerEvent({"brake": "rollback", "by": brake.by, "reason": brake.reason})
+                return
+            await asyncio.sleep(self.poll_seconds)
