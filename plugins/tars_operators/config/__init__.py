@@ -1,0 +1,1 @@
+"""App configs: schema (the YAML contract), loader with file:line:col errors, lint, hosts."""

@@ -1,0 +1,122 @@
+"""Jinja2 checks: every template-valued field compiles, every template file exists and compiles.
+
+Rendering needs a host and a version, so it happens at run time; syntax is checked here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import TemplateSyntaxError
+
+from tars_operators.config.problems import Problem
+from tars_operators.config.templating import ENV, compile_template
+from tars_operators.config.yamlio import PathKey
+
+if TYPE_CHECKING:
+    from tars_operators.config.checks import CheckContext
+    from tars_operators.config.schema import AppConfig
+
+# Template-valued fields by section (docs/config.md lists the same set).
+_CHECK_FIELDS = ("url", "expect_body", "address", "port", "command")
+_LB_FIELDS = {
+    "haproxy": ("socket", "address", "lb_host", "server"),
+    "nginx": ("lb_host", "upstream_file", "upstream", "reload", "server"),
+    "command": ("drain", "enable", "state"),
+}
+_file_cache: dict[Path, tuple[tuple[int, int], str | None]] = {}
+
+
+def template_fields(config: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    """(path, source) of every template-valued field (sections with broken fields skipped)."""
+    for section in (_artifact, _install, _service, _checks, _traffic):
+        try:
+            found = list(section(config))
+        except AttributeError:  # a partial config: this section has a broken field
+            continue
+        yield from found
+
+
+def _artifact(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    yield ("artifact", "url"), cfg.artifact.url
+    yield ("artifact", "checksum", "url"), cfg.artifact.checksum.url or ""
+    yield ("artifact", "latest_url"), cfg.artifact.latest_url or ""
+
+
+def _install(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    yield ("install", "deploy_root"), cfg.install.deploy_root
+    for key in ("pre_install", "post_install"):
+        for index, command in enumerate(getattr(cfg.install, key)):
+            yield ("install", key, index), command
+
+
+def _service(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    for key in ("start", "stop", "restart", "status"):
+        yield ("service", key), getattr(cfg.service, key) or ""
+
+
+def _checks(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    for section in ("health", "smoke"):
+        for index, item in enumerate(getattr(cfg, section)):
+            for key in _CHECK_FIELDS:
+                value = getattr(item, key, None)
+                if isinstance(value, str):
+                    yield (section, index, key), value
+
+
+def _traffic(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
+    for provider, keys in _LB_FIELDS.items():
+        block: Any = getattr(cfg.traffic, provider)
+        for key in keys if block is not None else ():
+            yield ("traffic", provider, key), getattr(block, key) or ""
+
+
+def check_template_fields(ctx: CheckContext) -> Iterable[Problem]:
+    """A problem for every template field with a jinja2 syntax error."""
+    for path, source in template_fields(ctx.config):
+        if "{" not in source:
+            continue
+        try:
+            compile_template(source)
+        except TemplateSyntaxError as exc:
+            yield Problem(path, f"expected a valid jinja2 template, got a syntax error:"
+                          f" {exc.message} (template line {exc.lineno})")
+
+
+def check_template_files(ctx: CheckContext) -> Iterable[Problem]:
+    """A problem for every ``install.templates[].src`` that is missing or does not compile."""
+    base = ctx.source.parent
+    for index, item in enumerate(ctx.config.install.templates):
+        path = (base / item.src).resolve()
+        try:
+            error = _compile_file(path)
+        except OSError:
+            yield Problem(("install", "templates", index, "src"), f"template file not found:"
+                          f" {item.src} (relative to {ctx.source.name})")
+            continue
+        if error:
+            yield Problem(("install", "templates", index, "src"), error)
+        if item.dest.startswith("/") or ".." in Path(item.dest).parts:
+            yield Problem(("install", "templates", index, "dest"), "expected a path inside the"
+                          f" release directory, got '{item.dest}'")
+
+
+def _compile_file(path: Path) -> str | None:
+    stat = os.stat(path)
+    key = (stat.st_mtime_ns, stat.st_size)
+    hit = _file_cache.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        ENV.from_string(path.read_text(encoding="utf-8"))
+        error = None
+    except TemplateSyntaxError as exc:
+        error = (f"expected a valid jinja2 template in {path.name}, got a syntax error:"
+                 f" {exc.message} (line {exc.lineno})")
+    except UnicodeDecodeError:
+        error = f"expected a UTF-8 text file, got binary data in {path.name}"
+    _file_cache[path] = (key, error)
+    return error

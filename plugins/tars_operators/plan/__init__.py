@@ -1,0 +1,1 @@
+"""Pure planning: hosts × strategy → stages and budgets (ramp), deploy windows and freezes."""
