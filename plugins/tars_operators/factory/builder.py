@@ -78,8 +78,10 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
             ).expand(
                 host=plan_rb.output
             )
+            # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
+            # (no worker start) when the run never rolled back.
             report = RollbackReportOperator(
-                task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common
+                task_id="report", trigger_rule=TriggerRule.NONE_SKIPPED, **common
             )
             plan_rb >> hosts_rb >> report
         halt = HaltOperator(

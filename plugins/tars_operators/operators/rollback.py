@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from tars_operators.errors import TarsError
 from tars_operators.operators.release_host import _SpecOperator
@@ -46,6 +46,8 @@ class RollbackPlanOperator(_SpecOperator):
             f"rolling back {len(hosts)} host(s) from {plan.version}: {reason}",
             plan.who, plan.reason, plan.ticket))
         self.log.warning("rolling back %s: %s", ", ".join(hosts) or "no hosts", reason)
+        if not hosts:
+            raise AirflowFailException(f"rolled back: {reason}. No host had been touched yet.")
         context["ti"].xcom_push(key="reason", value=reason)
         return hosts
 
@@ -81,7 +83,8 @@ class RollbackReportOperator(_SpecOperator):
         planned = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
                                      task_ids=[ROLLBACK_PLAN]).get(dr.run_id, {})
         if planned.get(ROLLBACK_PLAN) != "success":
-            raise AirflowSkipException("no rollback in this run")
+            raise AirflowFailException(f"rollback could not start ({planned.get(ROLLBACK_PLAN)}); "
+                                       "see the rollback.plan log")
         plan = run_plan(context)
         reason = ti.xcom_pull(task_ids=ROLLBACK_PLAN, key="reason") or "unknown"
         hosts = ti.xcom_pull(task_ids=ROLLBACK_PLAN) or []

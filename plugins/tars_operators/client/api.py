@@ -1,0 +1,120 @@
+"""A small Airflow REST client: token, trigger, follow a run, answer approvals, brake.
+
+Needs only httpx; reads ``TARS_AIRFLOW_URL``, ``TARS_AIRFLOW_USER`` / ``TARS_AIRFLOW_PASSWORD``
+or ``TARS_AIRFLOW_TOKEN`` from the environment when not given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import httpx
+
+TERMINAL = {"success", "failed"}
+
+
+class ApiError(Exception):
+    """The API refused (status and its message) or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:500]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, list):  # pydantic-style validation errors
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
+@dataclass
+class Airflow:
+    url: str
+    token: str = ""
+    user: str = ""
+    password: str = ""
+    timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> Airflow:
+        url = os.environ.get("TARS_AIRFLOW_URL", "")
+        if not url:
+            raise ApiError("TARS_AIRFLOW_URL is not set (e.g. http://127.0.0.1:8080)")
+        return cls(url=url.rstrip("/"), token=os.environ.get("TARS_AIRFLOW_TOKEN", ""),
+                   user=os.environ.get("TARS_AIRFLOW_USER", ""),
+                   password=os.environ.get("TARS_AIRFLOW_PASSWORD", ""))
+
+    def _auth(self) -> dict[str, str]:
+        if not self.token:
+            if not self.user:
+                raise ApiError("no credentials: set TARS_AIRFLOW_TOKEN, or TARS_AIRFLOW_USER and "
+                               "TARS_AIRFLOW_PASSWORD", 401)
+            try:
+                r = httpx.post(f"{self.url}/auth/token", timeout=self.timeout,
+                               json={"username": self.user, "password": self.password})
+            except httpx.HTTPError as exc:
+                raise ApiError(f"cannot reach Airflow at {self.url}: {exc}") from None
+            if r.status_code >= 400:
+                raise ApiError(f"login as {self.user!r} refused ({r.status_code}): {_detail(r)}",
+                               r.status_code)
+            self.token = r.json()["access_token"]
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            r = httpx.request(method, f"{self.url}{path}", headers=self._auth(),
+                              timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach Airflow at {self.url}: {exc}") from None
+        if r.status_code >= 400:
+            raise ApiError(f"{method} {path}: {r.status_code}: {_detail(r)}", r.status_code)
+        return r.json() if r.content else None
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        if note:
+            body["note"] = note
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def runs(self, dag_id: str, limit: int = 5) -> list[dict[str, Any]]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                            params={"limit": limit, "order_by": "-run_after"})["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                            params={"limit": 1000})["task_instances"]
+
+    def wait(self, dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 1.0,
+             on_change: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+             ) -> dict[str, Any]:
+        """Poll until the run ends; ``on_change(run, tis)`` whenever something moved."""
+        deadline = time.monotonic() + timeout
+        seen = None
+        while True:
+            run = self.run(dag_id, run_id)
+            tis = self.task_instances(dag_id, run_id)
+            key = (run["state"], run.get("note"),
+                   tuple(sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)))
+            if key != seen:
+                seen = key
+                if on_change:
+                    on_change(run, tis)
+            if run["state"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise ApiError(f"run {run_id} still {run['state']} after {timeout:.0f}s")
+            time.sleep(poll)

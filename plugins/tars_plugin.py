@@ -1,0 +1,12 @@
+"""The Tars Airflow plugin: REST routes for the brake and audit trail, the window timetable."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from tars_operators.api import app as tars_api
+
+
+class TarsPlugin(AirflowPlugin):
+    name = "tars"
+    fastapi_apps = [{"app": tars_api, "url_prefix": "/tars", "name": "Tars"}]
