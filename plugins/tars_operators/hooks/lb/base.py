@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Literal
 
+from jinja2 import TemplateError
+
 from tars_operators.config.spec import AppSpec, Host
+from tars_operators.config.templating import host_context, render
+from tars_operators.errors import LoadBalancerError
 
 Admin = Literal["ready", "drain", "maint", "unknown"]
 UNKNOWN = "UNKNOWN"
@@ -79,6 +83,14 @@ class ServerState:
             parts.append(f"check {self.check_status or '-'}"
                          + (f" ({self.check_desc})" if self.check_desc else ""))
         return f"{self.status} ({', '.join(parts)})"
+
+
+def render_for_host(spec: AppSpec, host: Host, template: str, field: str) -> str:
+    """Render a per-host template of the traffic config; a failure names the field and host."""
+    try:
+        return render(template, host_context(spec, host, None))
+    except TemplateError as exc:
+        raise LoadBalancerError(f"{host.name}: {field}: cannot render {template!r}: {exc}") from exc
 
 
 class LoadBalancer(ABC):

@@ -8,13 +8,10 @@ Commands run on the controller (bash) or on the host itself over SSH (`run_on`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from tars_operators.config.schema import CommandLB
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.config.templating import host_context, render
 from tars_operators.errors import LoadBalancerError
-from tars_operators.hooks.lb.base import UNKNOWN, Admin, LoadBalancer, ServerState
+from tars_operators.hooks.lb.base import UNKNOWN, Admin, LoadBalancer, ServerState, render_for_host
 from tars_operators.hooks.lb.remote import CommandOutput, SSHRunner, local_runner
 from tars_operators.hooks.lb.runtime_api import Runner
 
@@ -55,10 +52,6 @@ class CommandBalancer(LoadBalancer):
     def where(self) -> str:
         return f"traffic.command (run on the {self.conf.run_on})"
 
-    def context(self, host: Host) -> dict[str, Any]:
-        """Template context of the commands: the host's (app, host, vars, deploy_root…)."""
-        return host_context(self.spec, host, None)
-
     def _runner(self, host: Host) -> Runner:
         if self._fixed_runner is not None:
             return self._fixed_runner
@@ -75,7 +68,7 @@ class CommandBalancer(LoadBalancer):
 
     def run(self, which: str, template: str, host: Host) -> CommandOutput:
         """Render and run one of the commands; raise with its output unless it exits 0."""
-        command = render(template, self.context(host))
+        command = render_for_host(self.spec, host, template, f"traffic.command.{which}")
         out = self._runner(host)(command, COMMAND_TIMEOUT)
         if out.exit_code != 0:
             what = "timed out" if out.exit_code is None else f"exit code {out.exit_code}"

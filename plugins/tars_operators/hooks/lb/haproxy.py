@@ -1,9 +1,12 @@
 """HAProxy through its runtime API: `set server … state drain|maint|ready`, `show stat`,
 `show servers state`.
 
-Leaving MAINT, HAProxy (2.6) restores the server as "UP 1/2" from its last check *before*
-MAINT and sends it traffic at once. So `enable` from MAINT goes through DRAIN first and waits
-for a fresh check result (the "n/m" transition counter disappears) before `ready`.
+A drained server's last check may predate its restart, and leaving MAINT HAProxy (2.6)
+restores a server as "UP 1/2" from its last check *before* MAINT and sends it traffic at once.
+So `enable` of a server that is not ready cycles it MAINT → DRAIN (no traffic either way):
+HAProxy then shows it in transition ("DRAIN 1/2") until a new check has run, and only after
+that check confirms it (status "DRAIN", or "DOWN" if it failed) is it set `ready`. This relies
+on `fall` ≥ 2 (HAProxy's default is 3); with `fall 1` there is no transition to wait for.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from collections.abc import Iterable
 
 from tars_operators.config.schema import Haproxy
 from tars_operators.config.spec import AppSpec, Host, template_context
-from tars_operators.config.templating import host_context, render
+from tars_operators.config.templating import render
 from tars_operators.errors import LoadBalancerError
-from tars_operators.hooks.lb.base import Admin, LoadBalancer, ServerState
+from tars_operators.hooks.lb.base import Admin, LoadBalancer, ServerState, render_for_host
 from tars_operators.hooks.lb.runtime_api import (
     RuntimeAPI,
     StatRow,
@@ -57,7 +60,8 @@ class HaproxyBalancer(LoadBalancer):
         return RuntimeAPI(socket_path=socket_path, address=address, runner=runner, via=lb_host.name)
 
     def server_name(self, host: Host) -> str:
-        return check_name("server", render(self.conf.server, host_context(self.spec, host, None)))
+        return check_name("server", render_for_host(self.spec, host, self.conf.server,
+                                                    "traffic.haproxy.server"))
 
     def where(self) -> str:
         return f"haproxy backend {self.backend!r} via {self.api.where()}"
@@ -78,25 +82,26 @@ class HaproxyBalancer(LoadBalancer):
             )
         return rows, parse_servers_state(servers)
 
-    def _missing_server(self, server: str, rows: Iterable[str]) -> LoadBalancerError:
+    def _missing(self, servers: list[str], rows: Iterable[str]) -> LoadBalancerError:
+        names = ", ".join(repr(s) for s in servers)
         return LoadBalancerError(
-            f"no server {server!r} in backend {self.backend!r}; it has: {_listing(rows)} "
-            f"(traffic.haproxy.server renders to {server!r})"
+            f"no server {names} in backend {self.backend!r}; it has: {_listing(rows)} "
+            f"(traffic.haproxy.server renders to {names})"
         )
 
     def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
         rows, admin = self._read()
-        out = {}
-        for host in hosts:
-            server = self.server_name(host)
-            if server not in rows:
-                raise self._missing_server(server, rows)
-            row = rows[server]
-            out[host.name] = ServerState(
-                name=server, status=row.status, admin=admin.get(server, "unknown"),
-                sessions=row.sessions, check_status=row.check_status, check_desc=row.check_desc,
-            )
-        return out
+        names = {host.name: self.server_name(host) for host in hosts}
+        missing = [server for server in names.values() if server not in rows]
+        if missing:
+            raise self._missing(missing, rows)
+        return {
+            host: ServerState(name=server, status=rows[server].status,
+                              admin=admin.get(server, "unknown"), sessions=rows[server].sessions,
+                              check_status=rows[server].check_status,
+                              check_desc=rows[server].check_desc)
+            for host, server in names.items()
+        }
 
     def state(self, host: Host) -> ServerState:
         return self.states([host])[host.name]
@@ -121,11 +126,13 @@ class HaproxyBalancer(LoadBalancer):
         self._set_state(host, "maint")
 
     def enable(self, host: Host) -> None:
-        if self.state(host).admin == "maint":
-            self._leave_maint(host)
+        if self.state(host).admin != "ready":
+            self._fresh_check(host)
         self._set_state(host, "ready")
 
-    def _leave_maint(self, host: Host) -> None:
+    def _fresh_check(self, host: Host) -> None:
+        """Cycle MAINT → DRAIN and wait for HAProxy to confirm the server with a new check."""
+        self._set_state(host, "maint")
         self._set_state(host, "drain")
         timeout = self.spec.config.traffic.ready_timeout
         deadline = time.monotonic() + timeout
@@ -134,7 +141,7 @@ class HaproxyBalancer(LoadBalancer):
             if time.monotonic() >= deadline:
                 raise LoadBalancerError(
                     f"{host.name}: no fresh health check result in haproxy within {timeout:g}s "
-                    f"after leaving MAINT; left in DRAIN: {state.describe()}"
+                    f"(traffic.ready_timeout); left in DRAIN: {state.describe()}"
                 )
             time.sleep(self.poll_interval)
             state = self.state(host)

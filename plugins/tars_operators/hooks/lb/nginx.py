@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from tars_operators.config.schema import Nginx
 from tars_operators.config.spec import AppSpec, Host, template_context
-from tars_operators.config.templating import host_context, render
+from tars_operators.config.templating import render
 from tars_operators.errors import LoadBalancerError
-from tars_operators.hooks.lb.base import LoadBalancer, ServerState
+from tars_operators.hooks.lb.base import LoadBalancer, ServerState, render_for_host
 from tars_operators.hooks.lb.remote import CommandOutput, SSHRunner, resolve_host
 from tars_operators.hooks.lb.runtime_api import Runner
 
@@ -124,7 +124,7 @@ class NginxBalancer(LoadBalancer):
         self.runner: Runner = runner or SSHRunner(spec, self.lb_host, "nginx upstream")
 
     def server_name(self, host: Host) -> str:
-        return render(self.conf.server, host_context(self.spec, host, None))
+        return render_for_host(self.spec, host, self.conf.server, "traffic.nginx.server")
 
     def where(self) -> str:
         return f"nginx upstream {self.upstream!r} in {self.path} on {self.lb_host.name}"

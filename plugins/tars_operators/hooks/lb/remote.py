@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, TarsError
 
 
 @dataclass(frozen=True)
@@ -43,42 +43,28 @@ def resolve_host(spec: AppSpec, name_or_address: str) -> Host:
 
 
 class SSHRunner:
-    """Runs commands on one host through the SSH hook; the session opens on first use."""
+    """Runs commands on one host through the SSH hook; the session connects on first use."""
 
     def __init__(self, spec: AppSpec, host: Host, step: str) -> None:
         self.spec, self.host, self.step = spec, host, step
         self._session: Any = None
-        self._context: Any = None
-
-    def _open(self) -> Any:
-        if self._session is None:
-            # Imported here: the SSH hook pulls in Airflow, which controller-only users lack.
-            from tars_operators.hooks.ssh import open_session
-
-            opened = open_session(self.spec, self.host)
-            if hasattr(opened, "__enter__") and not hasattr(opened, "run"):
-                self._context, opened = opened, opened.__enter__()
-            self._session = opened
-        return self._session
 
     def __call__(self, command: str, timeout: float) -> CommandOutput:
+        # Imported here: the SSH hook pulls in Airflow; the pure LB code does not need it.
+        from tars_operators.hooks.ssh import open_session
+
+        if self._session is None:
+            self._session = open_session(self.spec, self.host)
         try:
-            result = self._open().run(command, timeout=timeout, check=False)
-        except LoadBalancerError:
-            raise
-        except Exception as exc:  # the hook's own typed errors (HostUnreachable, …)
+            result = self._session.run(command, step=self.step, timeout=timeout, check=False,
+                                       label=command.splitlines()[0][:60])
+        except TarsError as exc:  # HostUnreachable, RemoteCommandError (timeout), InvalidValue
             self.close()
-            raise LoadBalancerError(
-                f"{self.step}: cannot run the load balancer command on {self.host.name} "
-                f"({self.host.address}:{self.host.ssh_port}) over SSH: {exc}"
-            ) from exc
+            raise LoadBalancerError(f"{exc} (over SSH; the load balancer command did not run)") from exc
         return CommandOutput(result.exit_code, result.stdout, result.stderr)
 
     def close(self) -> None:
         """Close the SSH session if one is open."""
-        session, context = self._session, self._context
-        self._session = self._context = None
-        if context is not None:
-            context.__exit__(None, None, None)
-        elif session is not None and hasattr(session, "close"):
-            session.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
