@@ -51,7 +51,8 @@ class GateOperator(BaseBranchOperator):
             budget_total=plan.budget_total, on_failure=self.on_failure,
             is_last=not remaining, brake=brake,
         ))
-        self._note(context, plan, outcomes, verdict.reason, brake)
+        self._note(context, plan, outcomes, [verdict.reason] + [m for o in outcomes for _, m in o.why],
+                   brake)
         self.log.info("gate %s: %s — %s", self.node.stage, verdict.decision.value, verdict.reason)
         ti.xcom_push(key="decision", value={"decision": verdict.decision.value,
                                             "reason": verdict.reason})
@@ -69,7 +70,8 @@ class GateOperator(BaseBranchOperator):
         """The brake changed: decide again from fresh state."""
         return self.execute(context)
 
-    def _note(self, context: Any, plan: RunPlan, outcomes: list, reason: str, brake: Any) -> None:
+    def _note(self, context: Any, plan: RunPlan, outcomes: list, details: list[str],
+              brake: Any) -> None:
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)
         where = stage_label(self.node.stage, [s for s, h in plan.stages if h])
@@ -77,4 +79,4 @@ class GateOperator(BaseBranchOperator):
                         plan.budget_total, brake).line()
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(line, plan.who, plan.reason, plan.ticket,
-                                                   [reason]))
+                                                   details))

@@ -107,8 +107,13 @@ class ReleaseHostOperator(_SpecOperator):
                            kwargs={"done": job.results_dicts()})
             hostflow.finish(job, log=self.log)
         except TarsError as exc:
-            raise hostflow.StepFailed(hostflow.failure(job, exc, log=self.log)) from None
+            self._fail(context, hostflow.failure(job, exc, log=self.log))
         return job.summary("ok")
+
+    def _fail(self, context: Any, message: str) -> None:
+        """Leave the reason where gates and reports find it, then fail the task."""
+        context["ti"].xcom_push(key="failure", value={"host": self.host, "message": message})
+        raise hostflow.StepFailed(message)
 
     def after_health(self, context: Any, event: Any = None, done: list | None = None) -> Any:
         job = self._job(context)
@@ -117,7 +122,7 @@ class ReleaseHostOperator(_SpecOperator):
             hostflow.health_event(job, event)
             hostflow.finish(job, log=self.log)
         except TarsError as exc:
-            raise hostflow.StepFailed(hostflow.failure(job, exc, log=self.log)) from None
+            self._fail(context, hostflow.failure(job, exc, log=self.log))
         return job.summary("ok")
 
     def _untouched(self, context: Any, why: str) -> dict[str, Any]:

@@ -287,13 +287,14 @@ def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) ->
     dr = context["dag_run"]
     outcomes = stage_outcomes(context, plan)
     failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
+    why = [msg for o in outcomes for _, msg in o.why]
     states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
                                 task_ids=[task_id]).get(dr.run_id, {})
     results = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(len(hosts)))) or []
     if isinstance(results, dict):
         results = [results]
     by_host = {r["host"]: r for r in results if isinstance(r, dict)}
-    details = []
+    details = list(why)
     for i, h in enumerate(hosts):
         if h in by_host:
             details.append(f"{h}: restored to {by_host[h]['version']}, in rotation")

@@ -118,6 +118,7 @@ class StageOutcome:
     succeeded: tuple[str, ...]
     failed: tuple[str, ...]
     untouched: tuple[str, ...] = ()
+    why: tuple[tuple[str, str], ...] = ()  # (host, failure message) for failed hosts
 
 
 @dataclass(frozen=True)

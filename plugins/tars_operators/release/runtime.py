@@ -90,14 +90,26 @@ def stage_outcomes(context: Any, plan: RunPlan, upto: str | None = None) -> list
         hosts = plan.hosts(stage)
         ok, failed, untouched = [], [], []
         results = _host_results(ti, f"{stage}.release", len(hosts)) if hosts else {}
+        failures = _failures(ti, f"{stage}.release", len(hosts)) if hosts else {}
         for i, host in enumerate(hosts):
             state = states.get(f"{stage}.release_{i}") or states.get(f"{stage}.release")
             if state in FAILED_STATES:
                 failed.append(host)
             elif state == "success":
                 (untouched if results.get(i, {}).get("state") == "untouched" else ok).append(host)
-        outcomes.append(StageOutcome(stage, hosts, tuple(ok), tuple(failed), tuple(untouched)))
+        why = tuple((h, failures.get(h, "see the task log")) for h in failed)
+        outcomes.append(StageOutcome(stage, hosts, tuple(ok), tuple(failed), tuple(untouched), why))
     return outcomes
+
+
+def _failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
+    """Failure messages the host tasks pushed (key ``failure``) before failing."""
+    values = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=list(range(n)))
+    if values is None:
+        return {}
+    if isinstance(values, dict):
+        values = [values]
+    return {v["host"]: v["message"] for v in values if isinstance(v, dict) and "host" in v}
 
 
 def _host_results(ti: Any, task_id: str, n: int) -> dict[int, dict]:

@@ -1,0 +1,41 @@
+"""The real Airflow services (api-server, scheduler, dag-processor, triggerer) for e2e tests.
+
+Started once per session on free loopback ports with a fresh SQLite home and a preset user,
+wired to the session sandbox; stopped at the end even on failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sandbox import Sandbox
+from sandbox.airflow_stack import AirflowStack
+from sandbox.localstack import wired_env
+from tests.e2e.harness import E2E
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(sandbox: Sandbox) -> Iterator[E2E]:
+    home = Path(tempfile.mkdtemp(prefix="tars-e2e-af-"))
+    config_dir = home / "configs" / "apps"
+    config_dir.mkdir(parents=True)
+    stack = AirflowStack(home=home, parallelism=16)
+    stack.extra_env.update(wired_env(sandbox, stack))
+    stack.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
+    stack.start()
+    try:
+        yield E2E(sandbox, stack, config_dir)
+    finally:
+        stack.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def e2e(e2e_stack: E2E, fleet: Sandbox) -> E2E:
+    """The stack with the fleet reset to 1.0.0, all UP, and no brake pulled."""
+    return e2e_stack

@@ -1,0 +1,133 @@
+"""End-to-end harness: the session sandbox + the real Airflow services, and app configs.
+
+Tests add app configs (variants of the demo app) to the stack's config dir at run time; the
+dag-processor picks them up and the test waits until the DAG is visible through the API.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import yaml
+
+from sandbox import Sandbox
+from sandbox.airflow_stack import AirflowStack
+from sandbox.localstack import REPO, wired_env
+from tars_operators.client.api import Airflow
+
+DEMO = REPO / "configs" / "apps" / "demo.yaml"
+
+
+def demo_config(name: str, inventory: Path, **overrides: Any) -> dict[str, Any]:
+    """The demo app config under another name, with ``section.key`` overrides."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["app"]["name"] = name
+    data["hosts"]["inventory"] = str(inventory)
+    data["install"]["templates"][0]["src"] = str(REPO / "configs/templates/demo/app.json.j2")
+    for dotted, value in overrides.items():
+        node = data
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = copy.deepcopy(value)
+    return data
+
+
+@dataclass
+class E2E:
+    sandbox: Sandbox
+    stack: AirflowStack
+    config_dir: Path
+
+    @property
+    def api(self) -> Airflow:
+        return Airflow(self.stack.url, user=self.stack.user, password=self.stack.password)
+
+    def add_app(self, name: str, timeout: float = 90, **overrides: Any) -> str:
+        """Write ``configs/<name>.yaml`` (a demo variant) and wait for its deploy DAG."""
+        data = demo_config(name, self.sandbox.inventory_path, **overrides)
+        path = self.config_dir / f"{name}.yaml"
+        text = yaml.safe_dump(data, sort_keys=False)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        dag_id = f"tars_deploy__{name}"
+        self.wait_dag(dag_id, timeout)
+        return dag_id
+
+    def wait_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        api = self.api
+        while True:
+            try:
+                return api.dag(dag_id)
+            except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+                if time.monotonic() > deadline:
+                    errs = api.request("GET", "/api/v2/importErrors")
+                    raise AssertionError(f"{dag_id} never appeared: {exc}; {errs}") from None
+            time.sleep(0.5)
+
+    def release(self, dag_id: str, conf: dict[str, Any], timeout: float = 300,
+                on_change: Callable | None = None) -> dict[str, Any]:
+        api = self.api
+        run = api.trigger(dag_id, conf)
+        return api.wait(dag_id, run["dag_run_id"], timeout=timeout, on_change=on_change)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {
+            (t["task_id"] if t["map_index"] < 0 else f"{t['task_id']}[{t['map_index']}]"): t["state"]
+            for t in self.api.task_instances(dag_id, run_id)
+        }
+
+    def versions(self) -> dict[str, str | None]:
+        return {h.name: self.sandbox.served_version(h) for h in self.sandbox.hosts}
+
+    def releases_on(self, host_name: str) -> list[str]:
+        root = Path(self.sandbox.host(host_name).deploy_root) / "releases"
+        return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
+@dataclass
+class Load:
+    """Steady requests through the HAProxy frontend, counting every failure."""
+
+    url: str
+    rate: float = 50.0
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        with httpx.Client(timeout=10) as client:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    r = client.get(self.url)
+                    if r.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failed += 1
+                        self.errors.append(f"{r.status_code} {r.text[:80]}")
+                except httpx.HTTPError as exc:
+                    self.failed += 1
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))

@@ -1,0 +1,44 @@
+"""Releases through the real scheduler, dag-processor, triggerer and api-server (issue 6: 1, 2, 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import E2E, Load
+
+pytestmark = pytest.mark.e2e
+
+
+def test_happy_path_every_host_new_version_and_zero_failed_requests(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo")
+    with Load(e2e.sandbox.frontend_url + "/", rate=50) as load:
+        run = e2e.release(dag_id, {"version": "2.0.0", "reason": "e2e happy path",
+                                   "ticket": "E2E-1"})
+    print(f"\nthrough HAProxy during the release: {load.ok} requests ok, {load.failed} failed")
+    assert run["state"] == "success", run.get("note")
+    assert e2e.versions() == {h.name: "2.0.0" for h in e2e.sandbox.hosts}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    assert run["note"].startswith("succeeded · 10/10 hosts on 2.0.0 · 0 failed"), run["note"]
+    assert "ticket E2E-1" in run["note"]
+    assert load.failed == 0, f"{load.failed} failed requests: {load.errors[:5]}"
+    assert load.ok > 200, "the load generator did not run during the release"
+    states = e2e.task_states(dag_id, run["dag_run_id"])
+    assert states["rollback.plan"] == "skipped" and states["halt"] == "skipped"
+
+
+def test_broken_version_rolls_back_the_fort_host_only(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo")
+    fort = e2e.sandbox.hosts[0].name
+    run = e2e.release(dag_id, {"version": "2.0.0-broken", "reason": "e2e broken build"})
+    assert run["state"] == "failed"
+    note = run["note"]
+    assert note.startswith("rolled back: fort: 1 host(s) failed"), note
+    assert f"{fort} failed@health" in note and "503" in note, note
+    assert e2e.versions() == {h.name: "1.0.0" for h in e2e.sandbox.hosts}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    for host in e2e.sandbox.hosts[1:]:
+        assert "2.0.0-broken" not in e2e.releases_on(host.name), f"{host.name} was touched"
+    states = e2e.task_states(dag_id, run["dag_run_id"])
+    assert states["fort.release[0]"] == "failed"
+    assert states["rollback.hosts[0]"] == "success"
+    assert states["batch_1.enter"] == "skipped" and states["finalize"] == "skipped"
