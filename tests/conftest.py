@@ -26,7 +26,7 @@ from sandbox import Sandbox  # noqa: E402
 SESSION_HOSTS = 10
 SESSION_FIRST_ADDRESS = int(os.environ.get("TARS_TEST_FIRST_ADDRESS", "51"))
 FRESH_BLOCKS = (101, 126, 151, 176, 201)  # 25 addresses each (the last one 54)
-LOCK_FILE = Path("/tmp/tars-sandbox-tests.lock")
+LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
 LOCK_TIMEOUT = 900.0
 
 # Every sandbox a fixture started; atexit stops whatever a crash left behind.
