@@ -1,0 +1,157 @@
+"""HostSession / TarsSSHHook against the sandbox's real sshd: timeouts, host keys, errors, secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sandbox import Sandbox
+from tars_operators.errors import HostUnreachable, InvalidValue, RemoteCommandError
+from tars_operators.hooks.ssh import HostSession, SessionParams
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def params(sandbox: Sandbox) -> SessionParams:
+    os.environ["AIRFLOW_CONN_TARS_SANDBOX"] = json.dumps(sandbox.connection_json)
+    h = sandbox.hosts[0]
+    return SessionParams(host=h.name, address=h.address, port=h.ssh_port, conn_id="tars_sandbox",
+                         connect_timeout=3.0, command_timeout=60.0, retries=2)
+
+
+def with_conn(sandbox: Sandbox, conn_id: str, **extra: object) -> str:
+    conn = sandbox.connection_json
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({**conn, "extra": {**conn["extra"], **extra}})
+    return conn_id
+
+
+def test_env_var_connection_and_a_command(params: SessionParams) -> None:
+    with HostSession(params) as s:
+        result = s.run("echo out; echo err >&2; exit 0", step="t")
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "out\n", "err\n")
+        s.put_bytes(b"payload", "/tmp/tars-ssh-test-upload", step="t", mode=0o640)
+        assert s.run("cat /tmp/tars-ssh-test-upload; rm /tmp/tars-ssh-test-upload", step="t").stdout == "payload"
+
+
+def test_silent_command_within_its_timeout_succeeds(params: SessionParams) -> None:
+    with HostSession(params) as s:
+        result = s.run("sleep 20; echo done", step="quiet", timeout=60)
+    assert result.stdout == "done\n" and 19.5 < result.seconds < 30
+
+
+def test_command_timeout_is_enforced(params: SessionParams) -> None:
+    started = time.monotonic()
+    with HostSession(params) as s, pytest.raises(RemoteCommandError, match="timed out after 1s") as err:
+        s.run("sleep 30", step="slow", timeout=1)
+    assert time.monotonic() - started < 3 and err.value.exit_code is None
+
+
+def test_failure_names_host_step_exit_code_and_last_stderr_lines(params: SessionParams) -> None:
+    with HostSession(params) as s, pytest.raises(RemoteCommandError) as err:
+        s.run("for i in $(seq 1 15); do echo line$i >&2; done; exit 3", step="unpack")
+    message = str(err.value)
+    assert message.startswith(f"{params.host}: unpack: exit code 3")
+    assert "line15" in message and "line6" in message and "line5\n" not in message
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (no SSH banner)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_silent_server_fails_within_the_connect_timeout(params: SessionParams, silent_server: int) -> None:
+    p = replace(params, host="ghost", address="127.0.0.1", port=silent_server, connect_timeout=2.0)
+    started = time.monotonic()
+    with HostSession(p) as s, pytest.raises(HostUnreachable) as err:
+        s.run("true", step="stage")
+    assert time.monotonic() - started < 2.5
+    assert str(err.value).startswith("ghost: stage: cannot connect to 127.0.0.1:") and str(silent_server) in str(err.value)
+
+
+def test_refused_port_fails_fast_naming_the_address(params: SessionParams) -> None:
+    p = replace(params, host="nobody", address="127.0.0.250", port=2222)
+    started = time.monotonic()
+    with HostSession(p) as s, pytest.raises(HostUnreachable, match="nobody: stage: cannot connect to 127.0.0.250:2222"):
+        s.run("true", step="stage")
+    assert time.monotonic() - started < 3
+
+
+def test_unknown_host_key_is_refused(sandbox: Sandbox, params: SessionParams, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    p = replace(params, conn_id=with_conn(sandbox, "tars_nokeys", known_hosts=str(empty)))
+    with HostSession(p) as s, pytest.raises(HostUnreachable, match="host key not trusted"):
+        s.run("true", step="stage")
+
+
+def test_changed_host_key_is_refused(sandbox: Sandbox, params: SessionParams, tmp_path: Path) -> None:
+    other = tmp_path / "known_hosts"
+    line = f"[{params.address}]:{params.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPq2GyiGkzsaiMaq2CmOxxGQyNh6TSHBUUeiVYQ9AkCm\n"
+    other.write_text(line)
+    p = replace(params, conn_id=with_conn(sandbox, "tars_otherkey", known_hosts=str(other)))
+    with HostSession(p) as s, pytest.raises(HostUnreachable, match="host key changed"):
+        s.run("true", step="stage")
+
+
+def test_connection_that_turns_host_key_checking_off_is_refused(sandbox: Sandbox, params: SessionParams) -> None:
+    p = replace(params, conn_id=with_conn(sandbox, "tars_nocheck", no_host_key_check=True))
+    with HostSession(p) as s, pytest.raises(InvalidValue, match="turns host key checking off"):
+        s.run("true", step="stage")
+
+
+def test_secrets_in_templates_reach_the_host_but_not_the_log(
+    fleet: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.integration.test_steps import demo_spec  # type: ignore[import-not-found]
+
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.stage import stage_release
+
+    secret = "s3cr3t-Pa55word-xyz"
+    os.environ["AIRFLOW_CONN_TARS_DB"] = json.dumps({"conn_type": "postgres", "login": "app", "password": secret})
+    os.environ["AIRFLOW_VAR_TARS_TOKEN"] = "tok-987654321"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "secret.conf.j2").write_text("db={{ conn.tars_db.login }}:{{ conn.tars_db.password }}\ntoken={{ var.tars_token }}\n")
+    spec = demo_spec(fleet, tmp_path / "config", install={"templates": [
+        {"src": "app.json.j2", "dest": "config/app.json"},
+        {"src": "secret.conf.j2", "dest": "config/secret.conf", "mode": "0600"}]})
+    host = spec.hosts[0]
+    caplog.set_level(logging.DEBUG)
+    with open_session(spec, host) as s:
+        stage_release(s, spec, host, "1.1.0", None, "r1")
+    written = Path(host.vars["deploy_root"]) / "releases/1.1.0/config/secret.conf"
+    assert written.read_text() == f"db=app:{secret}\ntoken=tok-987654321\n"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert secret not in caplog.text and "tok-987654321" not in caplog.text
