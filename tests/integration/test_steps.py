@@ -309,3 +309,48 @@ def test_trigger_waits_async_for_slow_and_reports_broken(spec: AppSpec) -> None:
     assert passed["status"] == "passed" and passed["checks"][1]["last"].startswith("exit 0")
     assert failed["status"] == "failed" and "HTTP 503" in failed["message"]
     assert "unhealthy: broken build" in failed["message"]
+
+
+def test_pull_delivery_host_downloads_and_verifies(fleet: Sandbox, tmp_path: Path) -> None:
+    pull = demo_spec(fleet, tmp_path / "config", artifact={"delivery": "pull"})
+    host = pull.hosts[5]
+    art = fetch_artifact(pull, "1.1.0")
+    assert art.path is None
+    assert release_host(pull, host, "1.1.0", art) == ["ok", "ok", "ok", "ok", "ok"]
+    assert served(host)["version"] == "1.1.0"
+    assert not list((root_of(host) / ".tars-tmp").iterdir())
+
+
+def test_operators_and_deferrable_sensor_outside_airflow(spec: AppSpec) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from tars_operators.operators.steps import (
+        ActivateReleaseOperator,
+        FetchArtifactOperator,
+        PruneReleasesOperator,
+        SmokeTestOperator,
+        StageReleaseOperator,
+    )
+    from tars_operators.sensors.health import HealthCheckSensor
+
+    host, ctx = spec.hosts[6], {"run_id": "op-run"}
+    common = {"spec_loader": lambda: spec, "version": "2.1.0"}
+    fetched = FetchArtifactOperator(task_id="fetch", **common).execute(ctx)
+    staged = StageReleaseOperator(task_id="stage", host_name=host.name, artifact=fetched, **common).execute(ctx)
+    assert staged["state"] == "ok" and staged["data"]["delivery"] == "pushed"
+    assert ActivateReleaseOperator(task_id="act", host_name=host.name, **common).execute(ctx)["state"] == "ok"
+    sensor = HealthCheckSensor(task_id="health", host_name=host.name, **common)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+
+    async def first() -> dict[str, Any]:
+        async for event in deferred.value.trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    result = sensor.execute_complete(ctx, asyncio.run(first()))
+    assert result["state"] == "ok" and result["step"] == "health"
+    smoke = SmokeTestOperator(task_id="smoke", host_name=host.name, **common).execute(ctx)
+    assert [c["ok"] for c in smoke["data"]["checks"]] == [True, True]
+    pruned = PruneReleasesOperator(task_id="prune", host_name=host.name, spec_loader=lambda: spec).execute(ctx)
+    assert pruned["state"] == "unchanged"
