@@ -1,4 +1,4 @@
-"""Traffic against the sandbox's real HAProxy: drains, pull-ins, capacity, zero-loss rolling restart.
+"""Traffic against the sandbox's real HAProxy: drains, pull-ins, capacity, zero-loss rolling release.
 
 Every claim is checked through HAProxy itself (runtime API) and real requests through its
 frontend; the apps are stopped and started over real SSH.
@@ -24,8 +24,12 @@ from sandbox import Sandbox
 from tars_operators.config.schema import AppConfig
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import CapacityError, LoadBalancerError
+from tars_operators.hooks.artifacts import FetchedArtifact, fetch_artifact
 from tars_operators.hooks.lb import LoadBalancer, load_balancer_for
 from tars_operators.hooks.ssh import open_session
+from tars_operators.steps.activate import activate_release
+from tars_operators.steps.checks import run_checks
+from tars_operators.steps.stage import stage_release
 from tars_operators.steps.traffic import check_capacity, pull_in, pull_out, rotation_report
 
 pytestmark = pytest.mark.integration
@@ -33,17 +37,29 @@ HAPROXY = {"socket": "{{ vars.haproxy_socket }}", "backend": "{{ vars.haproxy_ba
 CONN_ID = "tars_sandbox"
 
 
-def make_spec(sb: Sandbox, traffic: dict[str, Any] | None = None) -> AppSpec:
-    """The demo app on the sandbox fleet, behind its HAProxy (overrides merged into `traffic`)."""
+APP_JSON = '{"address": "{{ host.address }}", "port": {{ vars.app_port }}, "host": "{{ host.name }}"}\n'
+
+
+def make_spec(sb: Sandbox, traffic: dict[str, Any] | None = None, config_dir: Path | None = None) -> AppSpec:
+    """The demo app on the sandbox fleet, behind its HAProxy (overrides merged into `traffic`).
+
+    With config_dir, the spec can release: config/app.json is rendered from a template there.
+    """
+    ctl = "{{ deploy_root }}/current/bin/demo-ctl"
+    templates = []
+    if config_dir is not None:
+        (config_dir / "app.json.j2").write_text(APP_JSON)
+        templates = [{"src": "app.json.j2", "dest": "config/app.json"}]
     config = AppConfig.model_validate({
         "app": {"name": "demo", "owner": "tars"},
-        "artifact": {"url": sb.artifact_base + "/demo-{{ version }}.tar.gz",
+        "artifact": {"url": "{{ vars.artifact_base }}/demo-{{ version }}.tar.gz",
                      "checksum": {"url": "{{ url }}.sha256"}},
         "hosts": {},
-        "ssh": {"conn_id": CONN_ID, "connect_timeout": 10},
-        "install": {"deploy_root": "{{ vars.deploy_root }}"},
-        "service": {"start": "{{ deploy_root }}/current/bin/demo-ctl start",
-                    "stop": "{{ deploy_root }}/current/bin/demo-ctl stop"},
+        "ssh": {"conn_id": CONN_ID, "connect_timeout": 10, "command_timeout": 60},
+        "install": {"deploy_root": "{{ vars.deploy_root }}", "templates": templates},
+        "service": {"start": f"{ctl} start", "stop": f"{ctl} stop", "status": f"{ctl} status"},
+        "health": [{"kind": "http", "url": "http://{{ host.address }}:{{ vars.app_port }}/health",
+                    "interval": 0.05, "timeout": 30, "successes": 2}],
         "traffic": {"provider": "haproxy", "haproxy": HAPROXY, "drain_timeout": 15,
                     "ready_timeout": 10, **(traffic or {})},
     })
@@ -51,8 +67,8 @@ def make_spec(sb: Sandbox, traffic: dict[str, Any] | None = None) -> AppSpec:
                        vars={"deploy_root": str(h.deploy_root), "app_port": h.app_port})
                   for h in sb.hosts)
     global_vars = {"haproxy_socket": str(sb.haproxy_socket), "haproxy_backend": sb.haproxy_backend,
-                   "frontend_url": sb.frontend_url}
-    return AppSpec(config=config, hosts=hosts, source=Path("/sandbox/demo.yaml"),
+                   "frontend_url": sb.frontend_url, "artifact_base": sb.artifact_base}
+    return AppSpec(config=config, hosts=hosts, source=(config_dir or Path("/sandbox")) / "demo.yaml",
                    global_vars=global_vars)
 
 
@@ -347,6 +363,7 @@ class Load:
     sent: int = 0
     failures: list[str] = field(default_factory=list)
     served: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -357,7 +374,9 @@ class Load:
                 try:
                     resp = http.get("/")
                     if resp.status_code == 200:
-                        self.served[resp.json()["host"]] += 1
+                        body = resp.json()
+                        self.served[body["host"]] += 1
+                        self.versions[body["version"]] += 1
                     else:
                         self.failures.append(f"HTTP {resp.status_code}: {resp.text[:80]}")
                 except httpx.HTTPError as exc:
@@ -366,21 +385,21 @@ class Load:
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def restart_cycle(spec: AppSpec, host: Host) -> None:
-    """One host of a rolling release: out, restart, healthy, back in."""
-    # TODO: switch to the per-host steps once they land (steps/stage.py, steps/activate.py,
-    # steps/health.py): pull_out → activate(new version) → health → pull_in.
-    with load_balancer_for(spec) as lb:  # one LB per worker, as separate Airflow tasks would have
+def release_host(spec: AppSpec, host: Host, artifact: FetchedArtifact, version: str) -> None:
+    """One host of a rolling release, as the per-host release task runs it."""
+    with open_session(spec, host) as session, load_balancer_for(spec) as lb:  # one LB per worker
+        stage_release(session, spec, host, version, artifact, "test-run")
         pull_out(lb, spec, host)
-        demo_ctl(spec, host, "stop")
-        demo_ctl(spec, host, "start")
-        poll(lambda: app_healthy(host), 15, f"{host.name} health")
+        activate_release(session, spec, host, version, "test-run")
+        run_checks(session, spec, host, version)
         pull_in(lb, spec, host)
 
 
-def test_rolling_restart_of_all_hosts_under_load_loses_no_request(
-        fleet: Sandbox, spec: AppSpec, ssh_conn: None, record_property: Callable[[str, object], None],
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_rolling_release_of_all_hosts_under_load_loses_no_request(
+        fleet: Sandbox, ssh_conn: None, tmp_path: Path,
+        record_property: Callable[[str, object], None], capsys: pytest.CaptureFixture[str]) -> None:
+    spec = make_spec(fleet, config_dir=tmp_path)
+    artifact = fetch_artifact(spec, "2.0.0", cache_dir=tmp_path / "cache")
     batches = [spec.hosts[:1], spec.hosts[1:4], spec.hosts[4:7], spec.hosts[7:]]  # 1, 3, 3, 3
     load = Load(fleet.frontend_url)
     loader = threading.Thread(target=load.run)
@@ -391,7 +410,7 @@ def test_rolling_restart_of_all_hosts_under_load_loses_no_request(
         for batch in batches:
             check_capacity(load_balancer_for(spec), spec, [h.name for h in batch])
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                list(pool.map(lambda h: restart_cycle(spec, h), batch))
+                list(pool.map(lambda h: release_host(spec, h, artifact, "2.0.0"), batch))
         time.sleep(0.5)
     finally:
         load.stop.set()
@@ -400,10 +419,12 @@ def test_rolling_restart_of_all_hosts_under_load_loses_no_request(
     record_property("requests_sent", load.sent)
     record_property("requests_failed", len(load.failures))
     with capsys.disabled():
-        print(f"\nrolling restart of 10 hosts under load: {load.sent} requests in {seconds:.1f}s, "
-              f"{len(load.failures)} failed; served per host: {dict(sorted(load.served.items()))}")
+        print(f"\nrolling release 1.0.0 → 2.0.0 of 10 hosts under load: {load.sent} requests in "
+              f"{seconds:.1f}s, {len(load.failures)} failed; versions served: {dict(load.versions)}")
     assert not load.failures, f"{len(load.failures)} of {load.sent} requests failed: {load.failures[:5]}"
     assert load.sent >= 40 * seconds * 0.8, f"load too thin to prove anything: {load.sent} in {seconds:.1f}s"
     report = rotation_report(load_balancer_for(spec), spec, spec.hosts)
     assert report.ok, report.summary()
+    assert {h.name: fleet.served_version(h.name) for h in spec.hosts} == {h.name: "2.0.0" for h in spec.hosts}
     assert set(load.served) == {h.name for h in spec.hosts}
+    assert set(load.versions) == {"1.0.0", "2.0.0"}
