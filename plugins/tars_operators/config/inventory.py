@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tars_operators.config.files import read_yaml
-from tars_operators.config.problems import Problem, describe, did_you_mean, dotted
+from tars_operators.config.problems import Problem, describe, dotted
 from tars_operators.config.schema import Group, HostEntry, Hosts, Model
 from tars_operators.config.spec import Host
 from tars_operators.config.validation import problems_from
@@ -119,28 +119,27 @@ def _merge(inv: Inventory, hosts: Hosts, inv_file: Path | None) -> tuple[tuple[H
     ]
     entries += [(entry, ("hosts", "list", i), None) for i, entry in enumerate(hosts.list)]
     problems: list[Problem] = []
-    seen_names: dict[str, str] = {}
-    seen_addresses: dict[tuple[str, int], str] = {}
+    seen_names: dict[str, tuple[tuple[str | int, ...], Path | None]] = {}
+    seen_addresses: dict[tuple[str, int], tuple[tuple[str | int, ...], Path | None]] = {}
     out: list[Host] = []
+    by_group: dict[str | None, MappingProxyType[str, Any]] = {}
     for entry, path, file in entries:
-        where = _where(path, file)
-        first = seen_names.setdefault(entry.name, where)
-        if first != where:
+        first = seen_names.setdefault(entry.name, (path, file))
+        if first != (path, file):
             problems.append(Problem((*path, "name"), f"duplicate host name '{entry.name}'"
-                                    f" (first defined at {first})", file=file))
+                                    f" (first defined at {_where(*first)})", file=file))
         address = (entry.address, entry.ssh_port)
-        first = seen_addresses.setdefault(address, where)
-        if first != where:
+        first = seen_addresses.setdefault(address, (path, file))
+        if first != (path, file):
             problems.append(Problem((*path, "address"), f"duplicate address"
-                                    f" {entry.address}:{entry.ssh_port} (first used at {first})",
-                                    file=file))
-        if entry.group is not None and group_vars and entry.group not in group_vars:
-            problems.append(Problem((*path, "group"), f"expected one of the groups"
-                                    f" {', '.join(sorted(group_vars))}, got '{entry.group}'",
-                                    did_you_mean(entry.group, group_vars), file=file))
-        merged = {**base_vars, **group_vars.get(entry.group or "", {}), **entry.vars}
-        out.append(Host(entry.name, entry.address, entry.ssh_port, entry.group,
-                        MappingProxyType(merged)))
+                                    f" {entry.address}:{entry.ssh_port} (first used at"
+                                    f" {_where(*first)})", file=file))
+        shared = by_group.get(entry.group)
+        if shared is None:  # hosts without vars of their own share their group's mapping
+            shared = by_group[entry.group] = MappingProxyType(
+                {**base_vars, **group_vars.get(entry.group or "", {})})
+        merged = MappingProxyType({**shared, **entry.vars}) if entry.vars else shared
+        out.append(Host(entry.name, entry.address, entry.ssh_port, entry.group, merged))
     return tuple(out), problems
 
 

@@ -62,7 +62,7 @@ def _checks(cfg: AppConfig) -> Iterator[tuple[PathKey, str]]:
     for section in ("health", "smoke"):
         for index, item in enumerate(getattr(cfg, section)):
             for key in _CHECK_FIELDS:
-                value = getattr(item, key, None)
+                value = getattr(item, key) if key in type(item).model_fields else None
                 if isinstance(value, str):
                     yield (section, index, key), value
 

@@ -208,3 +208,34 @@ def test_json_schema_in_docs_is_current() -> None:
 
     committed = json.loads((REPO / "docs/app-config.schema.json").read_text())
     assert committed == app_config_schema(), "regenerate: tars schema --output docs/app-config.schema.json"
+
+
+def test_parsed_yaml_is_cached_on_disk_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("TARS_CACHE_DIR", str(tmp_path / "cache"))
+    app = write(tmp_path / "apps/a.yaml", APP.format(name="alpha"))
+    files.clear_cache()
+    assert load_app(app).name == "alpha"
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    record = json.loads(entry.read_text())
+    assert record["path"] == str(app) and record["data"]["app"]["name"] == "alpha"
+    # A fresh process (empty memory cache) takes the data from disk, not from the YAML...
+    record["data"]["app"]["owner"] = "from-cache"
+    entry.write_text(json.dumps(record))
+    files.clear_cache()
+    assert load_app(app).config.app.owner == "from-cache"
+    # ...until the file changes.
+    write(app, APP.format(name="alpha").replace("owner: team", "owner: edited"))
+    os.utime(app, ns=(1, 10**9 * 5))
+    files.clear_cache()
+    assert load_app(app).config.app.owner == "edited"
+    files.clear_cache()
+
+
+def test_yaml_that_json_cannot_hold_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARS_CACHE_DIR", str(tmp_path / "cache"))
+    doc = write(tmp_path / "x.yaml", "when: 2024-01-01\n1: one\n")
+    assert files.read_yaml(doc).data == {"when": __import__("datetime").date(2024, 1, 1), 1: "one"}
+    assert not list((tmp_path / "cache").glob("*.json"))
+    files.clear_cache()
