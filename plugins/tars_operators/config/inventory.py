@@ -83,7 +83,9 @@ def load_inventory(path: Path) -> tuple[Inventory | None, list[Problem]]:
 
 def resolve_hosts(hosts: Hosts, config_file: Path, defined_in: Path | None = None) -> ResolvedHosts:
     """Resolve the inventory (if any) and the inline list into concrete hosts."""
-    inventory, inv_file, problems = None, None, []
+    inventory: Inventory | None = None
+    inv_file: Path | None = None
+    problems: list[Problem] = []
     if hosts.inventory is not None:
         base = (defined_in or config_file).parent
         try:

@@ -81,6 +81,9 @@ def load_all(
     file declaring an ``app.name`` already seen is an error of that second file.
     """
     directory = Path(config_dir).absolute()
+    if not directory.is_dir():
+        shown = display_path(directory, base_dir)
+        return LoadResult(errors={directory: ConfigError([f"{shown}: no such directory"])})
     files = sorted(p for p in directory.iterdir() if p.suffix in APP_SUFFIXES and p.is_file())
     return load_files(files, defaults_path or _beside(directory), base_dir=base_dir)
 
@@ -234,7 +237,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 @lru_cache(maxsize=None)
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model.model_fields[name]
-    return TypeAdapter(Annotated[info.annotation, info])
+    annotated: Any = Annotated[info.annotation, info]  # keeps the field's constraints
+    return TypeAdapter(annotated)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

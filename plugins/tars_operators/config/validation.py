@@ -60,11 +60,11 @@ def problems_from(error: ValidationError, model: type[BaseModel]) -> list[Proble
     plain: list[Problem] = []
     for err in error.errors(include_url=False):
         path, union_at, tags, owner = _normalise(err["loc"], model)
-        err = {**err, "owner": owner}
+        detail: dict[str, Any] = {**err, "owner": owner}
         if union_at is None:
-            plain.append(_problem(path, err))
+            plain.append(_problem(path, detail))
         else:
-            unions.setdefault(union_at, []).append((path, tags, err))
+            unions.setdefault(union_at, []).append((path, tags, detail))
     for union_at, members in unions.items():
         plain.extend(_union_problems(union_at, members))
     return plain

@@ -69,7 +69,7 @@ class PositionLoader(yaml.SafeLoader):
     """SafeLoader that keeps the node tree so positions can be read after construction."""
 
 
-class _FastLoader(_CBase):  # type: ignore[misc,valid-type]
+class _FastLoader(_CBase):  # type: ignore[misc]
     """libyaml parser with a memo for plain-scalar tag resolution (keys repeat a lot)."""
 
     _memo: dict[str, str] = {}

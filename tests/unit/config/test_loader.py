@@ -239,3 +239,9 @@ def test_yaml_that_json_cannot_hold_is_not_cached(tmp_path: Path, monkeypatch: p
     assert files.read_yaml(doc).data == {"when": __import__("datetime").date(2024, 1, 1), 1: "one"}
     assert not list((tmp_path / "cache").glob("*.json"))
     files.clear_cache()
+
+
+def test_load_all_of_a_missing_directory_is_an_error_not_an_exception(tmp_path: Path) -> None:
+    result = load_all(tmp_path / "nope", base_dir=tmp_path)
+    assert result.specs == {}
+    assert result.errors[tmp_path / "nope"].errors == ["nope: no such directory"]
