@@ -100,14 +100,16 @@ class ReleaseHostOperator(_SpecOperator):
 
     def _run(self, context: Any) -> dict[str, Any]:
         job = self._job(context)
-        try:
-            pending = hostflow.run_until_health(job, log=self.log)
-            if pending is not None:
-                self.defer(trigger=pending.trigger, method_name="after_health",
-                           kwargs={"done": job.results_dicts()})
-            hostflow.finish(job, log=self.log)
-        except TarsError as exc:
-            self._fail(context, hostflow.failure(job, exc, log=self.log))
+        with hostflow.connected(job):
+            try:
+                pending = hostflow.run_until_health(job, log=self.log)
+                if pending is None:
+                    hostflow.finish(job, log=self.log)
+            except TarsError as exc:
+                self._fail(context, hostflow.failure(job, exc, log=self.log))
+        if pending is not None:  # the session is closed: nothing is held while waiting
+            self.defer(trigger=pending.trigger, method_name="after_health",
+                       kwargs={"done": job.results_dicts()})
         return job.summary("ok")
 
     def _fail(self, context: Any, message: str) -> None:

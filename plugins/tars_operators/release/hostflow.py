@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import HealthCheckFailed, RemoteError, TarsError
@@ -54,6 +55,7 @@ class HostJob:
     artifact: Any = None
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
+    session: Any = None  # one SSH connection for the whole chain (see ``connected``)
 
     @property
     def steps_done(self) -> list[str]:
@@ -88,6 +90,22 @@ class HostJob:
         }
 
 
+@contextmanager
+def connected(job: HostJob) -> Iterator[Any]:
+    """Keep one SSH session open for the steps run inside (saves a login per step)."""
+    from tars_operators.hooks.ssh import open_session
+
+    if job.session is not None:
+        yield job.session
+        return
+    with open_session(job.spec, job.host) as session:
+        job.session = session
+        try:
+            yield session
+        finally:
+            job.session = None
+
+
 def _lb(spec: AppSpec) -> Any:
     from tars_operators.hooks.lb.provider import load_balancer_for
 
@@ -96,13 +114,12 @@ def _lb(spec: AppSpec) -> Any:
 
 def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
     """Stage, pull out, activate and health-check inline; returns Pending to defer the rest."""
-    from tars_operators.hooks.ssh import open_session
     from tars_operators.steps.activate import activate_release
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
 
     spec, host = job.spec, job.host
-    with open_session(spec, host) as session:
+    with connected(job) as session:
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:
             check_capacity(lb, spec, [host.name])
@@ -151,13 +168,12 @@ def health_event(job: HostJob, event: Any) -> None:
 
 def finish(job: HostJob, *, log: Any = log_) -> None:
     """Smoke, mark good, pull back in (verified), prune old releases."""
-    from tars_operators.hooks.ssh import open_session
     from tars_operators.steps.activate import mark_release, prune_releases
     from tars_operators.steps.checks import run_checks
     from tars_operators.steps.traffic import pull_in
 
     spec, host = job.spec, job.host
-    with open_session(spec, host) as session:
+    with connected(job) as session:
         job.add(run_checks(session, spec, host, job.version, kind="smoke"), log)
         job.add(mark_release(session, spec, host, job.version, "good"), log)
         with _lb(spec) as lb:
@@ -170,19 +186,18 @@ def finish(job: HostJob, *, log: Any = log_) -> None:
 
 def failure(job: HostJob, exc: BaseException, *, log: Any = log_) -> str:
     """Mark the new release failed when it was activated; say where the host stands."""
-    from tars_operators.hooks.ssh import open_session
     from tars_operators.steps.activate import mark_release
 
     step = getattr(exc, "step", None) or _next_step(job)
     if job.activated:
         try:
-            with open_session(job.spec, job.host) as session:
+            with connected(job) as session:
                 mark_release(session, job.spec, job.host, job.version, "failed")
         except TarsError as mark_exc:
             log.warning("%s: could not mark %s failed: %s", job.host.name, job.version, mark_exc)
     where = ("OUT OF ROTATION until rollback or repair" if job.out_of_rotation
              else "still in rotation on its previous release")
-    message = f"{job.host.name} failed@{step}: {_strip_host(str(exc), job.host.name)} — host {where}"
+    message = f"{job.host.name} failed@{step}: {short_reason(str(exc), job.host.name, step)} — host {where}"
     log.error(message)
     return message
 
@@ -194,8 +209,12 @@ def _next_step(job: HostJob) -> str:
     return next((s for s in HOST_STEPS if s not in done), "unknown")
 
 
-def _strip_host(text: str, host: str) -> str:
-    return text[len(host) + 2:] if text.startswith(f"{host}: ") else text
+def short_reason(text: str, host: str, step: str = "") -> str:
+    """``host: step: why`` → ``why`` (the message already says host and step)."""
+    for prefix in (f"{host}: ", f"{step}: " if step else None):
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
 
 
 def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
@@ -260,7 +279,7 @@ def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
             r = restore_host(spec, spec.host(name), version, run_id, log=log)
             out[name] = f"restored to {r['version']}, in rotation"
         except TarsError as exc:
-            out[name] = f"NOT restored: {exc}"
+            out[name] = f"NOT repaired: {short_reason(str(exc), name, 'rollback')}"
             log.error("%s: repair failed: %s", name, exc)
     return out
 
@@ -281,11 +300,12 @@ def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[
 
 def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) -> tuple[str, list[str]]:
     """After rollback: which hosts failed, which were restored, which could not be."""
-    from tars_operators.release.runtime import stage_outcomes
+    from tars_operators.release.runtime import _failures, stage_outcomes
 
     ti = context["ti"]
     dr = context["dag_run"]
     outcomes = stage_outcomes(context, plan)
+    reasons = _failures(ti, task_id, len(hosts)) if hosts else {}
     failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
     why = [msg for o in outcomes for _, msg in o.why]
     states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
@@ -300,7 +320,8 @@ def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) ->
             details.append(f"{h}: restored to {by_host[h]['version']}, in rotation")
         else:
             state = states.get(f"{task_id}_{i}", "unknown")
-            details.append(f"{h}: NOT restored (rollback task {state}); see its log")
+            why = reasons.get(h, "see its log")
+            details.append(f"{h}: NOT restored (rollback task {state}): {why}")
     problems = rotation_problems(_spec_of(context), plan.in_rotation)
     details += [f"NOT IN ROTATION: {p}" for p in problems]
     message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
