@@ -54,14 +54,14 @@ class BrakeBody(BaseModel):
 
 def _audit(app_name: str, entry: dict[str, Any]) -> None:
     V = _variables()
-    V.set(audit_key(app_name), append_audit(V.get(audit_key(app_name), default=None), entry))
+    V.set(audit_key(app_name), append_audit(V.get(audit_key(app_name), default_var=None), entry))
     log.warning("tars audit %s: %s", app_name, json.dumps(entry))
 
 
 @app.get("/apps/{app_name}/brake")
 def get_brake(app_name: str, user: GetUserDep) -> dict[str, Any]:
     _known_app(app_name)
-    brake = parse_brake(_variables().get(brake_key(app_name), default=None))
+    brake = parse_brake(_variables().get(brake_key(app_name), default_var=None))
     return {"app": app_name, "brake": brake.__dict__ if brake else None}
 
 
@@ -80,7 +80,7 @@ def release_brake(app_name: str, user: GetUserDep, reason: str = "") -> dict[str
     _known_app(app_name)
     _authorize(app_name, user, "PUT")
     V = _variables()
-    was = parse_brake(V.get(brake_key(app_name), default=None))
+    was = parse_brake(V.get(brake_key(app_name), default_var=None))
     V.delete(brake_key(app_name))
     if was is not None:
         _audit(app_name, audit_entry("brake released", user.get_name(), reason,
@@ -91,7 +91,7 @@ def release_brake(app_name: str, user: GetUserDep, reason: str = "") -> dict[str
 @app.get("/apps/{app_name}/audit")
 def get_audit(app_name: str, user: GetUserDep) -> dict[str, Any]:
     _known_app(app_name)
-    raw = _variables().get(audit_key(app_name), default=None)
+    raw = _variables().get(audit_key(app_name), default_var=None)
     return {"app": app_name, "audit": json.loads(raw) if raw else []}
 
 
