@@ -1,0 +1,97 @@
+"""The deploy DAG's shape (task ids, edges, trigger rules) for a few strategies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tars_operators.config.loader import load_app
+from tars_operators.factory.builder import build_dag, build_rollback_dag
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[3]
+
+
+def spec_for(tmp_path: Path, hosts: int = 10, **strategy: object):
+    data = yaml.safe_load((REPO / "configs/apps/demo.yaml").read_text())
+    data["hosts"] = {"list": [{"name": f"h{i:02d}", "address": f"127.0.0.{10 + i}",
+                               "vars": {"deploy_root": f"/srv/h{i}", "app_port": 8080}}
+                              for i in range(1, hosts + 1)],
+                     "vars": {"artifact_base": "http://127.0.0.1:1", "haproxy_socket": "/x.sock"}}
+    data["install"]["templates"][0]["src"] = str(REPO / "configs/templates/demo/app.json.j2")
+    data["strategy"].update(strategy)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_app(path)
+
+
+def edges(dag) -> set[tuple[str, str]]:
+    return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+
+
+def rules(dag) -> dict[str, str]:
+    return {t.task_id: str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule)
+            for t in dag.tasks}
+
+
+def test_default_ramp_has_fort_and_three_batches(tmp_path: Path) -> None:
+    dag = build_dag(spec_for(tmp_path))
+    stages = ["fort", "batch_1", "batch_2", "batch_3"]
+    expected = {"prepare", "fetch", "dry_run", "halt", "finalize", "rollback.plan",
+                "rollback.hosts", "rollback.report"}
+    expected |= {f"{s}.{t}" for s in stages for t in ("enter", "release", "gate")}
+    assert set(dag.task_ids) == expected
+    e = edges(dag)
+    assert {("prepare", "fetch"), ("prepare", "dry_run"), ("fetch", "fort.enter")} <= e
+    for a, b in zip(stages, stages[1:]):
+        assert (f"{a}.gate", f"{b}.enter") in e
+    for s in stages:
+        assert {(f"{s}.enter", f"{s}.release"), (f"{s}.release", f"{s}.gate"),
+                (f"{s}.enter", f"{s}.gate")} <= e
+        assert {(f"{s}.gate", "rollback.plan"), (f"{s}.gate", "halt"),
+                (f"{s}.gate", "finalize")} <= e
+    r = rules(dag)
+    assert all(r[f"{s}.gate"] == "all_done" for s in stages)
+    assert r["rollback.plan"] == r["halt"] == r["finalize"] == "none_failed_min_one_success"
+    assert r["rollback.report"] == "none_skipped"
+    assert dag.max_active_runs == 1 and "tars" in dag.tags
+    assert dag.get_task("fort.release").max_active_tis_per_dagrun == 32
+
+
+def test_approval_and_bake_sit_between_gate_and_next_stage(tmp_path: Path) -> None:
+    dag = build_dag(spec_for(tmp_path, bake_seconds=30,
+                             approval={"enabled": True, "after": ["fort"], "timeout_seconds": 60,
+                                       "default": "halt"}))
+    e = edges(dag)
+    assert {("fort.gate", "fort.bake"), ("fort.bake", "fort.approve"),
+            ("fort.approve", "batch_1.enter"), ("fort.approve", "rollback.plan"),
+            ("fort.approve", "halt"), ("fort.gate", "batch_1.enter")} <= e
+    approve = dag.get_task("fort.approve")
+    assert approve.options_mapping == {"Continue": "batch_1.enter", "Roll back": "rollback.plan",
+                                       "Halt": "halt"}
+    assert approve.defaults == ["Halt"]
+    assert "batch_1.approve" not in dag.task_ids  # approval only where configured
+    assert "batch_3.bake" not in dag.task_ids  # nothing to bake before after the last stage
+
+
+def test_no_fort_single_batch(tmp_path: Path) -> None:
+    dag = build_dag(spec_for(tmp_path, hosts=4, fort=0, batches=["50%"]))
+    assert not any(t.startswith("fort.") for t in dag.task_ids)
+    assert ("fetch", "batch_1.enter") in edges(dag)
+    assert ("batch_2.gate", "finalize") in edges(dag) and "batch_3.enter" not in dag.task_ids
+
+
+def test_params_make_a_trigger_form(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, hosts=3)
+    params = build_dag(spec).params
+    assert params.get_param("hosts").schema["items"]["enum"] == ["h01", "h02", "h03"]
+    assert spec.config.artifact.version_pattern in params.get_param("version").schema["pattern"]
+    assert params["skip_fort"] is False and params["dry_run"] is False
+
+
+def test_rollback_dag_limits_hosts_out_at_once(tmp_path: Path) -> None:
+    dag = build_rollback_dag(spec_for(tmp_path, hosts=10))
+    assert set(dag.task_ids) == {"plan", "restore"}
+    assert dag.get_task("restore").max_active_tis_per_dagrun == 7  # 10 hosts, 25% must stay

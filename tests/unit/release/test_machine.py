@@ -1,0 +1,77 @@
+"""The release state machine and the gate's decision table, alone (no Airflow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tars_operators.release.machine import (
+    FINALIZE, HALT, HOST_TRANSITIONS, RELEASE_TRANSITIONS, ROLLBACK_PLAN, Brake, Decision,
+    GateInput, HostPhase, Release, StageOutcome, check_transition, decide, topology,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def gate(failed=(), ok=("h1", "h2"), untouched=(), *, total=None, stage_budget=0,
+         total_budget=0, on_failure="rollback", last=False, brake=None) -> GateInput:
+    hosts = tuple(ok) + tuple(failed) + tuple(untouched)
+    outcome = StageOutcome("batch_1", hosts, tuple(ok), tuple(failed), tuple(untouched))
+    return GateInput(outcome, len(failed) if total is None else total, stage_budget,
+                     total_budget, on_failure, last, brake)
+
+
+@pytest.mark.parametrize("g, expected", [
+    (gate(), Decision.CONTINUE),
+    (gate(last=True), Decision.FINISH),
+    (gate(failed=("h3",)), Decision.ROLLBACK),
+    (gate(failed=("h3",), on_failure="halt"), Decision.HALT),
+    (gate(failed=("h3",), stage_budget=1, total_budget=1), Decision.CONTINUE),
+    (gate(failed=("h3",), stage_budget=1, total_budget=1, total=2), Decision.ROLLBACK),
+    (gate(brake=Brake("ann", "db migration", "t")), Decision.WAIT),
+    (gate(brake=Brake("ann", "stop", "t", action="rollback")), Decision.ROLLBACK),
+    (gate(untouched=("h3",)), Decision.ROLLBACK),
+    (gate(failed=("h3",), brake=Brake("ann", "x", "t")), Decision.ROLLBACK),  # budget first
+])
+def test_gate_decisions(g: GateInput, expected: Decision) -> None:
+    assert decide(g).decision is expected
+
+
+def test_gate_reasons_name_hosts_and_budgets() -> None:
+    reason = decide(gate(failed=("h3", "h4"), stage_budget=1, total_budget=5)).reason
+    assert reason == "batch_1: 2 host(s) failed (h3, h4); over the stage budget 1"
+    reason = decide(gate(failed=("h3",), stage_budget=1, total_budget=1, total=2)).reason
+    assert "over the release budget 1 (2 failed in all)" in reason
+    assert decide(gate(brake=Brake("ann", "db migration", "t"))).reason == (
+        "brake pulled by ann (db migration); holding after batch_1")
+
+
+def test_every_state_is_reachable_and_terminal_states_end() -> None:
+    for table, start in ((RELEASE_TRANSITIONS, Release.PLANNED), (HOST_TRANSITIONS, HostPhase.PENDING)):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in table[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert seen == set(table), f"unreachable: {set(table) - seen}"
+    for end in (Release.SUCCEEDED, Release.ROLLED_BACK, Release.HALTED, Release.REJECTED):
+        assert RELEASE_TRANSITIONS[end] == frozenset()
+
+
+def test_illegal_transitions_are_refused() -> None:
+    check_transition(RELEASE_TRANSITIONS, Release.AT_GATE, Release.BRAKED)
+    with pytest.raises(ValueError, match="illegal transition succeeded → running stage"):
+        check_transition(RELEASE_TRANSITIONS, Release.SUCCEEDED, Release.RUNNING_STAGE)
+    with pytest.raises(ValueError):
+        check_transition(HOST_TRANSITIONS, HostPhase.PENDING, HostPhase.IN_ROTATION)
+
+
+def test_topology_places_bake_and_approval_between_gate_and_next_stage() -> None:
+    nodes = topology(["fort", "batch_1", "batch_2"], {"fort"}, bake=True)
+    fort, b1, b2 = nodes
+    assert fort.after_gate == ("fort.bake", "fort.approve")
+    assert fort.continue_target == "fort.bake" and fort.next_enter == "batch_1.enter"
+    assert b1.after_gate == ("batch_1.bake",)
+    assert b2.after_gate == () and b2.next_enter == FINALIZE
+    assert b2.choices[Decision.ROLLBACK] == ROLLBACK_PLAN and b2.choices[Decision.HALT] == HALT
+    assert all(n.choices[Decision.FINISH] == FINALIZE for n in nodes)
