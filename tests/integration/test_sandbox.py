@@ -157,7 +157,8 @@ def test_maint_takes_host_out_of_rotation_and_ready_brings_it_back(fleet: Sandbo
     assert fleet.haproxy("set server demo/host01 state ready").strip() == ""
     poll(lambda: "host01" in frontend_hosts(fleet, len(fleet.hosts)), 10,
          "host01 to answer through the frontend again")
-    assert fleet.server_states()["host01"] == "UP"
+    # Out of MAINT HAProxy may show "UP 1/2" until its next check confirms the state.
+    poll(lambda: fleet.server_states()["host01"] == "UP", 10, "host01 to be UP in HAProxy")
 
 
 def test_runtime_api_reports_errors_as_text(sandbox: Sandbox) -> None:
