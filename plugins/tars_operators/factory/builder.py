@@ -11,9 +11,12 @@ prepare ─► fetch ─► fort.enter ─► fort.release[host…] ─► fort.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, TaskGroup, TriggerRule
+from airflow.sdk.definitions.param import ParamsDict
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.factory.doc import plan_doc
@@ -46,9 +49,9 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     if canary:
         slots = [s for s in slots if s == "fort"][:1] or slots[:1]
     approval_after = set(c.strategy.approval.after) if c.strategy.approval.enabled else set()
-    if canary and c.schedule.canary and c.schedule.canary.then == "approval":
-        approval_after.add(slots[0])
     nodes = m.topology(slots, approval_after, bake=c.strategy.bake_seconds > 0)
+    if _canary_approval(spec, canary):
+        nodes = [CanaryNode(**vars(nodes[0]), approve=f"{slots[0]}.approve")]
     common = {"config_path": str(spec.source),
               "defaults_path": str(defaults_path) if defaults_path else None}
     dag_id = f"tars_canary__{spec.name}" if canary else spec.dag_id
@@ -62,7 +65,6 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         tags=["tars", *c.app.tags] + (["canary"] if canary else []),
         default_args={"owner": c.app.owner, "retries": 0},
         doc_md=plan_doc(spec, slots, canary=canary),
-        params=build_params(spec, canary=canary),
         render_template_as_native_obj=False,
     ) as dag:
         prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
@@ -109,6 +111,8 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
                 release >> gate
                 enter >> gate
                 after = _after_gate(spec, node)
+                if isinstance(node, CanaryNode):
+                    gate >> _canary_approve(spec, node) >> [plan_rb, halt, finalize]
             gate >> [plan_rb, halt, finalize]
             for a, b in zip(after, after[1:]):
                 a >> b
@@ -121,6 +125,10 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
             if after:
                 gate >> after[0]
                 after[-1] >> next_enter
+    # The form's Params are set once the tasks exist: Airflow deep-copies a DAG's params into
+    # every operator it creates, which was most of the parse time with many apps. At run time
+    # the task still sees them (``process_params`` merges the DAG's params first).
+    dag.params = ParamsDict(build_params(spec, canary=canary))
     return dag
 
 
@@ -145,18 +153,18 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
         doc_md=f"Roll `{spec.name}` back: each host re-activates its previous good release "
                f"(no download), passes health checks and returns to rotation, at most "
                f"{at_once} at a time (traffic.min_in_service).",
-        params={
-            "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
-            "ticket": Param("", type="string", title="Ticket", section="Rollback"),
-            "hosts": Param([], type="array", items={"type": "string", "enum": names},
-                           uniqueItems=True, examples=names, title="Only these hosts",
-                           section="Rollback"),
-        },
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id="plan", **common)
         AppRollbackOperator.partial(
             task_id="restore", max_active_tis_per_dagrun=at_once, **common
         ).expand(host=plan_task.output)
+    dag.params = ParamsDict({
+        "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
+        "ticket": Param("", type="string", title="Ticket", section="Rollback"),
+        "hosts": Param([], type="array", items={"type": "string", "enum": names},
+                       uniqueItems=True, examples=names, title="Only these hosts",
+                       section="Rollback"),
+    })
     return dag
 
 
@@ -189,9 +197,47 @@ def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
     return tasks
 
 
-def _schedule(spec: AppSpec) -> str | None:
+@dataclass(frozen=True)
+class CanaryNode(m.StageNode):
+    """The canary's only stage: when it passes, a person decides whether to keep it."""
+
+    approve: str = ""
+
+    @property
+    def choices(self) -> dict[m.Decision, str]:
+        return {**super().choices, m.Decision.FINISH: self.approve}
+
+
+def _canary_approval(spec: AppSpec, canary: bool) -> bool:
+    return bool(canary and spec.config.schedule.canary
+                and spec.config.schedule.canary.then == "approval")
+
+
+def _canary_approve(spec: AppSpec, node: CanaryNode) -> Any:
+    """Keep the canary (the run succeeds), roll the fort back, or halt."""
+    from airflow.providers.standard.operators.hitl import HITLBranchOperator
+
+    a = spec.config.strategy.approval
+    options = {"Continue": m.FINALIZE, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
+    default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+    return HITLBranchOperator(
+        task_id="approve",
+        subject=f"{spec.name}: keep the canary on {node.stage}?",
+        body=(f"The scheduled canary of **{spec.name}** passed on the {node.stage} stage. "
+              f"Continue keeps it there (release the rest with the deploy DAG), Roll back "
+              f"restores the {node.stage} host(s), Halt leaves them as they are. Without an "
+              f"answer in {int(a.timeout_seconds)} s: **{default}**."),
+        options=list(options), options_mapping=options, defaults=[default],
+        response_timeout=timedelta(seconds=a.timeout_seconds),
+    )
+
+
+def _schedule(spec: AppSpec) -> Any:
+    """The canary's timetable: its cron, in the app's timezone, only inside deploy windows."""
+    from tars_operators.timetables import WindowTimetable
+
     canary = spec.config.schedule.canary
-    return canary.cron if canary else None
+    return WindowTimetable(canary.cron, schedule=spec.config.schedule) if canary else None
 
 
 def _at_once(spec: AppSpec) -> int:
