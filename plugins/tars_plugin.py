@@ -5,8 +5,11 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from tars_operators.api import app as tars_api
+from tars_operators.timetables import WindowTimetable
 
 
 class TarsPlugin(AirflowPlugin):
     name = "tars"
     fastapi_apps = [{"app": tars_api, "url_prefix": "/tars", "name": "Tars"}]
+    # Scheduled canaries use it; the scheduler and api-server deserialize it from here.
+    timetables = [WindowTimetable]

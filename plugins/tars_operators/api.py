@@ -2,12 +2,17 @@
 
 Every route needs an authenticated Airflow user; changing the brake needs permission to
 edit runs of the app's deploy DAG (the role that may release may also stop a release).
+``GET /tars/apps/{app}/plan`` previews a release (stages, capacity floor, deploy window) and
+refuses bad input with a 400 saying why, so a client can stop before triggering a run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -95,3 +100,80 @@ def get_audit(app_name: str, user: GetUserDep) -> dict[str, Any]:
     return {"app": app_name, "audit": json.loads(raw) if raw else []}
 
 
+# ---- plan preview ----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    """Where the app configs are: ``$TARS_CONFIG_DIR`` like the DAG file, else configs/apps."""
+    return Path(os.environ.get("TARS_CONFIG_DIR", REPO / "configs" / "apps"))
+
+
+def load_app_spec(app_name: str) -> Any:
+    """The app's spec as the DAG file loads it; 404 unknown app, 422 broken config."""
+    from tars_operators.config.loader import load_all, load_files
+
+    directory = config_dir()
+    guess = [p for p in (directory / f"{app_name}.yaml", directory / f"{app_name}.yml")
+             if p.is_file()]
+    result = load_files(guess, base_dir=REPO) if guess else None
+    if result is None or app_name not in result.specs:
+        result = load_all(directory, base_dir=REPO) if directory.is_dir() else None
+    if result is not None and app_name in result.specs:
+        return result.specs[app_name]
+    errors = [line for err in (result.errors.values() if result else ()) for line in err.errors]
+    if guess and errors:
+        raise HTTPException(422, f"the config of {app_name} has errors: " + "; ".join(errors[:5]))
+    raise HTTPException(404, f"no app {app_name!r} in {directory}")
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def preview_release(spec: Any, version: str | None, hosts: list[str] | None,
+                    batches: list[str] | None, skip_fort: bool) -> dict[str, Any]:
+    """The plan preview, or ``TarsError`` naming what is wrong with the input."""
+    from tars_operators.errors import PlanError
+    from tars_operators.plan.preview import preview
+    from tars_operators.plan.ramp import plan_release
+    from tars_operators.plan.sizes import parse_size
+    from tars_operators.plan.windows import window_status
+    from tars_operators.remote.validate import validate_version
+
+    resolved = version
+    if version is not None:
+        if version == "latest" and spec.config.artifact.latest_url:
+            from tars_operators.hooks.artifacts import resolve_latest
+
+            resolved = resolve_latest(spec)
+        validate_version(resolved, spec.config.artifact.version_pattern)
+    sizes = [parse_size(b) for b in batches] if batches else None
+    plan = plan_release(spec, hosts=hosts, batches=sizes, skip_fort=skip_fort)
+    slots = plan_release(spec).stage_names
+    if len(plan.stages) > len(slots):
+        raise PlanError(
+            f"batches: this plan needs {len(plan.stages)} stages but the DAG has {len(slots)} "
+            f"({', '.join(slots)}), from the app's strategy; use fewer, larger batches"
+        )
+    now = datetime.now(timezone.utc)
+    data = preview(spec, plan, window_status(spec.config.schedule, now), version=resolved, now=now)
+    return {**data, "requested_version": version, "dag_id": f"tars_deploy__{spec.name}"}
+
+
+@app.get("/apps/{app_name}/plan")
+def get_plan(app_name: str, user: GetUserDep, version: str | None = None,
+             hosts: str | None = None, batches: str | None = None,
+             skip_fort: bool = False) -> dict[str, Any]:
+    """Preview a release as ``prepare`` would plan it; 400 with the reason on bad input."""
+    from tars_operators.errors import TarsError
+
+    _known_app(app_name)
+    spec = load_app_spec(app_name)
+    try:
+        return preview_release(spec, version, _split(hosts), _split(batches), skip_fort)
+    except TarsError as exc:
+        raise HTTPException(400, str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import httpx
@@ -42,15 +42,27 @@ class Airflow:
     user: str = ""
     password: str = ""
     timeout: float = 30.0
+    # Tests pass an ``httpx.MockTransport``; None: real network.
+    transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+    _http: httpx.Client | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls) -> Airflow:
-        url = os.environ.get("TARS_AIRFLOW_URL", "")
+    def from_env(cls, environ: dict[str, str] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> Airflow:
+        env = os.environ if environ is None else environ
+        url = env.get("TARS_AIRFLOW_URL", "")
         if not url:
             raise ApiError("TARS_AIRFLOW_URL is not set (e.g. http://127.0.0.1:8080)")
-        return cls(url=url.rstrip("/"), token=os.environ.get("TARS_AIRFLOW_TOKEN", ""),
-                   user=os.environ.get("TARS_AIRFLOW_USER", ""),
-                   password=os.environ.get("TARS_AIRFLOW_PASSWORD", ""))
+        if not url.startswith(("http://", "https://")):
+            raise ApiError(f"TARS_AIRFLOW_URL must start with http:// or https://, got {url!r}")
+        return cls(url=url.rstrip("/"), token=env.get("TARS_AIRFLOW_TOKEN", ""),
+                   user=env.get("TARS_AIRFLOW_USER", ""),
+                   password=env.get("TARS_AIRFLOW_PASSWORD", ""), transport=transport)
+
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(transport=self.transport, timeout=self.timeout)
+        return self._http
 
     def _auth(self) -> dict[str, str]:
         if not self.token:
@@ -58,8 +70,8 @@ class Airflow:
                 raise ApiError("no credentials: set TARS_AIRFLOW_TOKEN, or TARS_AIRFLOW_USER and "
                                "TARS_AIRFLOW_PASSWORD", 401)
             try:
-                r = httpx.post(f"{self.url}/auth/token", timeout=self.timeout,
-                               json={"username": self.user, "password": self.password})
+                r = self._client().post(f"{self.url}/auth/token",
+                                        json={"username": self.user, "password": self.password})
             except httpx.HTTPError as exc:
                 raise ApiError(f"cannot reach Airflow at {self.url}: {exc}") from None
             if r.status_code >= 400:
@@ -70,8 +82,8 @@ class Airflow:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            r = httpx.request(method, f"{self.url}{path}", headers=self._auth(),
-                              timeout=self.timeout, **kwargs)
+            r = self._client().request(method, f"{self.url}{path}", headers=self._auth(),
+                                       **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach Airflow at {self.url}: {exc}") from None
         if r.status_code >= 400:
@@ -97,6 +109,20 @@ class Airflow:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
                             params={"limit": 1000})["task_instances"]
+
+    def pending_approvals(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
+        """Human-in-the-loop tasks of ``dag_id`` (``~``: any run) still waiting for an answer."""
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
+                            params={"response_received": "false", "limit": 100})["hitl_details"]
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str,
+               map_index: int = -1) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (409 when it was already answered)."""
+        return self.request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": [option]},
+        )
 
     def wait(self, dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 1.0,
              on_change: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None

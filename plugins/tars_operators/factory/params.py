@@ -1,4 +1,11 @@
-"""The trigger form: typed Params with titles, sections, enums and defaults from the app."""
+"""The trigger form: typed Params with titles, sections, enums and defaults from the app.
+
+What JSON Schema can check is checked here, so the UI form and ``POST …/dagRuns`` (400)
+refuse it before a run exists: the version pattern, host names (an enum of the inventory),
+the shape of a batches override. What needs the plan (the capacity floor of a batches
+override, a skipped fort without reason) is refused by ``prepare`` before any host, and
+pre-checked by ``GET /tars/apps/{app}/plan`` (the ``tars`` client does).
+"""
 
 from __future__ import annotations
 
@@ -9,66 +16,97 @@ from airflow.sdk import Param
 from tars_operators.config.spec import AppSpec
 
 BATCHES_PATTERN = r"^\s*$|^\s*[0-9]{1,4}%?(\s*,\s*[0-9]{1,4}%?)*\s*$"
+RELEASE, SCOPE, SAFETY = "Release", "Scope", "Safety overrides"
 
 
-def js_pattern(pattern: str) -> str:
-    """The app's version pattern for the form (JSON Schema regex; ``latest`` allowed)."""
-    return pattern
+def js_pattern(pattern: str, *, latest: bool = False) -> str:
+    """The app's version pattern as a whole-string JSON Schema regex (``latest`` optional).
+
+    JSON Schema ``pattern`` searches; the app's pattern must match the whole version, as
+    ``validate_version`` checks it.
+    """
+    whole = f"^(?:{pattern})$"
+    return f"^latest$|{whole}" if latest else whole
+
+
+def batches_text(spec: AppSpec) -> str:
+    """The app's ramp as the form shows it: ``1, 25%, 100%``."""
+    return ", ".join(str(b) for b in spec.config.strategy.batches)
 
 
 def build_params(spec: AppSpec, *, canary: bool = False) -> dict[str, Param]:
+    """The form of ``tars_deploy__<app>`` (or the canary's: every param has a default)."""
+    params = _release_params(spec, canary=canary)
+    if not canary:
+        params.update(_scope_params(spec))
+    params.update(_safety_params())
+    return params
+
+
+def _release_params(spec: AppSpec, *, canary: bool) -> dict[str, Param]:
     c = spec.config
-    hosts = [h.name for h in spec.hosts]
-    batches = ", ".join(str(b) for b in c.strategy.batches)
-    version_kwargs: dict[str, Any] = {"default": "latest"} if canary else {}
-    pattern = c.artifact.version_pattern
-    if canary:
-        pattern = f"^latest$|{pattern}"
+    latest = bool(c.artifact.latest_url)
+    shown = c.artifact.version_pattern
+    version_default: dict[str, Any] = {"default": "latest"} if canary else {}
     return {
         "version": Param(
-            **version_kwargs, type="string", pattern=pattern, title="Version",
-            description=f"The version to release; must match {c.artifact.version_pattern}"
-            + (" or be 'latest'" if canary else ""),
-            section="Release",
+            **version_default, type="string", pattern=js_pattern(shown, latest=latest),
+            minLength=1, maxLength=64, title="Version",
+            description=f"The version of {spec.name} to release; must match {shown}"
+            + (" — or 'latest' (the artifact store's latest pointer)" if latest else ""),
+            section=RELEASE,
         ),
         "reason": Param(
-            "", type="string", maxLength=500, title="Reason",
-            description="Why this release (shown in the run note and audit trail)",
-            section="Release",
+            "scheduled canary" if canary else "", type="string", maxLength=500, title="Reason",
+            description="Why this release (shown in the run note and the audit trail)",
+            section=RELEASE,
         ),
         "ticket": Param(
             "", type="string", maxLength=100, pattern=r"^[A-Za-z0-9_.#/:-]*$", title="Ticket",
-            description="Change ticket, e.g. OPS-1234", section="Release",
-        ),
-        "hosts": Param(
-            [], type="array", items={"type": "string", "enum": hosts}, uniqueItems=True,
-            title="Only these hosts", section="Scope",
-            description="Narrow the release to these hosts (empty: all hosts of the app)",
-            examples=hosts,
-        ),
-        "batches": Param(
-            "", type="string", pattern=BATCHES_PATTERN, title="Batches override",
-            description=f"Ramp like '1, 25%, 100%' (empty: the app's strategy: {batches})",
-            section="Scope",
-        ),
-        "skip_fort": Param(
-            False, type="boolean", title="Skip the fort (canary) stage", section="Safety overrides",
-            description="Needs a reason below",
-        ),
-        "skip_fort_reason": Param(
-            "", type="string", maxLength=500, title="Why skip the fort stage",
-            section="Safety overrides",
-        ),
-        "force": Param(
-            False, type="boolean", title="Force outside the deploy window / through a freeze",
-            description="Needs a reason below; recorded in the run note and the audit log",
-            section="Safety overrides",
-        ),
-        "force_reason": Param(
-            "", type="string", maxLength=500, title="Why force", section="Safety overrides",
+            description="Change ticket, e.g. OPS-1234", section=RELEASE,
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
-            description="Validate and show the plan; touch no host", section="Release",
+            description="Validate and show the plan; touch no host", section=RELEASE,
+        ),
+    }
+
+
+def _scope_params(spec: AppSpec) -> dict[str, Param]:
+    hosts = [h.name for h in spec.hosts]
+    return {
+        "hosts": Param(
+            [], type="array", items={"type": "string", "enum": hosts}, uniqueItems=True,
+            title="Only these hosts", section=SCOPE,
+            description=f"Narrow the release to some of the app's {len(hosts)} hosts "
+                        "(empty: all of them)",
+            examples=hosts,
+        ),
+        "batches": Param(
+            batches_text(spec), type="string", pattern=BATCHES_PATTERN, title="Batches",
+            description="The ramp after the fort stage: host counts or percentages, the last "
+                        "one repeating (default: the app's strategy.batches). A ramp that would "
+                        "take too many hosts out of service at once is refused before any host",
+            section=SCOPE,
+        ),
+        "skip_fort": Param(
+            False, type="boolean", title="Skip the fort (canary) stage", section=SAFETY,
+            description="Needs a reason below",
+        ),
+        "skip_fort_reason": Param(
+            "", type="string", maxLength=500, title="Why skip the fort stage", section=SAFETY,
+        ),
+    }
+
+
+def _safety_params() -> dict[str, Param]:
+    return {
+        "force": Param(
+            False, type="boolean", title="Force outside the deploy window / through a freeze",
+            description="Needs a reason below; recorded in the run note and the audit log",
+            section=SAFETY,
+        ),
+        "force_reason": Param(
+            "", type="string", maxLength=500, title="Why force", section=SAFETY,
         ),
     }

@@ -68,6 +68,23 @@ def artifact_url(spec: AppSpec, version: str, host: Host | None = None) -> str:
     return render(spec.config.artifact.url, ctx)
 
 
+def resolve_latest(spec: AppSpec, *, timeout: float = 30.0) -> str:
+    """The version named by the app's ``artifact.latest_url`` pointer file (first line)."""
+    template = spec.config.artifact.latest_url
+    if not template:
+        raise InvalidValue(f"{spec.name}: artifact.latest_url is not configured, so 'latest' "
+                           "cannot be resolved; give a version")
+    url = render(template, template_context(spec, None, None))
+    text = b"".join(_read_url(url, timeout)).decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise InvalidValue(f"{url}: the latest-version pointer is empty")
+    try:
+        return validate_version(lines[0], spec.config.artifact.version_pattern)
+    except InvalidValue as exc:
+        raise InvalidValue(f"{url}: {exc}") from exc
+
+
 def parse_checksum_file(text: str, file_name: str) -> str:
     """sha256sum format (``<hex>  <name>``, several lines allowed) or a bare hex digest."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]

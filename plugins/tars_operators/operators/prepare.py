@@ -64,10 +64,8 @@ class PrepareOperator(BaseBranchOperator):
             plan = self._plan(spec, context)
         except TarsError as exc:
             self._refuse(context, str(exc))
-        waited = self._window(spec, context, plan)
-        if waited is not None:
-            return waited  # not reached: deferred
-        return self._commit(spec, context, plan)
+        overridden = self._window(spec, context, plan)
+        return self._commit(spec, context, plan, overridden)
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:
         """Back from waiting for the window: check again (it may be a freeze now)."""
@@ -130,7 +128,12 @@ class PrepareOperator(BaseBranchOperator):
             return resolve_latest(spec)
         return version
 
-    def _window(self, spec: Any, context: Any, plan: RunPlan) -> str | None:
+    def _window(self, spec: Any, context: Any, plan: RunPlan) -> Any:
+        """Return when releasing is allowed now: the closed status a force overrode, or None.
+
+        Otherwise refuses (freeze, ``reject`` policy, nothing ever opens) or defers until the
+        window opens — in the triggerer, holding no worker slot.
+        """
         from tars_operators.plan.windows import window_status
 
         schedule = spec.config.schedule
@@ -139,18 +142,35 @@ class PrepareOperator(BaseBranchOperator):
             return None
         if plan.forced:
             self.log.warning("window/freeze overridden (force): %s — %s", status.reason, plan.forced)
-            return None
+            self._audit_override(spec, context, plan, status.reason)
+            return status
         if status.frozen_by is not None or schedule.outside_window == "reject":
             self._refuse(context, f"{status.reason}; run again inside a window, or set force "
                                   "with a reason")
+        if status.next_open is None:
+            self._refuse(context, f"{status.reason}; no deploy window ever opens (check "
+                                  "schedule.windows and schedule.freezes), or set force with a reason")
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(
-            f"waiting for deploy window: {status.reason}; opens {status.next_open:%Y-%m-%d %H:%M} UTC",
+            f"waiting for deploy window: {status.reason}",
             plan.who, plan.reason, plan.ticket))
         self.defer(trigger=DateTimeTrigger(moment=status.next_open), method_name="execute_complete")
-        return None
+        return None  # not reached: defer raises
 
-    def _commit(self, spec: Any, context: Any, plan: RunPlan) -> str:
+    def _audit_override(self, spec: Any, context: Any, plan: RunPlan, closed: str) -> None:
+        """Append the override to the app's audit trail (the Variable the brake uses)."""
+        from airflow.sdk import Variable
+
+        from tars_operators.release.brake import append_audit, audit_entry, audit_key
+
+        dr = context["dag_run"]
+        entry = audit_entry("window overridden", plan.who or "unknown", plan.forced,
+                            closed=closed, dag_id=dr.dag_id, run_id=dr.run_id,
+                            version=plan.version, ticket=plan.ticket)
+        key = audit_key(spec.name)
+        Variable.set(key, append_audit(Variable.get(key, default=None), entry))
+
+    def _commit(self, spec: Any, context: Any, plan: RunPlan, overridden: Any) -> str:
         from tars_operators.hooks.lb.provider import load_balancer_for
         from tars_operators.steps.traffic import required_in_service
 
@@ -161,11 +181,12 @@ class PrepareOperator(BaseBranchOperator):
                     in_rotation = self._check_floor(spec, lb, plan, required_in_service)
             except TarsError as exc:
                 self._refuse(context, str(exc))
-        plan = RunPlan.from_dict({**plan.to_dict(), "in_rotation": list(in_rotation)})
+        plan = RunPlan.from_dict({**plan.to_dict(), "in_rotation": list(in_rotation),
+                                  "reason": _forced_reason(plan, overridden)})
         ti = context["ti"]
         ti.xcom_push(key="plan", value=plan.to_dict())
         stages = ", ".join(f"{s}: {len(h)}" for s, h in plan.stages if h)
-        extra = [f"window overridden: {plan.forced}"] if plan.forced else []
+        extra = [f"FORCED past a closed window ({overridden.reason}): {plan.forced}"] if overridden else []
         extra += [f"fort skipped: {plan.skip_fort}"] if plan.skip_fort else []
         head = ("dry run: " if plan.dry_run else "planned: ") + (
             f"{len(plan.all_hosts)} hosts → {plan.version} ({stages})"
@@ -188,3 +209,17 @@ class PrepareOperator(BaseBranchOperator):
                 f"needs {need}. Out of service now: {down or 'none'}"
             )
         return up
+
+
+def _forced_reason(plan: RunPlan, overridden: Any) -> str:
+    """The run's reason, plus the override when a force opened a closed window or freeze.
+
+    Every later note (gates, finalize, rollback) shows the reason, so the override stays in
+    the run's history, not only in the first note.
+    """
+    if overridden is None:
+        return plan.reason
+    freeze = overridden.frozen_by
+    closed = (f"through the freeze {freeze.start} to {freeze.end}" if freeze is not None
+              else "outside the deploy windows")
+    return " · ".join(p for p in (plan.reason, f"FORCED {closed}: {plan.forced}") if p)

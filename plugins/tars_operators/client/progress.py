@@ -1,0 +1,129 @@
+"""Stage-by-stage progress of a run, from what the REST API shows (pure: no I/O).
+
+A :class:`Snapshot` condenses a run and its task instances; :func:`changes` says, in lines a
+person reads in a CI log, what moved between two snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DONE_OK = {"success"}
+DONE_BAD = {"failed", "upstream_failed"}
+ACTIVE = {"running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"}
+# Tasks of a release that wait on something other than a worker.
+WINDOW_TASK = "prepare"
+
+
+@dataclass(frozen=True)
+class StageView:
+    """A mapped task (one per host): fort.release, batch_1.release, rollback.hosts, restore."""
+
+    name: str
+    hosts: int
+    done: int
+    failed: int
+    active: int
+
+    @property
+    def finished(self) -> bool:
+        return self.hosts > 0 and self.done + self.failed == self.hosts
+
+    def line(self) -> str:
+        if self.finished:
+            bad = f", {self.failed} FAILED" if self.failed else ""
+            return f"{self.name}: {self.done}/{self.hosts} host(s) done{bad}"
+        return f"{self.name}: {self.done}/{self.hosts} host(s) done, {self.active} in progress"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str
+    headline: str  # first line of the run note, where Tars says where the release stands
+    stages: tuple[StageView, ...]
+    waiting_window: bool
+    approvals: tuple[str, ...]  # task ids awaiting a human answer
+    braked_at: tuple[str, ...]  # gates deferred while the brake is pulled
+    failed_tasks: tuple[str, ...]
+
+
+def stage_name(task_id: str) -> str:
+    """``batch_1.release`` → ``batch_1``; ``rollback.hosts`` → ``rollback``; else the task id."""
+    head, _, tail = task_id.rpartition(".")
+    return head if head and tail in ("release", "hosts") else task_id
+
+
+def _order(task_id: str) -> tuple[int, int, str]:
+    """Release order: fort, batch_1, batch_2, …, then anything else, rollback last."""
+    name = stage_name(task_id)
+    if name == "fort":
+        return (0, 0, name)
+    if name.startswith("batch_") and name[6:].isdigit():
+        return (1, int(name[6:]), name)
+    return (3 if name == "rollback" else 2, 0, name)
+
+
+def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
+    """Condense a run (``GET …/dagRuns/{id}``) and its task instances."""
+    mapped: dict[str, list[str | None]] = {}
+    for ti in tis:
+        if ti.get("map_index", -1) >= 0:
+            mapped.setdefault(ti["task_id"], []).append(ti.get("state"))
+    stages = tuple(
+        StageView(stage_name(task_id), len(states),
+                  sum(s in DONE_OK for s in states), sum(s in DONE_BAD for s in states),
+                  sum(s in ACTIVE or s == "awaiting_input" for s in states))
+        for task_id, states in sorted(mapped.items(), key=lambda item: _order(item[0]))
+    )
+
+    def unmapped(state: str) -> tuple[str, ...]:
+        return tuple(sorted(t["task_id"] for t in tis
+                            if t.get("map_index", -1) < 0 and t.get("state") == state))
+
+    deferred = unmapped("deferred")
+    return Snapshot(
+        state=str(run.get("state")),
+        headline=(run.get("note") or "").strip().splitlines()[0] if run.get("note") else "",
+        stages=stages,
+        waiting_window=WINDOW_TASK in deferred,
+        approvals=unmapped("awaiting_input"),
+        braked_at=tuple(t for t in deferred if t.endswith(".gate")),
+        failed_tasks=tuple(sorted({t["task_id"] for t in tis if t.get("state") == "failed"})),
+    )
+
+
+def changes(old: Snapshot | None, new: Snapshot, *, approve_hint: str = "") -> list[str]:
+    """The progress lines for what moved from ``old`` to ``new`` (everything when ``old`` is None)."""
+    lines: list[str] = []
+    if old is None or old.state != new.state:
+        lines.append(f"run {new.state}")
+    if new.headline and (old is None or old.headline != new.headline):
+        lines.append(new.headline)
+    if new.waiting_window and (old is None or not old.waiting_window):
+        lines.append("waiting for the deploy window (deferred: no worker slot is held)")
+    before = {s.name: s for s in old.stages} if old else {}
+    for stage in new.stages:
+        seen = before.get(stage.name)
+        if seen is None or (seen.done, seen.failed, seen.hosts) != (stage.done, stage.failed,
+                                                                     stage.hosts):
+            lines.append(stage.line())
+    for task_id in new.approvals:
+        if old is None or task_id not in old.approvals:
+            after = task_id.rsplit(".", 1)[0] if "." in task_id else task_id
+            lines.append(f"awaiting approval after {after}"
+                         + (f": {approve_hint}" if approve_hint else ""))
+    for gate in new.braked_at:
+        if old is None or gate not in old.braked_at:
+            lines.append(f"brake pulled: holding at {gate} until it is released")
+    return lines
+
+
+def outcome(final: Snapshot) -> tuple[int, str]:
+    """Exit code and the reason line of a finished run: 0 success, 1 anything else."""
+    if final.state == "success":
+        return 0, f"success: {final.headline}" if final.headline else "success"
+    why = final.headline or (
+        "failed tasks: " + ", ".join(final.failed_tasks) if final.failed_tasks else "no reason given"
+    )
+    return 1, f"{final.state}: {why}"
