@@ -24,6 +24,9 @@ def test_happy_path_every_host_new_version_and_zero_failed_requests(e2e: E2E) ->
     assert load.ok > 200, "the load generator did not run during the release"
     states = e2e.task_states(dag_id, run["dag_run_id"])
     assert states["rollback.plan"] == "skipped" and states["halt"] == "skipped"
+    labels = {t["rendered_map_index"] for t in e2e.api.task_instances(dag_id, run["dag_run_id"])
+              if t["task_id"].endswith(".release")}
+    assert labels == {h.name for h in e2e.sandbox.hosts}  # the UI names hosts, not indexes
 
 
 def test_broken_version_rolls_back_the_fort_host_only(e2e: E2E) -> None:

@@ -24,6 +24,7 @@ from tars_operators.factory.params import build_params
 from tars_operators.release import machine as m
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not an index
 
 
 def stage_slots(spec: AppSpec) -> list[str]:
@@ -76,7 +77,8 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
                 task_id="plan", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
             )
             hosts_rb = RollbackHostOperator.partial(
-                task_id="hosts", max_active_tis_per_dagrun=_at_once(spec), **common
+                task_id="hosts", map_index_template=HOST_LABEL,
+                max_active_tis_per_dagrun=_at_once(spec), **common,
             ).expand(
                 host=plan_rb.output
             )
@@ -100,7 +102,7 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
                     trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
                 )
                 release = ReleaseHostOperator.partial(
-                    task_id="release", stage=node.stage,
+                    task_id="release", map_index_template=HOST_LABEL, stage=node.stage,
                     max_active_tis_per_dagrun=c.strategy.parallel,
                     retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
                 ).expand(host=enter.output)
@@ -156,7 +158,7 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id="plan", **common)
         AppRollbackOperator.partial(
-            task_id="restore", max_active_tis_per_dagrun=at_once, **common
+            task_id="restore", map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
         ).expand(host=plan_task.output)
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
