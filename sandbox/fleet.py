@@ -226,10 +226,12 @@ class Sandbox:
             return str(exc)
 
     def reset(self, timeout: float = UP_TIMEOUT) -> None:
-        """Return every host to the baseline (only 1.0.0, current → 1.0.0, running, UP)."""
+        """Return every host to the baseline (only 1.0.0, current → 1.0.0, running, UP, SSH open)."""
         if not self.is_up():
             raise SandboxError(f"sandbox at {self.layout.root} is not up; run `python -m sandbox up` first")
         fleet = self.hosts
+        if sshd.blocked_hosts(self.layout):
+            sshd.set_blocked(self.layout, fleet, self.settings.user, ())
         built = artifacts.build_all(self.layout.artifacts)
         baseline = built[artifacts.BASELINE_VERSION]
 
@@ -261,7 +263,32 @@ class Sandbox:
         for proc in apps + infra:
             proc.pid_file.unlink(missing_ok=True)
         self.layout.haproxy_socket.unlink(missing_ok=True)
+        self.layout.ssh_blocked.unlink(missing_ok=True)
         return [f"{targets[p]} (pid {p})" for p in survivors]
+
+    # -- failures on demand ------------------------------------------------------------------------
+    def block_ssh(self, host: Host | str) -> None:
+        """Make ``host`` unreachable over SSH (connection refused); its app keeps serving.
+
+        Returns once the host's SSH port refuses and every other host's accepts. Undone by
+        ``unblock_ssh``, ``reset`` and ``up``.
+        """
+        name = host if isinstance(host, str) else host.name
+        self.host(name)
+        sshd.set_blocked(self.layout, self.hosts, self.settings.user,
+                         sshd.blocked_hosts(self.layout) | {name})
+
+    def unblock_ssh(self, host: Host | str | None = None) -> None:
+        """SSH of ``host`` (every blocked host when None) accepts connections again."""
+        blocked = sshd.blocked_hosts(self.layout)
+        name = None if host is None else (host if isinstance(host, str) else host.name)
+        keep = set() if name is None else blocked - {name}
+        if keep != blocked:
+            sshd.set_blocked(self.layout, self.hosts, self.settings.user, keep)
+
+    def ssh_blocked(self) -> set[str]:
+        """Names of the hosts whose SSH is blocked now."""
+        return sshd.blocked_hosts(self.layout)
 
     # -- observing -----------------------------------------------------------------------------
     def haproxy(self, cmd: str) -> str:

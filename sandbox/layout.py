@@ -63,6 +63,7 @@ class Layout:
         self.client_key = self.ssh / "client_ed25519"
         self.authorized_keys = self.ssh / "authorized_keys"
         self.known_hosts = self.ssh / "known_hosts"
+        self.ssh_blocked = self.ssh / "blocked.json"  # hosts whose SSH port refuses (tests)
         self.run = self.root / "run"
         self.logs = self.root / "logs"
         self.hosts_dir = self.root / "hosts"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 
 from sandbox.errors import SandboxError
 from sandbox.layout import Host, Layout
-from sandbox.procs import Tracked
+from sandbox.procs import Tracked, is_listening, wait_until
 
 SSHD = "/usr/sbin/sshd"
 # sshd aborts on a 17th listen socket ("Too many listen sockets. Enlarge MAX_LISTEN_SOCKS").
@@ -49,11 +52,20 @@ def shards(hosts: Sequence[Host]) -> list[list[Host]]:
     return [list(hosts[i:i + MAX_ADDRESSES_PER_SSHD]) for i in range(0, len(hosts), MAX_ADDRESSES_PER_SSHD)]
 
 
-def render_config(layout: Layout, hosts: Sequence[Host], shard: int, user: str) -> str:
-    """sshd_config for one shard: key-only logins for user, per-host HOME via Match."""
+def render_config(layout: Layout, hosts: Sequence[Host], shard: int, user: str,
+                  blocked: Collection[str] = ()) -> str:
+    """sshd_config for one shard: key-only logins for user, per-host HOME via Match.
+
+    Hosts named in ``blocked`` get no ListenAddress: their SSH port refuses connections.
+    """
+    listen = [h for h in hosts if h.name not in blocked]
+    if not listen:
+        # Without any ListenAddress sshd would listen on every address, port 22.
+        raise SandboxError(f"sshd shard {shard}: cannot block every host of the shard "
+                           f"({', '.join(h.name for h in hosts)})")
     lines = [
         "# written by `python -m sandbox up`; sandbox only (StrictModes off, loopback only)",
-        *(f"ListenAddress {h.address}:{h.ssh_port}" for h in hosts),
+        *(f"ListenAddress {h.address}:{h.ssh_port}" for h in listen),
         f"HostKey {layout.host_key}",
         f"PidFile {layout.sshd_pid(shard)}",
         f"AuthorizedKeysFile {layout.authorized_keys}",
@@ -91,6 +103,7 @@ def start(layout: Layout, hosts: Sequence[Host], user: str) -> list[int]:
     if os.geteuid() == 0:
         # sshd as root refuses to start (even -t) without its privilege-separation dir.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    layout.ssh_blocked.unlink(missing_ok=True)  # fresh listeners listen on every host
     pids = []
     for shard, group in enumerate(shards(hosts)):
         config = layout.sshd_config(shard)
@@ -110,3 +123,76 @@ def start(layout: Layout, hosts: Sequence[Host], user: str) -> list[int]:
         layout.sshd_pid(shard).write_text(f"{proc.pid}\n")
         pids.append(proc.pid)
     return pids
+
+
+# -- making hosts unreachable over SSH ----------------------------------------------------------
+# A blocked host's address is left out of its shard's ListenAddress lines and the shard is sent
+# SIGHUP: sshd re-execs itself with the new config (same pid), so connections to that address
+# are refused (like a host whose sshd is down) while the app keeps serving and HAProxy keeps it
+# UP. Sessions already open stay open. During the re-exec (a few ms) the shard's other
+# addresses refuse too; Tars's SSH hook retries refused connects, so releases ride through it.
+# (`Match LocalAddress` + `DenyUsers` would need the same reload and fail authentication
+# instead, which is a different failure than an unreachable host.)
+
+
+def blocked_hosts(layout: Layout) -> set[str]:
+    """Names of the hosts whose SSH is blocked now."""
+    try:
+        return set(json.loads(layout.ssh_blocked.read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def set_blocked(layout: Layout, hosts: Sequence[Host], user: str, blocked: Collection[str],
+                timeout: float = 10.0) -> None:
+    """Make exactly ``blocked`` unreachable over SSH: rewrite changed shards, SIGHUP, verify."""
+    before = blocked_hosts(layout)
+    wanted = set(blocked)
+    unknown = wanted - {h.name for h in hosts}
+    if unknown:
+        raise SandboxError(f"cannot block unknown host(s): {', '.join(sorted(unknown))}")
+    changed = before ^ wanted
+    reloaded: list[tuple[int, int]] = []
+    for shard, group in enumerate(shards(hosts)):
+        if not changed & {h.name for h in group}:
+            continue
+        pid = process(layout, shard).pid()
+        if pid is None:
+            raise SandboxError(f"sshd shard {shard} is not running; is the sandbox up?")
+        config = layout.sshd_config(shard)
+        text = render_config(layout, group, shard, user, wanted)
+        new = config.with_suffix(".new")
+        new.write_text(text)
+        check = subprocess.run([SSHD, "-t", "-f", str(new)], capture_output=True, text=True)
+        if check.returncode != 0:
+            new.unlink(missing_ok=True)
+            raise SandboxError(f"sshd rejects the new config of shard {shard}: {check.stderr.strip()}")
+        new.replace(config)
+        # SIGHUP before sshd has installed its handler (just started or re-exec'ing) kills it.
+        wait_until(partial(_catches_sighup, pid), timeout, f"sshd shard {shard} to handle SIGHUP")
+        os.kill(pid, signal.SIGHUP)
+        reloaded.append((shard, pid))
+    if wanted:
+        layout.ssh_blocked.write_text(json.dumps(sorted(wanted)) + "\n")
+    else:
+        layout.ssh_blocked.unlink(missing_ok=True)
+    for h in hosts:
+        listen = h.name not in wanted
+        wait_until(partial(_listens_is, h, listen), timeout, f"ssh of {h.name} on "
+                   f"{h.address}:{h.ssh_port} to {'accept' if listen else 'refuse'} connections")
+    for shard, pid in reloaded:  # back in its accept loop, ready for the next change
+        wait_until(partial(_catches_sighup, pid), timeout, f"sshd shard {shard} to restart")
+
+
+def _listens_is(host: Host, listen: bool) -> bool:
+    return is_listening(host.address, host.ssh_port) == listen
+
+
+def _catches_sighup(pid: int) -> bool:
+    """True once the process has a SIGHUP handler (``SigCgt`` in /proc/<pid>/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        raise SandboxError(f"sshd (pid {pid}) is gone; run `python -m sandbox up`") from None
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))

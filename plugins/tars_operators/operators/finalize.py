@@ -33,7 +33,10 @@ class FinalizeOperator(_SpecOperator):
         done = sum(len(o.succeeded) for o in outcomes)
         head = Progress("succeeded", done, len(plan.all_hosts), plan.version, len(failed),
                         plan.budget_total, None).line()
-        details = [f"{h}: failed within budget; {r}" for h, r in repaired.items()]
+        if failed:  # within budget, but the first line must still say who is not on it
+            head += f" · NOT on {plan.version}: {', '.join(failed)}"
+        details = [msg for o in outcomes for _, msg in o.why]  # why each host failed
+        details += _repairs(spec, plan, repaired, problems)
         details += [f"NOT IN ROTATION: {p}" for p in problems]
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
@@ -45,6 +48,23 @@ class FinalizeOperator(_SpecOperator):
                 + "; ".join(problems)
             )
         return {"version": plan.version, "hosts": done, "failed": failed}
+
+
+def _repairs(spec: Any, plan: Any, repaired: dict[str, str], problems: list[str]) -> list[str]:
+    """One line per host that failed within budget: repaired, or not and whether it serves.
+
+    A host Tars could not reach to repair (unreachable over SSH) that the load balancer
+    still has in rotation keeps serving the release it had: say so, it is not a problem.
+    """
+    checked = spec.config.traffic.provider != "none"
+    out = {p.split(":", 1)[0] for p in problems}
+    lines = []
+    for host, result in repaired.items():
+        line = f"{host}: failed within budget; {result}"
+        if checked and host in plan.in_rotation and host not in out and result.startswith("NOT"):
+            line += "; the load balancer has it in rotation"
+        lines.append(line)
+    return lines
 
 
 class HaltOperator(_SpecOperator):
@@ -60,7 +80,8 @@ class HaltOperator(_SpecOperator):
         problems = hostflow.rotation_problems(self.spec, plan.in_rotation)
         text = (f"halted: {reason}. Hosts are left as they are; failed: "
                 f"{', '.join(failed) or 'none'}.")
-        details = [f"NOT IN ROTATION: {p}" for p in problems]
+        details = [msg for o in outcomes for _, msg in o.why]  # why each host failed
+        details += [f"NOT IN ROTATION: {p}" for p in problems]
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))

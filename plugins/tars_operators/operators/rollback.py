@@ -69,7 +69,10 @@ class RollbackHostOperator(_SpecOperator):
             return hostflow.restore_host(spec, spec.host(self.host), plan.version,
                                          context["dag_run"].run_id, log=self.log)
         except TarsError as exc:
-            raise hostflow.StepFailed(f"{self.host}: rollback failed: {exc}") from None
+            why = hostflow.short_reason(str(exc), self.host, "rollback")
+            # The report names the reason, not just "see its log".
+            context["ti"].xcom_push(key="failure", value={"host": self.host, "message": why})
+            raise hostflow.StepFailed(f"{self.host}: rollback failed: {why}") from None
 
 
 class RollbackReportOperator(_SpecOperator):

@@ -320,8 +320,8 @@ def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) ->
             details.append(f"{h}: restored to {by_host[h]['version']}, in rotation")
         else:
             state = states.get(f"{task_id}_{i}", "unknown")
-            why = reasons.get(h, "see its log")
-            details.append(f"{h}: NOT restored (rollback task {state}): {why}")
+            reason = reasons.get(h, "see its log")
+            details.append(f"{h}: NOT restored (rollback task {state}): {reason}")
     problems = rotation_problems(_spec_of(context), plan.in_rotation)
     details += [f"NOT IN ROTATION: {p}" for p in problems]
     message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
