@@ -44,7 +44,7 @@ from tars_operators.operators.finalize import DryRunOperator, FinalizeOperator, 
 from tars_operators.operators.gate import GateOperator
 from tars_operators.operators.prepare import PrepareOperator
 from tars_operators.operators.release_host import EnterStageOperator, FetchOperator, ReleaseHostOperator
-from tars_operators.operators.rollback import (AppRollbackOperator, AppRollbackPlanOperator,
+from tars_operators.operators.rollback import (AppRollbackPlanOperator,
     RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator)
 from tars_operators.release.machine import StageNode
 """
@@ -105,7 +105,7 @@ def floor_source(spec, n: int) -> str:
         f"default_args={{'owner': {c.app.owner!r}, 'retries': 0}}, is_paused_upon_creation=False, "
         f"doc_md='rollback') as rb{n}:",
         f"    p = AppRollbackPlanOperator(task_id='plan', {common})",
-        f"    AppRollbackOperator.partial(task_id='restore', max_active_tis_per_dagrun={at_once}, {common}).expand(host=p.output)",
+        f"    RollbackHostOperator.partial(task_id='restore', whole_app=True, max_active_tis_per_dagrun={at_once}, {common}).expand(host=p.output)",
         f"rb{n}.params = ParamsDict({{'reason': Param('', type='string', minLength=1), "
         f"'ticket': Param('', type='string'), 'hosts': Param([], type='array', items={{'type': 'string', 'enum': {names!r}}}, uniqueItems=True, examples={names!r})}})",
     ]

@@ -10,7 +10,6 @@ import argparse
 import signal
 import sys
 import time
-from pathlib import Path
 
 from sandbox.localstack import REPO, LocalStack
 

@@ -18,7 +18,7 @@ import yaml
 
 from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
-from sandbox.localstack import REPO, wired_env
+from sandbox.localstack import REPO
 from tars_operators.client.api import Airflow
 
 DEMO = REPO / "configs" / "apps" / "demo.yaml"
@@ -131,3 +131,15 @@ class Load:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 next_at += interval
                 time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """The first truthy value of ``check()``; fails naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

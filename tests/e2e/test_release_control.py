@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from sandbox import Sandbox
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -27,18 +27,6 @@ def variant(**overrides: Any) -> dict[str, Any]:
 
 
 # ---- helpers -----------------------------------------------------------------------------
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """The first truthy value of ``check()``; fails naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def names(e2e: E2E, n: int) -> list[str]:

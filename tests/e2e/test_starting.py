@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import E2E, demo_config
+from tests.e2e.harness import poll as harness_poll
 
 pytestmark = pytest.mark.e2e
 
@@ -71,14 +71,7 @@ class Background:
 
 
 def poll(what: str, check: Any, timeout: float = 120, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    return harness_poll(check, timeout, what, every)
 
 
 def runs(e2e: E2E, dag_id: str) -> list[dict[str, Any]]:

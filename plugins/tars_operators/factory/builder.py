@@ -138,7 +138,7 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     """``tars_rollback__<app>``: every host (or some) back to its previous good release."""
     from airflow.sdk import Param
 
-    from tars_operators.operators.rollback import AppRollbackOperator, AppRollbackPlanOperator
+    from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
     from tars_operators.plan.ramp import plan_release
 
     c = spec.config
@@ -157,8 +157,8 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
                f"{at_once} at a time (traffic.min_in_service).",
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id="plan", **common)
-        AppRollbackOperator.partial(
-            task_id="restore", map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
+        RollbackHostOperator.partial(
+            task_id="restore", whole_app=True, map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
         ).expand(host=plan_task.output)
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),

@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.errors import TarsError
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.release import hostflow
-from tars_operators.release.machine import HALT, ROLLBACK_HOSTS, ROLLBACK_PLAN
+from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
 
@@ -53,20 +53,25 @@ class RollbackPlanOperator(_SpecOperator):
 
 
 class RollbackHostOperator(_SpecOperator):
-    """Re-activate the host's previous good release (no download), health-check, pull in."""
+    """Re-activate the host's previous good release (no download), health-check, pull in.
+
+    In a release's rollback it undoes this run's version; with ``whole_app`` (the rollback
+    DAG) it undoes whatever the host runs now.
+    """
 
     ui_color = "#fad2cf"
     template_fields = ("host",)
 
-    def __init__(self, *, host: str, **kwargs: Any):
+    def __init__(self, *, host: str, whole_app: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.host = host
+        self.whole_app = whole_app
 
     def execute(self, context: Any) -> dict[str, Any]:
-        plan = run_plan(context)
         spec = self.spec
+        undo = None if self.whole_app else run_plan(context).version
         try:
-            return hostflow.restore_host(spec, spec.host(self.host), plan.version,
+            return hostflow.restore_host(spec, spec.host(self.host), undo,
                                          context["dag_run"].run_id, log=self.log)
         except TarsError as exc:
             why = hostflow.short_reason(str(exc), self.host, "rollback")
@@ -96,28 +101,6 @@ class RollbackReportOperator(_SpecOperator):
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
-
-
-__all__ = ["RollbackPlanOperator", "RollbackHostOperator", "RollbackReportOperator", "HALT"]
-
-
-class AppRollbackOperator(_SpecOperator):
-    """Manual rollback of a whole app: each host goes back to its previous good release."""
-
-    ui_color = "#fad2cf"
-    template_fields = ("host",)
-
-    def __init__(self, *, host: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.host = host
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        spec = self.spec
-        try:
-            return hostflow.restore_host(spec, spec.host(self.host), None,
-                                         context["dag_run"].run_id, log=self.log)
-        except TarsError as exc:
-            raise hostflow.StepFailed(f"{self.host}: rollback failed: {exc}") from None
 
 
 class AppRollbackPlanOperator(_SpecOperator):
