@@ -13,3 +13,6 @@ class TarsPlugin(AirflowPlugin):
     fastapi_apps = [{"app": tars_api, "url_prefix": "/tars", "name": "Tars"}]
     # Scheduled canaries use it; the scheduler and api-server deserialize it from here.
     timetables = [WindowTimetable]
+    # A page to pull / release the brake and read the audit trail, in the UI's navigation.
+    external_views = [{"name": "Tars brake", "href": "/tars/ui", "destination": "nav",
+                       "category": "browse"}]

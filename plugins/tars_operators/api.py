@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from airflow.api_fastapi.core_api.security import GetUserDep
@@ -61,6 +62,14 @@ def _audit(app_name: str, entry: dict[str, Any]) -> None:
     V = _variables()
     V.set(audit_key(app_name), append_audit(V.get(audit_key(app_name), default_var=None), entry))
     log.warning("tars audit %s: %s", app_name, json.dumps(entry))
+
+
+@app.get("/ui", response_class=HTMLResponse)
+def brake_page(user: GetUserDep) -> HTMLResponse:
+    """The brake page linked from the Airflow UI's navigation (needs a logged-in user)."""
+    from tars_operators.ui import page
+
+    return page()
 
 
 @app.get("/apps/{app_name}/brake")
