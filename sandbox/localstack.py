@@ -29,6 +29,7 @@ def wired_env(sb: Sandbox, stack: AirflowStack) -> dict[str, str]:
 class LocalStack:
     sandbox: Sandbox
     airflow: AirflowStack
+    started_sandbox: bool = False  # stop only what we started
 
     @classmethod
     def create(cls, *, sandbox_dir: Path, airflow_home: Path, hosts: int = 10,
@@ -43,6 +44,7 @@ class LocalStack:
     def start(self, hosts: int = 10) -> None:
         if not self.sandbox.is_up():
             self.sandbox.up(hosts=hosts)
+            self.started_sandbox = True
         self.airflow.extra_env.update(wired_env(self.sandbox, self.airflow))
         self.airflow.start()
 
@@ -50,7 +52,8 @@ class LocalStack:
         try:
             self.airflow.stop()
         finally:
-            self.sandbox.down()
+            if self.started_sandbox:
+                self.sandbox.down()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         from tars_operators.client.api import Airflow, ApiError
