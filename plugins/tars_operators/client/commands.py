@@ -108,10 +108,23 @@ def deploy(args: argparse.Namespace) -> int:
         preview = precheck(api, args.app, conf)
         for line in describe_plan(preview, bool(args.force)) if preview else []:
             say(line)
-        run = api.trigger(dag_id, conf)
+        busy = in_progress(api, dag_id)
+        note = None
+        if busy:
+            # One release per app at a time (max_active_runs=1): this one queues behind it.
+            say(f"another release of {args.app} is in progress (run {busy['dag_run_id']}, "
+                f"{busy['state']}); this release waits until it ends")
+            note = f"queued behind {busy['dag_run_id']}: one release per app at a time"
+        run = api.trigger(dag_id, conf, note=note)
     except ApiError as exc:
         return api_error("deploy", exc)
     return started(api, args, dag_id, run, "deploy")
+
+
+def in_progress(api: Airflow, dag_id: str) -> dict[str, Any] | None:
+    """The app's release that is running or queued now, if any."""
+    return next((r for r in api.runs(dag_id, limit=5) if r["state"] in ("running", "queued")),
+                None)
 
 
 def started(api: Airflow, args: argparse.Namespace, dag_id: str, run: dict[str, Any],

@@ -36,6 +36,7 @@ class FakeAirflow:
     approvals: list[dict[str, Any]] = field(default_factory=list)
     brake: dict[str, Any] | None = None
     window_open: bool = True
+    active: list[dict[str, Any]] = field(default_factory=list)  # runs already in progress
     requests: list[httpx.Request] = field(default_factory=list)
 
     def calls(self, method: str, pattern: str) -> list[httpx.Request]:
@@ -91,7 +92,8 @@ class FakeAirflow:
         return httpx.Response(200, json={"dag_run_id": run_id, **self._current[0]})
 
     def get_runs(self, request: httpx.Request, dag_id: str) -> httpx.Response:
-        runs = [{"dag_run_id": "manual__1", **self.steps[-1][0]}] if self.steps else []
+        runs = list(self.active)
+        runs += [{"dag_run_id": "manual__1", **self.steps[-1][0]}] if self.steps else []
         return httpx.Response(200, json={"dag_runs": runs, "total_entries": len(runs)})
 
     def get_tis(self, request: httpx.Request, dag_id: str, run_id: str) -> httpx.Response:

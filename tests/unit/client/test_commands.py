@@ -227,3 +227,13 @@ def test_status_shows_run_stages_brake_and_waits(fake: FakeAirflow, capsys) -> N
     assert "tars_deploy__demo: active · brake ON by ops (hold): incident" in out
     assert "run manual__1: running" in out and "  fort: 1/1 host(s) done" in out
     assert "awaiting approval (fort.approve): tars approve demo manual__1" in out
+
+
+def test_deploy_behind_a_running_release_says_it_waits(fake: FakeAirflow, capsys) -> None:
+    fake.active = [{"dag_run_id": "manual__0", "state": "running"}]
+    code, out, _ = run(capsys, "deploy", "demo", "2.0.0")
+    assert code == 0, out
+    assert ("another release of demo is in progress (run manual__0, running); "
+            "this release waits until it ends") in out
+    body = json.loads(fake.calls("POST", r".*/dagRuns")[0].content)
+    assert body["note"] == "queued behind manual__0: one release per app at a time"
