@@ -13,7 +13,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
@@ -34,7 +34,7 @@ def _variables() -> Any:
     return Variable
 
 
-def _authorize(app_name: str, user: Any, method: str) -> None:
+def _authorize(app_name: str, user: Any, method: Literal["GET", "PUT"]) -> None:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity, DagDetails,

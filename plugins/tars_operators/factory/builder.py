@@ -53,8 +53,8 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     nodes = m.topology(slots, approval_after, bake=c.strategy.bake_seconds > 0)
     if _canary_approval(spec, canary):
         nodes = [CanaryNode(**vars(nodes[0]), approve=f"{slots[0]}.approve")]
-    common = {"config_path": str(spec.source),
-              "defaults_path": str(defaults_path) if defaults_path else None}
+    common: dict[str, Any] = {"config_path": str(spec.source),
+                              "defaults_path": str(defaults_path) if defaults_path else None}
     dag_id = f"tars_canary__{spec.name}" if canary else spec.dag_id
     with DAG(
         dag_id=dag_id,
@@ -142,8 +142,8 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     from tars_operators.plan.ramp import plan_release
 
     c = spec.config
-    common = {"config_path": str(spec.source),
-              "defaults_path": str(defaults_path) if defaults_path else None}
+    common: dict[str, Any] = {"config_path": str(spec.source),
+                              "defaults_path": str(defaults_path) if defaults_path else None}
     names = [h.name for h in spec.hosts]
     plan = plan_release(spec)
     at_once = max(1, plan.fleet_size - plan.min_in_service)
@@ -176,7 +176,7 @@ def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
     from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 
     c = spec.config
-    tasks = []
+    tasks: list[Any] = []
     for task_id in node.after_gate:
         short = task_id.split(".", 1)[1]
         if short == "bake":

@@ -6,7 +6,7 @@ loader), opens one SSH session to the host, calls the step and returns ``StepRes
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from airflow.sdk import BaseOperator
 
@@ -38,7 +38,7 @@ def find_host(spec: AppSpec, name: str) -> Host:
 class TarsStepOperator(BaseOperator):
     """Common arguments: which app (spec), which host, which version."""
 
-    template_fields = ("version", "host_name")
+    template_fields: Sequence[str] = ("version", "host_name")
 
     def __init__(self, *, version: str, host_name: str | None = None, spec_loader: SpecLoader | None = None,
                  spec_path: str | None = None, defaults_path: str | None = None, **kwargs: Any):

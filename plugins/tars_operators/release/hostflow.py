@@ -243,7 +243,7 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
             steps.append(pull_out(lb, spec, host))
             steps.append(activate_release(session, spec, host, target, run_id))
         steps.append(run_checks(session, spec, host, target, kind="health"))
-        if state.release(bad_version) is not None:
+        if bad_version is not None and state.release(bad_version) is not None:
             steps.append(mark_release(session, spec, host, bad_version, "failed"))
         steps.append(pull_in(lb, spec, host))
     for s in steps:

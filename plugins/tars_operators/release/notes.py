@@ -9,6 +9,7 @@ note is not written; the same line is always in the task log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tars_operators.release.machine import Brake
@@ -43,7 +44,8 @@ class Progress:
         )
 
 
-def compose(headline: str, who: str, reason: str, ticket: str, details: list[str] = ()) -> str:
+def compose(headline: str, who: str, reason: str, ticket: str,
+            details: Sequence[str] = ()) -> str:
     """The note: headline, who/why/ticket, then details (markdown)."""
     parts = [headline, "", f"by **{who or 'unknown'}**"
              + (f" · ticket {ticket}" if ticket else "") + (f" · {reason}" if reason else "")]

@@ -88,7 +88,9 @@ def stage_outcomes(context: Any, plan: RunPlan, upto: str | None = None) -> list
     outcomes = []
     for stage in names:
         hosts = plan.hosts(stage)
-        ok, failed, untouched = [], [], []
+        ok: list[str] = []
+        failed: list[str] = []
+        untouched: list[str] = []
         results = _host_results(ti, f"{stage}.release", len(hosts)) if hosts else {}
         failures = _failures(ti, f"{stage}.release", len(hosts)) if hosts else {}
         for i, host in enumerate(hosts):

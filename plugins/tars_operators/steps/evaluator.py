@@ -53,7 +53,8 @@ def resolve_checks(
 
 
 def resolve_check(check: HttpCheck | TcpCheck | CommandCheck, ctx: dict[str, Any]) -> ResolvedCheck:
-    common = {"interval": check.interval, "timeout": check.timeout, "successes": check.successes}
+    common: dict[str, Any] = {"interval": check.interval, "timeout": check.timeout,
+                              "successes": check.successes}
     if isinstance(check, HttpCheck):
         url = render(check.url, ctx)
         return ResolvedCheck(name=check.name or f"http {url}", kind="http", url=url,

@@ -68,7 +68,9 @@ class ReleaseMeta:
         if not isinstance(data, dict):
             return cls(version=version)
         known = {"version", "sha256", "installed_at", "activated_at", "run_id", "status"}
-        status = data.get("status") if data.get("status") in ("staged", "good", "failed") else "unknown"
+        raw = data.get("status")
+        status: Literal["staged", "good", "failed", "unknown"] = (
+            raw if raw in ("staged", "good", "failed") else "unknown")
         return cls(version=version, sha256=data.get("sha256"), installed_at=data.get("installed_at"),
                    activated_at=data.get("activated_at"), run_id=data.get("run_id"), status=status,
                    extra={k: v for k, v in data.items() if k not in known})
