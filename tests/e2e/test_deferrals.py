@@ -1,0 +1,60 @@
+"""Waits that hold no worker slot: a slow health check and a brake pulled before a host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import E2E, poll
+
+pytestmark = pytest.mark.e2e
+
+
+def seen_states(e2e: E2E, dag_id: str, run_id: str, log: list) -> Any:
+    def record(run: dict, tis: list[dict]) -> None:
+        log.extend((t["task_id"], t["map_index"], t["state"]) for t in tis)
+    return e2e.api.wait(dag_id, run_id, timeout=240, poll=0.3, on_change=record)
+
+
+def test_slow_health_moves_to_the_triggerer_and_the_host_completes(e2e: E2E) -> None:
+    # 2.0.0-slow listens after ~4 s; after 1 s inline the wait goes to the triggerer.
+    dag_id = e2e.add_app("demo_defer", **{"steps.health_defer_after": 1,
+                                           "strategy.batches": [1, 2, "100%"]})
+    hosts = [h.name for h in e2e.sandbox.hosts[:2]]
+    run = e2e.api.trigger(dag_id, {"version": "2.0.0-slow", "hosts": hosts,
+                                   "reason": "e2e: slow start"})
+    log: list = []
+    final = seen_states(e2e, dag_id, run["dag_run_id"], log)
+    assert final["state"] == "success", final.get("note")
+    assert ("fort.release", 0, "deferred") in log, "the health wait never left the worker"
+    assert {h: e2e.sandbox.served_version(h) for h in hosts} == dict.fromkeys(hosts, "2.0.0-slow")
+    assert all(e2e.sandbox.server_states()[h] == "UP" for h in hosts)
+    result = e2e.api.request(
+        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/fort.release"
+               "/xcomEntries/return_value", params={"map_index": 0})["value"]
+    steps = [s["step"] for s in result["steps"]]
+    assert steps[:4] == ["stage", "pull_out", "activate", "health"] and "pull_in" in steps
+
+
+def test_brake_pulled_before_a_host_starts_holds_it_untouched_until_released(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo_brake_first", **{"strategy.batches": [1, 2, "100%"]})
+    app = "demo_brake_first"
+    fort = e2e.sandbox.hosts[0].name
+    e2e.api.request("POST", f"/tars/apps/{app}/brake", json={"reason": "e2e: hold first"})
+    try:
+        run = e2e.api.trigger(dag_id, {"version": "2.0.0", "hosts": [fort, e2e.sandbox.hosts[1].name]})
+        run_id = run["dag_run_id"]
+
+        def fort_waits() -> bool:
+            tis = e2e.api.task_instances(dag_id, run_id)
+            return any(t["task_id"] == "fort.release" and t["state"] == "deferred" for t in tis)
+
+        poll(fort_waits, 120, "the fort host task to wait for the brake")
+        assert "2.0.0" not in e2e.releases_on(fort), "a braked release touched the host"
+        assert e2e.api.run(dag_id, run_id)["state"] == "running"
+    finally:
+        e2e.api.request("DELETE", f"/tars/apps/{app}/brake", params={"reason": "e2e: go"})
+    final = e2e.api.wait(dag_id, run_id, timeout=240)
+    assert final["state"] == "success", final.get("note")
+    assert e2e.sandbox.served_version(fort) == "2.0.0"
