@@ -58,3 +58,24 @@ def test_brake_pulled_before_a_host_starts_holds_it_untouched_until_released(e2e
     final = e2e.api.wait(dag_id, run_id, timeout=240)
     assert final["state"] == "success", final.get("note")
     assert e2e.sandbox.served_version(fort) == "2.0.0"
+
+
+def test_bake_between_stages_waits_in_the_triggerer(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo_bake", **{"strategy.bake_seconds": 4,
+                                         "strategy.batches": [1, 2, "100%"]})
+    hosts = [h.name for h in e2e.sandbox.hosts[:2]]
+    run = e2e.api.trigger(dag_id, {"version": "2.0.0", "hosts": hosts})
+    log: list = []
+    final = seen_states(e2e, dag_id, run["dag_run_id"], log)
+    assert final["state"] == "success", final.get("note")
+    assert ("fort.bake", -1, "deferred") in log
+    tis = {t["task_id"]: t for t in e2e.api.task_instances(dag_id, run["dag_run_id"])}
+    bake = tis["fort.bake"]
+    assert bake["state"] == "success"
+    from datetime import datetime
+
+    def at(s: str) -> float:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    # the next stage started only after the bake time passed since the fort gate decided
+    assert at(tis["batch_1.enter"]["start_date"]) - at(tis["fort.gate"]["end_date"]) >= 4

@@ -173,15 +173,18 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
 def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
     """Bake (deferrable) and approval (human in the loop) between this gate and the next stage."""
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
-    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+    from airflow.providers.standard.sensors.time_delta import WaitSensor
 
     c = spec.config
     tasks: list[Any] = []
     for task_id in node.after_gate:
         short = task_id.split(".", 1)[1]
         if short == "bake":
-            tasks.append(TimeDeltaSensor(
-                task_id="bake", delta=timedelta(seconds=c.strategy.bake_seconds), deferrable=True,
+            # Measured from when the bake starts (TimeDeltaSensor counts from the run's logical
+            # time, which a manual run has long passed); deferred: no worker slot held.
+            tasks.append(WaitSensor(
+                task_id="bake", time_to_wait=timedelta(seconds=c.strategy.bake_seconds),
+                deferrable=True,
             ))
         elif short == "approve":
             a = c.strategy.approval
