@@ -79,3 +79,16 @@ def test_bake_between_stages_waits_in_the_triggerer(e2e: E2E) -> None:
 
     # the next stage started only after the bake time passed since the fort gate decided
     assert at(tis["batch_1.enter"]["start_date"]) - at(tis["fort.gate"]["end_date"]) >= 4
+
+
+def test_dry_run_plans_and_touches_no_host(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo")
+    run = e2e.release(dag_id, {"version": "2.0.0", "dry_run": True, "reason": "e2e: preview"})
+    assert run["state"] == "success", run.get("note")
+    assert run["note"].startswith("dry run: 10 hosts → 2.0.0 (fort: 1, batch_1: 1, batch_2: 2, "
+                                  "batch_3: 6)"), run["note"]
+    states = e2e.task_states(dag_id, run["dag_run_id"])
+    assert states["dry_run"] == "success" and states["fetch"] == "skipped"
+    assert all(v == "skipped" for k, v in states.items() if k.startswith(("fort.", "batch_")))
+    for host in e2e.sandbox.hosts:
+        assert e2e.releases_on(host.name) == ["1.0.0"], f"{host.name} was touched"
