@@ -35,15 +35,10 @@ def stage_slots(spec: AppSpec) -> list[str]:
 
 
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
-    from tars_operators.operators.finalize import DryRunOperator, FinalizeOperator, HaltOperator
-    from tars_operators.operators.gate import GateOperator
+    """``tars_deploy__<app>`` (or, with ``canary``, ``tars_canary__<app>``: the fort stage only)."""
+    from tars_operators.operators.finalize import DryRunOperator
     from tars_operators.operators.prepare import PrepareOperator
-    from tars_operators.operators.release_host import (
-        EnterStageOperator, FetchOperator, ReleaseHostOperator,
-    )
-    from tars_operators.operators.rollback import (
-        RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator,
-    )
+    from tars_operators.operators.release_host import FetchOperator
 
     c = spec.config
     slots = stage_slots(spec)
@@ -55,9 +50,8 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         nodes = [CanaryNode(**vars(nodes[0]), approve=f"{slots[0]}.approve")]
     common: dict[str, Any] = {"config_path": str(spec.source),
                               "defaults_path": str(defaults_path) if defaults_path else None}
-    dag_id = f"tars_canary__{spec.name}" if canary else spec.dag_id
     with DAG(
-        dag_id=dag_id,
+        dag_id=f"tars_canary__{spec.name}" if canary else spec.dag_id,
         description=c.app.description or f"Release {spec.name}",
         schedule=_schedule(spec) if canary else None,
         start_date=START, catchup=False, max_active_runs=1,
@@ -69,58 +63,10 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         render_template_as_native_obj=False,
     ) as dag:
         prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
-        dry_run = DryRunOperator(task_id="dry_run", **common)
         fetch = FetchOperator(task_id=m.FETCH, **common)
-        prepare >> [fetch, dry_run]
-        with TaskGroup("rollback") as _:
-            plan_rb = RollbackPlanOperator(
-                task_id="plan", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
-            )
-            hosts_rb = RollbackHostOperator.partial(
-                task_id="hosts", map_index_template=HOST_LABEL,
-                max_active_tis_per_dagrun=_at_once(spec), **common,
-            ).expand(
-                host=plan_rb.output
-            )
-            # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
-            # (no worker start) when the run never rolled back.
-            report = RollbackReportOperator(
-                task_id="report", trigger_rule=TriggerRule.NONE_SKIPPED, **common
-            )
-            plan_rb >> hosts_rb >> report
-        halt = HaltOperator(
-            task_id=m.HALT, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
-        )
-        finalize = FinalizeOperator(
-            task_id=m.FINALIZE, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
-        )
-        built = []
-        for node in nodes:
-            with TaskGroup(node.stage):
-                enter = EnterStageOperator(
-                    task_id="enter", stage=node.stage,
-                    trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
-                )
-                release = ReleaseHostOperator.partial(
-                    task_id="release", map_index_template=HOST_LABEL, stage=node.stage,
-                    max_active_tis_per_dagrun=c.strategy.parallel,
-                    retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
-                ).expand(host=enter.output)
-                gate = GateOperator(
-                    task_id="gate", app=spec.name, node=node, stages=slots,
-                    on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,
-                )
-                release >> gate
-                enter >> gate
-                after = _after_gate(spec, node)
-                if isinstance(node, CanaryNode):
-                    gate >> _canary_approve(spec, node) >> [plan_rb, halt, finalize]
-            gate >> [plan_rb, halt, finalize]
-            for a, b in zip(after, after[1:]):
-                a >> b
-            if after and after[-1].task_id.endswith(".approve"):
-                after[-1] >> [plan_rb, halt]
-            built.append((enter, gate, after))
+        prepare >> [fetch, DryRunOperator(task_id="dry_run", **common)]
+        ends = _ends(spec, common)
+        built = [_stage(spec, node, slots, ends, common) for node in nodes]
         fetch >> built[0][0]
         for (_, gate, after), (next_enter, _, _) in zip(built, built[1:]):
             gate >> next_enter  # direct too: an empty stage skips its bake and approval
@@ -132,6 +78,65 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     # the task still sees them (``process_params`` merges the DAG's params first).
     dag.params = ParamsDict(build_params(spec, canary=canary))
     return dag
+
+
+def _ends(spec: AppSpec, common: dict[str, Any]) -> list[Any]:
+    """Where gates and approvals may lead besides the next stage: rollback, halt, finalize."""
+    from tars_operators.operators.finalize import FinalizeOperator, HaltOperator
+    from tars_operators.operators.rollback import (
+        RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator,
+    )
+
+    join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    with TaskGroup("rollback"):
+        plan_rb = RollbackPlanOperator(task_id="plan", trigger_rule=join, **common)
+        hosts_rb = RollbackHostOperator.partial(
+            task_id="hosts", map_index_template=HOST_LABEL,
+            max_active_tis_per_dagrun=_at_once(spec), **common,
+        ).expand(host=plan_rb.output)
+        # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
+        # (no worker start) when the run never rolled back.
+        report = RollbackReportOperator(
+            task_id="report", trigger_rule=TriggerRule.NONE_SKIPPED, **common
+        )
+        plan_rb >> hosts_rb >> report
+    halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **common)
+    finalize = FinalizeOperator(task_id=m.FINALIZE, trigger_rule=join, **common)
+    return [plan_rb, halt, finalize]
+
+
+def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
+           common: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
+    """One stage slot: enter → release (one task per host) → gate, then bake / approval."""
+    from tars_operators.operators.gate import GateOperator
+    from tars_operators.operators.release_host import EnterStageOperator, ReleaseHostOperator
+
+    c = spec.config
+    with TaskGroup(node.stage):
+        enter = EnterStageOperator(
+            task_id="enter", stage=node.stage,
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+        )
+        release = ReleaseHostOperator.partial(
+            task_id="release", map_index_template=HOST_LABEL, stage=node.stage,
+            max_active_tis_per_dagrun=c.strategy.parallel,
+            retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
+        ).expand(host=enter.output)
+        gate = GateOperator(
+            task_id="gate", app=spec.name, node=node, stages=slots,
+            on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,
+        )
+        release >> gate
+        enter >> gate
+        after = _after_gate(spec, node)
+        if isinstance(node, CanaryNode):
+            gate >> _canary_approve(spec, node) >> ends
+    gate >> ends
+    for a, b in zip(after, after[1:]):
+        a >> b
+    if after and after[-1].task_id.endswith(".approve"):
+        after[-1] >> ends[:2]  # an approval may choose rollback or halt
+    return enter, gate, after
 
 
 def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DAG:
