@@ -36,6 +36,18 @@ def e2e_stack(sandbox: Sandbox) -> Iterator[E2E]:
 
 
 @pytest.fixture
-def e2e(e2e_stack: E2E, fleet: Sandbox) -> E2E:
-    """The stack with the fleet reset to 1.0.0, all UP, and no brake pulled."""
-    return e2e_stack
+def e2e(e2e_stack: E2E, fleet: Sandbox) -> Iterator[E2E]:
+    """The stack with the fleet reset to 1.0.0, all UP; no run of a test outlives it."""
+    yield e2e_stack
+    stop_unfinished_runs(e2e_stack)
+
+
+def stop_unfinished_runs(e2e: E2E) -> None:
+    """Fail runs a test left running or queued, so they cannot touch hosts after it."""
+    api = e2e.api
+    for state in ("running", "queued"):
+        runs = api.request("GET", "/api/v2/dags/~/dagRuns", params={"state": state,
+                                                                    "limit": 100})["dag_runs"]
+        for run in runs:
+            api.request("PATCH", f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}",
+                        json={"state": "failed"})
