@@ -45,3 +45,18 @@ def test_broken_version_rolls_back_the_fort_host_only(e2e: E2E) -> None:
     assert states["fort.release[0]"] == "failed"
     assert states["rollback.hosts[0]"] == "success"
     assert states["batch_1.enter"] == "skipped" and states["finalize"] == "skipped"
+
+
+def test_going_back_to_a_still_staged_release_needs_no_upload(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo_back", **{"strategy.batches": [1, 2, "100%"]})
+    hosts = [h.name for h in e2e.sandbox.hosts[:2]]
+    run = e2e.release(dag_id, {"version": "2.0.0", "hosts": hosts})
+    assert run["state"] == "success", run.get("note")
+    back = e2e.release(dag_id, {"version": "1.0.0", "hosts": hosts, "reason": "e2e: go back"})
+    assert back["state"] == "success", back.get("note")
+    assert {h: e2e.sandbox.served_version(h) for h in hosts} == dict.fromkeys(hosts, "1.0.0")
+    result = e2e.api.request(
+        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{back['dag_run_id']}/taskInstances/fort.release"
+               "/xcomEntries/return_value", params={"map_index": 0})["value"]
+    stage = next(s for s in result["steps"] if s["step"] == "stage")
+    assert stage["state"] == "unchanged", stage  # already on the host: nothing sent, nothing unpacked
