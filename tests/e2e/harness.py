@@ -20,6 +20,7 @@ from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
 from sandbox.localstack import REPO
 from tars_operators.client.api import Airflow
+from tests import polling
 
 DEMO = REPO / "configs" / "apps" / "demo.yaml"
 
@@ -133,13 +134,8 @@ class Load:
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
 
+
+
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """The first truthy value of ``check()``; fails naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """``tests.polling.poll`` at a pace the api-server does not notice."""
+    return polling.poll(check, timeout, what, interval)

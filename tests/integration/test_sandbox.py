@@ -21,21 +21,10 @@ import yaml
 from sandbox import Host, Sandbox
 from sandbox.artifacts import build_all, extract
 from sandbox.procs import descendants, free_port, is_alive, is_listening
+from tests.polling import poll
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def poll(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """check()'s first truthy result, failing the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def ssh_client(sb: Sandbox, host: Host, known_hosts: Path | None = None) -> paramiko.SSHClient:

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +31,7 @@ from tars_operators.steps.checks import run_checks
 from tars_operators.steps.stage import stage_release
 from tars_operators.steps.state import layout_for, previous_good, read_host_state
 from tars_operators.triggers.health import HealthCheckTrigger
+from tests.polling import poll
 
 pytestmark = pytest.mark.integration
 APP_JSON = '{"address": "{{ host.address }}", "port": {{ vars.app_port }}, "host": "{{ host.name }}"}\n'
@@ -65,15 +66,6 @@ def demo_spec(sb: Sandbox, config_dir: Path, **overrides: Any) -> AppSpec:
     os.environ["AIRFLOW_CONN_TARS_SANDBOX"] = json.dumps(sb.connection_json)
     return AppSpec(AppConfig.model_validate(raw), hosts, config_dir / "demo.yaml",
                    MappingProxyType({"artifact_base": sb.artifact_base}))
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def served(host: Host) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from tars_operators.steps.activate import activate_release
 from tars_operators.steps.checks import run_checks
 from tars_operators.steps.stage import stage_release
 from tars_operators.steps.traffic import check_capacity, pull_in, pull_out, rotation_report
+from tests.polling import poll
 
 pytestmark = pytest.mark.integration
 HAPROXY = {"socket": "{{ vars.haproxy_socket }}", "backend": "{{ vars.haproxy_backend }}"}
@@ -91,15 +92,6 @@ def spec(fleet: Sandbox) -> AppSpec:
 def lb(spec: AppSpec) -> Iterator[LoadBalancer]:
     with load_balancer_for(spec) as balancer:
         yield balancer
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def demo_ctl(spec: AppSpec, host: Host, action: str) -> str:
