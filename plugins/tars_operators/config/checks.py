@@ -21,7 +21,6 @@ from tars_operators.config.schema import AppConfig, Freeze
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templatecheck import check_template_fields, check_template_files
 from tars_operators.errors import PlanError
-from tars_operators.plan.ramp import plan_release
 
 SCHEMES = ("http", "https", "file")
 
@@ -108,7 +107,7 @@ def _plan(ctx: CheckContext) -> Iterable[Problem]:
     if ctx.spec is None or not ctx.hosts or any(True for _ in (*_fort(ctx), *_batches(ctx))):
         return
     try:
-        plan = plan_release(ctx.spec)
+        plan = ctx.spec.default_plan
     except PlanError as exc:
         path = ("strategy", "fort") if str(exc).startswith("fort:") else ("strategy", "batches")
         yield Problem(path, str(exc), "use smaller batches or a lower traffic.min_in_service")

@@ -1,6 +1,6 @@
 """YAML files read once: parsed data cached by path, mtime and size.
 
-In memory, shared files (``defaults.yaml``, inventories) are parsed once per process. On disk,
+In memory, shared files (``defaults.yaml``, inventories) are kept, parsed once per process. On disk,
 the parsed data of every config file is kept as JSON (never pickle: a cache must not be able
 to run code) so that the DAG processor, which parses the DAG file in a fresh process every
 cycle, does not parse hundreds of unchanged YAML files each time. ``TARS_CACHE_DIR`` moves the
@@ -47,11 +47,13 @@ class YamlFile:
         return self._positions
 
 
-def read_yaml(path: Path) -> YamlFile:
+def read_yaml(path: Path, keep: bool = True) -> YamlFile:
     """Read and parse ``path``; raises ``OSError`` if it cannot be read.
 
     A syntax error is kept in ``error`` (from the pure-Python parser, whose messages are the
     same on every machine) rather than raised, so callers can report it with the others.
+    ``keep=False`` leaves the result out of the memory cache: for a file read once per load
+    (an app's own config), whose data would only weigh on the garbage collector.
     """
     stat = os.stat(path)
     key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
@@ -59,6 +61,8 @@ def read_yaml(path: Path) -> YamlFile:
     if hit is not None and hit[0] == key:
         return hit[1]
     parsed = _from_disk(path, key) or _parse(path, key)
+    if not keep:
+        return parsed
     if len(_CACHE) >= _CACHE_LIMIT:
         _CACHE.clear()
     _CACHE[path] = (key, parsed)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tars_operators.config.schema import AppConfig
+
+if TYPE_CHECKING:
+    from tars_operators.plan.ramp import ReleasePlan
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,11 @@ class Host:
 
 @dataclass(frozen=True)
 class AppSpec:
-    """A validated app config with its hosts resolved (inventory + inline list)."""
+    """A validated app config with its hosts resolved (inventory + inline list).
+
+    ``hosts`` is the one list of hosts: the loader moves ``config.hosts.list`` into it (merged
+    with the inventory and the group/host vars), leaving that field empty.
+    """
 
     config: AppConfig
     hosts: tuple[Host, ...]
@@ -33,6 +41,13 @@ class AppSpec:
     @property
     def name(self) -> str:
         return self.config.app.name
+
+    @cached_property
+    def default_plan(self) -> ReleasePlan:
+        """The plan of a release without overrides (DAG shape, doc, capacity): made once."""
+        from tars_operators.plan.ramp import plan_release
+
+        return plan_release(self)
 
     @property
     def dag_id(self) -> str:

@@ -8,10 +8,12 @@ libyaml when it is available; only a file that fails validation is parsed again 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 PathKey = tuple[str | int, ...]
 
@@ -69,44 +71,45 @@ class PositionLoader(yaml.SafeLoader):
     """SafeLoader that keeps the node tree so positions can be read after construction."""
 
 
+# Tag resolution of a node depends only on (kind, value, implicit) for the safe resolver (it
+# has no path resolvers), and keys and values repeat a lot: memoise it in C, where a hit costs
+# no Python frame. libyaml's parser calls ``self.resolve`` for every node.
+# Small: the repeated keys and values stay in it, and each entry is one more object for the
+# garbage collector to visit for the life of the process.
+_resolve = lru_cache(maxsize=1024)(Resolver().resolve)
+
+
 class _FastLoader(_CBase):  # type: ignore[misc]
-    """libyaml parser with a memo for plain-scalar tag resolution (keys repeat a lot)."""
+    """libyaml parser without per-node Python calls the safe schema does not need."""
 
-    _memo: dict[str, str] = {}
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode and implicit[0]:
-            tag = self._memo.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(self._memo) < 20000:
-                    self._memo[value] = tag
-            return tag
-        return super().resolve(kind, value, implicit)
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.resolve = _resolve
+        # Path resolvers are never registered on the safe loader, so libyaml's composer calls
+        # these two for every node to do nothing; C callables that accept the same arguments
+        # and return an ignored value save two Python frames per node.
+        self.descend_resolver = slice
+        self.ascend_resolver = tuple
 
 
 def _construct(loader: Any, node: Node, memo: dict[int, Any]) -> Any:
-    # A direct recursive walk for the common tags; anything else goes to SafeConstructor.
-    # Collections are memoised by node so aliases share one object (no alias-bomb blow-up).
+    # A direct walk for the common tags; anything else goes to SafeConstructor. Plain strings
+    # (most keys and values) are taken inline, without a call. Collections are memoised by
+    # node so aliases share one object (no alias-bomb blow-up).
     cls = node.__class__
     if cls is ScalarNode:
-        tag = node.tag
-        if tag == _STR:
-            return node.value
-        if tag == _INT:
-            return loader.construct_yaml_int(node)
-        if tag == _BOOL:
-            return loader.construct_yaml_bool(node)
-        if tag == _NULL:
-            return None
-        return loader.construct_object(node, deep=True)
+        return node.value if node.tag == _STR else _scalar(loader, node)
     done = memo.get(id(node))
     if done is not None:
         return done
     if cls is SequenceNode and node.tag == _SEQ:
         items: list[Any] = []
         memo[id(node)] = items
-        items.extend(_construct(loader, item, memo) for item in node.value)
+        for item in node.value:
+            if item.__class__ is ScalarNode and item.tag == _STR:
+                items.append(item.value)
+            else:
+                items.append(_construct(loader, item, memo))
         return items
     if cls is MappingNode and node.tag == _MAP:
         if any(key.tag == _MERGE for key, _ in node.value):
@@ -114,11 +117,28 @@ def _construct(loader: Any, node: Node, memo: dict[int, Any]) -> Any:
         result: dict[Any, Any] = {}
         memo[id(node)] = result
         for key_node, value_node in node.value:
-            key = _construct(loader, key_node, memo)
-            if isinstance(key, (list, dict)):
-                return loader.construct_document(node)  # raises the standard error
-            result[key] = _construct(loader, value_node, memo)
+            if key_node.__class__ is ScalarNode and key_node.tag == _STR:
+                key = key_node.value
+            else:
+                key = _construct(loader, key_node, memo)
+                if isinstance(key, (list, dict)):
+                    return loader.construct_document(node)  # raises the standard error
+            if value_node.__class__ is ScalarNode and value_node.tag == _STR:
+                result[key] = value_node.value
+            else:
+                result[key] = _construct(loader, value_node, memo)
         return result
+    return loader.construct_object(node, deep=True)
+
+
+def _scalar(loader: Any, node: ScalarNode) -> Any:
+    tag = node.tag
+    if tag == _INT:
+        return loader.construct_yaml_int(node)
+    if tag == _BOOL:
+        return loader.construct_yaml_bool(node)
+    if tag == _NULL:
+        return None
     return loader.construct_object(node, deep=True)
 
 

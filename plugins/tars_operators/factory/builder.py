@@ -29,9 +29,7 @@ HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not
 
 def stage_slots(spec: AppSpec) -> list[str]:
     """The stage slots of the DAG: the stages of the app's default plan."""
-    from tars_operators.plan.ramp import plan_release
-
-    return [s.name for s in plan_release(spec).stages]
+    return [s.name for s in spec.default_plan.stages]
 
 
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
@@ -144,14 +142,11 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     from airflow.sdk import Param
 
     from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
-    from tars_operators.plan.ramp import plan_release
-
     c = spec.config
     common: dict[str, Any] = {"config_path": str(spec.source),
                               "defaults_path": str(defaults_path) if defaults_path else None}
     names = [h.name for h in spec.hosts]
-    plan = plan_release(spec)
-    at_once = max(1, plan.fleet_size - plan.min_in_service)
+    at_once = _at_once(spec)
     with DAG(
         dag_id=f"tars_rollback__{spec.name}", schedule=None, start_date=START, catchup=False,
         max_active_runs=1, tags=["tars", "rollback", *c.app.tags],
@@ -252,7 +247,5 @@ def _schedule(spec: AppSpec) -> Any:
 
 def _at_once(spec: AppSpec) -> int:
     """How many hosts may be out of rotation together without breaking the capacity floor."""
-    from tars_operators.plan.ramp import plan_release
-
-    plan = plan_release(spec)
+    plan = spec.default_plan
     return max(1, plan.fleet_size - plan.min_in_service)

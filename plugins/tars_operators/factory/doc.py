@@ -6,10 +6,8 @@ from tars_operators.config.spec import AppSpec
 
 
 def plan_doc(spec: AppSpec, slots: list[str], *, canary: bool = False) -> str:
-    from tars_operators.plan.ramp import plan_release
-
     c = spec.config
-    plan = plan_release(spec)
+    plan = spec.default_plan
     rows = "\n".join(
         f"| {s.name} | {len(s.hosts)} | {plan.budget_for(s.name)} | "
         f"{', '.join(s.hosts[:8])}{' …' if len(s.hosts) > 8 else ''} |"

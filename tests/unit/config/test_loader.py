@@ -186,10 +186,21 @@ def test_yaml_cannot_build_python_objects(tmp_path: Path) -> None:
     "",
     "just a string",
     "k: |\n  multi\n  line\n",
+    "yes: on\nno: off\n1: one\n0o7: x\n010: 1:30\n.inf: -.Inf\n",
+    "a: !!str 123\nb: !!int '5'\nc: [!!float 1, !!bool 'true']\nd: {'q': \"w\", 'e': ''}\n",
+    "x: &x [1, {y: &y z}]\nl: [*x, *y, *x]\nm: {<<: [{a: 1}, {a: 2, b: 3}], c: 4}\n",
 ])
 def test_fast_parser_matches_safe_load(doc: str) -> None:
     assert parse_fast(doc) == yaml.safe_load(doc)
     assert parse_with_positions(doc)[0] == yaml.safe_load(doc)
+
+
+def test_fast_parser_refuses_what_safe_load_refuses() -> None:
+    for doc in ("? [a, b]\n: c\n", "a: !!python/name:os.system\n", "a: [1\n"):
+        with pytest.raises(yaml.YAMLError):
+            yaml.safe_load(doc)
+        with pytest.raises(yaml.YAMLError):
+            parse_fast(doc)
 
 
 def test_positions_point_at_keys_and_values() -> None:
