@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateSyntaxError
 
 from tars_operators.config.problems import Problem
-from tars_operators.config.templating import ENV, compile_template
+from tars_operators.config.templating import check_syntax
 from tars_operators.config.yamlio import PathKey
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def check_template_fields(ctx: CheckContext) -> Iterable[Problem]:
         if "{" not in source:
             continue
         try:
-            compile_template(source)
+            check_syntax(source)
         except TemplateSyntaxError as exc:
             yield Problem(path, f"expected a valid jinja2 template, got a syntax error:"
                           f" {exc.message} (template line {exc.lineno})")
@@ -111,7 +111,7 @@ def _compile_file(path: Path) -> str | None:
     if hit is not None and hit[0] == key:
         return hit[1]
     try:
-        ENV.from_string(path.read_text(encoding="utf-8"))
+        check_syntax(path.read_text(encoding="utf-8"))
         error = None
     except TemplateSyntaxError as exc:
         error = (f"expected a valid jinja2 template in {path.name}, got a syntax error:"

@@ -18,6 +18,13 @@ def compile_template(source: str) -> Template:
     return ENV.from_string(source)
 
 
+@lru_cache(maxsize=4096)
+def check_syntax(source: str) -> None:
+    """Raise ``TemplateSyntaxError`` (unknown filters and tests included) without building
+    the template: a third of the cost of :func:`compile_template`. Apps share most templates."""
+    ENV.compile(source, raw=True)
+
+
 def render(source: str, context: dict[str, Any]) -> str:
     return compile_template(source).render(context)
 

@@ -112,13 +112,15 @@ def _construct(loader: Any, node: Node, memo: dict[int, Any]) -> Any:
                 items.append(_construct(loader, item, memo))
         return items
     if cls is MappingNode and node.tag == _MAP:
-        if any(key.tag == _MERGE for key, _ in node.value):
-            loader.flatten_mapping(node)
         result: dict[Any, Any] = {}
         memo[id(node)] = result
         for key_node, value_node in node.value:
             if key_node.__class__ is ScalarNode and key_node.tag == _STR:
                 key = key_node.value
+            elif key_node.tag == _MERGE:  # `<<: *base`: merge the keys in, then start again
+                loader.flatten_mapping(node)
+                del memo[id(node)]
+                return _construct(loader, node, memo)
             else:
                 key = _construct(loader, key_node, memo)
                 if isinstance(key, (list, dict)):
@@ -134,6 +136,9 @@ def _construct(loader: Any, node: Node, memo: dict[int, Any]) -> Any:
 def _scalar(loader: Any, node: ScalarNode) -> Any:
     tag = node.tag
     if tag == _INT:
+        value = node.value  # plain decimals (ports, timeouts) directly; 0o/0x/1_000/1:30 below
+        if value.isdigit() and value[0] != "0":
+            return int(value)
         return loader.construct_yaml_int(node)
     if tag == _BOOL:
         return loader.construct_yaml_bool(node)

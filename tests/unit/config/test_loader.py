@@ -188,6 +188,7 @@ def test_yaml_cannot_build_python_objects(tmp_path: Path) -> None:
     "k: |\n  multi\n  line\n",
     "yes: on\nno: off\n1: one\n0o7: x\n010: 1:30\n.inf: -.Inf\n",
     "a: !!str 123\nb: !!int '5'\nc: [!!float 1, !!bool 'true']\nd: {'q': \"w\", 'e': ''}\n",
+    "n: [0, 007, 1_000, +5, -5, 10, 0x1f, 0b11, 1:30, 00, 08]\n",
     "x: &x [1, {y: &y z}]\nl: [*x, *y, *x]\nm: {<<: [{a: 1}, {a: 2, b: 3}], c: 4}\n",
 ])
 def test_fast_parser_matches_safe_load(doc: str) -> None:
