@@ -257,3 +257,29 @@ def test_load_all_of_a_missing_directory_is_an_error_not_an_exception(tmp_path: 
     result = load_all(tmp_path / "nope", base_dir=tmp_path)
     assert result.specs == {}
     assert result.errors[tmp_path / "nope"].errors == ["nope: no such directory"]
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    good = write(tmp_path / "apps" / "a.yaml", APP.format(name="alpha"))
+    write(tmp_path / "apps" / "b.yaml", "app: [broken\n")
+    assert gc.isenabled()
+    result = load_all(tmp_path / "apps")
+    assert list(result.specs) == ["alpha"] and len(result.errors) == 1
+    with pytest.raises(ConfigError):
+        load_app(tmp_path / "apps" / "b.yaml")
+    assert gc.isenabled()  # resumed after a good load and after a failed one
+    gc.disable()
+    try:
+        load_app(good)
+        assert not gc.isenabled()  # a caller's own pause is left alone
+    finally:
+        gc.enable()
+
+
+def test_the_spec_keeps_hosts_once(tmp_path: Path) -> None:
+    spec = load_app(write(tmp_path / "a.yaml", APP.format(name="alpha")))
+    assert [h.name for h in spec.hosts] == ["a1", "a2"]
+    assert spec.config.hosts.list == ()
+    assert spec.default_plan is spec.default_plan  # planned once
