@@ -162,7 +162,7 @@ def preview_release(spec: Any, version: str | None, hosts: list[str] | None,
         validate_version(resolved, spec.config.artifact.version_pattern)
     sizes = [parse_size(b) for b in batches] if batches else None
     plan = plan_release(spec, hosts=hosts, batches=sizes, skip_fort=skip_fort)
-    slots = plan_release(spec).stage_names
+    slots = spec.default_plan.stage_names
     if len(plan.stages) > len(slots):
         raise PlanError(
             f"batches: this plan needs {len(plan.stages)} stages but the DAG has {len(slots)} "

@@ -117,9 +117,7 @@ def _shown(path: Path) -> str:
 
 
 def _summary(spec: Any) -> str:
-    from tars_operators.plan.ramp import plan_release
-
-    plan = plan_release(spec)
+    plan = spec.default_plan
     stages = ", ".join(f"{s.name} {len(s.hosts)}" for s in plan.stages)
     return f"{len(spec.hosts)} hosts; {stages}"
 

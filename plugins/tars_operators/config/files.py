@@ -1,6 +1,6 @@
 """YAML files read once: parsed data cached by path, mtime and size.
 
-In memory, shared files (``defaults.yaml``, inventories) are kept, parsed once per process. On disk,
+In memory, shared files (``defaults.yaml``, inventories) are kept: parsed once per process. On disk,
 the parsed data of every config file is kept as JSON (never pickle: a cache must not be able
 to run code) so that the DAG processor, which parses the DAG file in a fresh process every
 cycle, does not parse hundreds of unchanged YAML files each time. ``TARS_CACHE_DIR`` moves the

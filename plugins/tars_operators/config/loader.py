@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 import gc
 from pathlib import Path
@@ -194,7 +194,11 @@ def _load(file: Path, defaults: _Source | None, base_dir: Path | None) -> AppSpe
         inventory = resolved.inventory_file
         if not resolved.problems:
             hosts = resolved.hosts
-            spec = AppSpec(config, hosts, file, resolved.global_vars)
+            # The inline host list lives on, merged with the inventory, in spec.hosts: the spec
+            # keeps one copy (25,000 validated entries for 500 apps of 50 hosts cost the
+            # garbage collector dearly). The checks below still see the whole config.
+            slim = config.model_copy(update={"hosts": config.hosts.model_copy(update={"list": ()})})
+            spec = AppSpec(slim, hosts, file, resolved.global_vars)
     partial = len(valid) < len(AppConfig.model_fields)
     problems += run_checks(CheckContext(config, valid, hosts, spec, file, partial))
     if problems or spec is None:
@@ -202,10 +206,7 @@ def _load(file: Path, defaults: _Source | None, base_dir: Path | None) -> AppSpe
         if inventory is not None and inventory.is_file():
             layers.append(_layer(_read(inventory), merged=False))
         raise _error(problems, layers, base_dir)
-    # The inline host list lives on, merged with the inventory, in spec.hosts: keep one copy
-    # (25,000 validated entries for 500 apps of 50 hosts cost the garbage collector dearly).
-    return replace(spec, config=config.model_copy(
-        update={"hosts": config.hosts.model_copy(update={"list": ()})}))
+    return spec
 
 
 def _hosts_owner(app: _Source, defaults: _Source | None) -> Path:

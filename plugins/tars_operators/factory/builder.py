@@ -29,7 +29,7 @@ HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not
 
 def stage_slots(spec: AppSpec) -> list[str]:
     """The stage slots of the DAG: the stages of the app's default plan."""
-    return [s.name for s in spec.default_plan.stages]
+    return list(spec.default_plan.stage_names)
 
 
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
