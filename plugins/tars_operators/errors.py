@@ -43,6 +43,10 @@ class HostUnreachable(RemoteError):
     """Could not connect (refused, timed out, host key rejected, auth failed)."""
 
 
+class ArtifactUnavailable(TarsError):
+    """The artifact server could not be reached or answered 5xx/429: worth retrying a while."""
+
+
 class ChecksumMismatch(TarsError):
     """The artifact's sha256 differs from the expected one; nothing reached any host."""
 

@@ -47,6 +47,9 @@ class Artifact(Model):
     version_pattern: str = DEFAULT_VERSION_PATTERN
     delivery: Literal["push", "pull"] = "push"  # push: controller → SFTP; pull: host downloads
     latest_url: str | None = None  # template of a pointer file holding the latest version
+    # How long fetch retries (with backoff) while the artifact server is unreachable or
+    # answers 5xx; a 404 or a checksum mismatch fails at once.
+    retry_for: Annotated[float, Field(ge=0)] = 60.0
 
     @field_validator("version_pattern")
     @classmethod

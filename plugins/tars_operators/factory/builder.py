@@ -2,7 +2,8 @@
 
 ```
 prepare ─► fetch ─► fort.enter ─► fort.release[host…] ─► fort.gate ─► [bake] ─► [approve] ─► batch_1.enter …
-   └─► dry_run                                   │                              │
+   └─► dry_run  └─► abort (only when prepare/fetch failed: fails the run)
+                                                 │                              │
                        rollback.plan ◄───────────┴── (any gate / approval) ─────┘ ─► halt
                        rollback.hosts[host…] ─► rollback.report (fails the run)      finalize
 ```
@@ -34,7 +35,7 @@ def stage_slots(spec: AppSpec) -> list[str]:
 
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
     """``tars_deploy__<app>`` (or, with ``canary``, ``tars_canary__<app>``: the fort stage only)."""
-    from tars_operators.operators.finalize import DryRunOperator
+    from tars_operators.operators.finalize import AbortOperator, DryRunOperator
     from tars_operators.operators.prepare import PrepareOperator
     from tars_operators.operators.release_host import FetchOperator
 
@@ -63,6 +64,10 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
         fetch = FetchOperator(task_id=m.FETCH, **common)
         prepare >> [fetch, DryRunOperator(task_id="dry_run", **common)]
+        # A leaf that fails the run when prepare or fetch failed: otherwise every later task
+        # is skipped (gates skip themselves off the path) and Airflow calls the run a success.
+        # On the normal path the scheduler skips it without starting a worker.
+        fetch >> AbortOperator(task_id=m.ABORT, trigger_rule=TriggerRule.ONE_FAILED, **common)
         ends = _ends(spec, common)
         built = [_stage(spec, node, slots, ends, common) for node in nodes]
         fetch >> built[0][0]

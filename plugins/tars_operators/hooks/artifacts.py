@@ -22,7 +22,7 @@ import httpx
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.spec import template_context
 from tars_operators.config.templating import render
-from tars_operators.errors import ChecksumMismatch, InvalidValue, TarsError
+from tars_operators.errors import ArtifactUnavailable, ChecksumMismatch, InvalidValue, TarsError
 from tars_operators.remote.validate import validate_version
 
 CHUNK = 1 << 20
@@ -180,8 +180,15 @@ def _read_url(url: str, timeout: float) -> Iterator[bytes]:
         raise InvalidValue(f"artifact URL {url!r}: only file://, http:// and https:// are supported")
     try:
         with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise TarsError(f"GET {url}: HTTP {response.status_code}")
+            code = response.status_code
+            if code >= 500 or code == 429:
+                raise ArtifactUnavailable(f"GET {url}: HTTP {code} (the artifact server is failing)")
+            if code == 404:
+                raise TarsError(f"GET {url}: HTTP 404: not found (is this version published?)")
+            if code != 200:
+                raise TarsError(f"GET {url}: HTTP {code}")
             yield from response.iter_bytes(CHUNK)
+    except httpx.TransportError as exc:
+        raise ArtifactUnavailable(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
     except httpx.HTTPError as exc:
         raise TarsError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc

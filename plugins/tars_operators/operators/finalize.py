@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.operators.rollback import decision_reason
 from tars_operators.release import hostflow
+from tars_operators.release.machine import FETCH, PREPARE
 from tars_operators.release.notes import Progress, compose, set_run_note
 from tars_operators.release.runtime import run_plan, stage_outcomes
 
@@ -87,6 +88,35 @@ class HaltOperator(_SpecOperator):
                                                    details))
         hostflow.notify(self.spec, "failure", text, details)
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
+
+
+class AbortOperator(_SpecOperator):
+    """Runs only when ``prepare`` or ``fetch`` failed: no host was touched; the run FAILS.
+
+    Without this leaf the gates skip themselves (their stage never started) and Airflow would
+    call the run a success. ``prepare`` writes its own refusal note; a failed fetch (or a
+    task that died without saying why) gets its note here.
+    """
+
+    ui_color = "#f28b82"
+
+    def execute(self, context: Any) -> None:
+        ti = context["ti"]
+        dr = context["dag_run"]
+        states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
+                                    task_ids=[PREPARE, FETCH]).get(dr.run_id, {})
+        if states.get(PREPARE) != "success":
+            raise AirflowFailException(f"prepare {states.get(PREPARE)}: nothing was released "
+                                       "and no host was touched (its note and log say why)")
+        plan = run_plan(context)
+        failure = ti.xcom_pull(task_ids=FETCH, key="failure") or {}
+        why = failure.get("message") or (
+            f"fetch {plan.version} {states.get(FETCH)} without a reason (the task died: "
+            "see its log); no host was touched")
+        text = f"FAILED before any host: {why}"
+        set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket))
+        hostflow.notify(self.spec, "failure", text, [])
+        raise AirflowFailException(text)
 
 
 class DryRunOperator(_SpecOperator):

@@ -8,6 +8,7 @@ lasts longer than ``steps.health_defer_after`` (no worker slot held while an app
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -52,15 +53,37 @@ class FetchOperator(_SpecOperator):
     ui_color = "#e6f4ea"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from tars_operators.hooks.artifacts import fetch_artifact
-
         plan = run_plan(context)
         try:
-            art = fetch_artifact(self.spec, plan.version)
+            art = self._fetch(plan.version)
         except TarsError as exc:
-            raise hostflow.StepFailed(f"fetch {plan.version}: {exc} (no host was touched)") from None
+            message = f"fetch {plan.version}: {exc} (no host was touched)"
+            context["ti"].xcom_push(key="failure", value={"message": message})
+            raise hostflow.StepFailed(message) from None
         self.log.info("artifact %s sha256 %s (%.2fs)", art.url, art.sha256, art.seconds)
         return hostflow.artifact_to_dict(art)
+
+    def _fetch(self, version: str) -> Any:
+        """Fetch, waiting out an unreachable or failing artifact server up to ``retry_for``."""
+        from tars_operators.errors import ArtifactUnavailable
+        from tars_operators.hooks.artifacts import fetch_artifact
+
+        spec = self.spec
+        deadline = time.monotonic() + spec.config.artifact.retry_for
+        delay = 1.0
+        while True:
+            try:
+                return fetch_artifact(spec, version)
+            except ArtifactUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ArtifactUnavailable(
+                        f"{exc}; still failing after artifact.retry_for="
+                        f"{spec.config.artifact.retry_for:g}s") from None
+                self.log.warning("artifact server unavailable (%s); retrying in %.0fs", exc,
+                                 min(delay, left))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 15.0)
 
 
 class ReleaseHostOperator(_SpecOperator):

@@ -178,6 +178,7 @@ HALT = "halt"
 FINALIZE = "finalize"
 PREPARE = "prepare"
 FETCH = "fetch"
+ABORT = "abort"  # prepare or fetch failed: no host touched, the run fails saying why
 
 
 @dataclass(frozen=True)

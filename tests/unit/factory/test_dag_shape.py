@@ -39,12 +39,14 @@ def rules(dag) -> dict[str, str]:
 def test_default_ramp_has_fort_and_three_batches(tmp_path: Path) -> None:
     dag = build_dag(spec_for(tmp_path))
     stages = ["fort", "batch_1", "batch_2", "batch_3"]
-    expected = {"prepare", "fetch", "dry_run", "halt", "finalize", "rollback.plan",
+    expected = {"prepare", "fetch", "abort", "dry_run", "halt", "finalize", "rollback.plan",
                 "rollback.hosts", "rollback.report"}
     expected |= {f"{s}.{t}" for s in stages for t in ("enter", "release", "gate")}
     assert set(dag.task_ids) == expected
     e = edges(dag)
     assert {("prepare", "fetch"), ("prepare", "dry_run"), ("fetch", "fort.enter")} <= e
+    # a failed prepare/fetch reaches a leaf that fails the run (the gates would skip)
+    assert ("fetch", "abort") in e and not dag.get_task("abort").downstream_task_ids
     for a, b in zip(stages, stages[1:]):
         assert (f"{a}.gate", f"{b}.enter") in e
     for s in stages:
@@ -56,6 +58,7 @@ def test_default_ramp_has_fort_and_three_batches(tmp_path: Path) -> None:
     assert all(r[f"{s}.gate"] == "all_done" for s in stages)
     assert r["rollback.plan"] == r["halt"] == r["finalize"] == "none_failed_min_one_success"
     assert r["rollback.report"] == "none_skipped"
+    assert r["abort"] == "one_failed"
     assert dag.max_active_runs == 1 and "tars" in dag.tags
     assert dag.get_task("fort.release").max_active_tis_per_dagrun == 32
 
