@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from tars_operators.errors import InvalidValue
 from tars_operators.remote.archive import host_check_command
-from tars_operators.remote.layout import TMP_PREFIX, UPLOAD_DIR, ReleaseLayout
+from tars_operators.remote.layout import TMP_PREFIX, UPLOAD_DIR, ReleaseLayout, rand_token
 from tars_operators.remote.validate import (
     validate_mode,
     validate_relative_path,
@@ -27,7 +27,7 @@ from tars_operators.remote.validate import (
 
 q = shlex.quote
 EXIT_SHA_MISMATCH, EXIT_UNSAFE, EXIT_IS_CURRENT, EXIT_NOT_STAGED, EXIT_NO_TOOL = 65, 66, 67, 68, 69
-RELEASE_MARK, CURRENT_MARK, ABSENT_MARK = "@@release ", "@@current ", "@@absent"
+STATE_MARK = "@@tars-state "  # first line of the state output: the token of its markers
 
 
 def user_command(command: str, label: str, cwd: str | None = None) -> str:
@@ -37,27 +37,55 @@ def user_command(command: str, label: str, cwd: str | None = None) -> str:
     return f'( {inner} ) || {{ rc=$?; echo {q(f"tars: {label} failed")}" (exit $rc)" >&2; exit $rc; }}'
 
 
-def state_command(layout: ReleaseLayout, *, cleanup: bool = False) -> str:
-    """Print ``current`` and every release's metadata (parsed by ``steps.state``).
+def state_command(layout: ReleaseLayout, *, cleanup: bool = False, token: str | None = None) -> str:
+    """Print ``current`` and every release's metadata (parsed by ``steps.state.parse_state``).
 
-    With ``cleanup``, first remove what interrupted stages left behind (temp release dirs,
-    partial uploads, staged templates); complete uploads are kept for a retry.
+    ``current`` is reported as the directory it resolves to (``cd -P``, whatever mix of
+    relative and absolute links leads there) next to the resolved ``releases`` dir, plus the
+    raw link text for messages. Every marker carries a per-call random token announced on the
+    first line, so a release.json cannot forge one. With ``cleanup``, first remove what
+    interrupted stages left behind (temp release dirs, partial uploads, staged templates);
+    complete uploads are kept for a retry.
     """
-    lines = [f"cd {q(layout.deploy_root)} 2>/dev/null || {{ echo {ABSENT_MARK}; exit 0; }}"]
+    tok = validate_token(token or rand_token(8))
+    mark = f"@@{tok} "
+    lines = [f"printf '%s\\n' {q(STATE_MARK + tok)}", "unset CDPATH",
+             f"cd {q(layout.deploy_root)} 2>/dev/null || {{ printf '%s\\n' {q(mark + 'absent')}; exit 0; }}"]
     if cleanup:
         lines.append(
             f"rm -rf releases/{TMP_PREFIX}* {UPLOAD_DIR}/*.part-* {UPLOAD_DIR}/tpl-* 2>/dev/null || true"
         )
     lines += [
-        f"printf '{CURRENT_MARK}%s\\n' \"$(readlink current 2>/dev/null)\"",
+        f"printf '%s%s\\n' {q(mark + 'releases ')} \"$(cd -P releases 2>/dev/null && pwd -P)\"",
+        f"printf '%s%s\\n' {q(mark + 'current ')} \"$(cd -P current 2>/dev/null && pwd -P)\"",
+        f"printf '%s%s\\n' {q(mark + 'link ')} \"$(readlink current 2>/dev/null)\"",
         "for d in releases/*/; do",
         '  [ -d "$d" ] || continue',
         '  n=${d#releases/}; n=${n%/}',
-        f"  printf '{RELEASE_MARK}%s\\n' \"$n\"",
+        f"  printf '%s%s\\n' {q(mark + 'release ')} \"$n\"",
         '  cat "$d.tars/release.json" 2>/dev/null; echo',
         "done",
     ]
     return "\n".join(lines)
+
+
+def validate_token(token: str) -> str:
+    """Tokens in names and markers are ours: hex only."""
+    if not re.fullmatch(r"[0-9a-f]{4,64}", token):
+        raise InvalidValue(f"token {token[:80]!r} must be 4-64 lower-case hex digits")
+    return token
+
+
+def is_current_test(version: str) -> str:
+    """A shell condition: ``current`` resolves to ``releases/<version>`` or inside it.
+
+    Compares resolved paths (``cd -P``), so relative, absolute and chained links all count;
+    false when either side does not exist.
+    """
+    rel = f"releases/{validate_version(version)}"
+    return (f'{{ _d="$(CDPATH= cd -P {q(rel)} 2>/dev/null && pwd -P)" && '
+            f'_c="$(CDPATH= cd -P current 2>/dev/null && pwd -P)" && '
+            f'case "$_c/" in "$_d/"*) true ;; *) false ;; esac; }}')
 
 
 def write_file_lines(path: str, content: str) -> list[str]:
@@ -170,7 +198,7 @@ def install_command(plan: InstallPlan) -> str:
                   f"chmod {tpl.mode} {q(dest)}"]
     lines += [user_command(cmd, f"pre_install #{i + 1}", tmp) for i, cmd in enumerate(plan.pre_install)]
     lines += [
-        f'if [ "$(readlink current 2>/dev/null)" = {q(layout.link_target(version))} ]; then '
+        f"if {is_current_test(version)}; then "
         f"echo {q(f'tars: release {version} is the current release; refusing to replace it')} >&2; "
         f"exit {EXIT_IS_CURRENT}; fi",
         f"if [ -e {q(final)} ]; then mv -T {q(final)} {q(old)}; fi",
@@ -202,12 +230,13 @@ def activate_command(
 
 
 def remove_releases_command(layout: ReleaseLayout, versions: Sequence[str], token: str) -> str:
-    """Remove releases (never the current one): rename away first, so none is seen half-deleted."""
-    lines = ["cd " + q(layout.deploy_root) + " || exit 0", 'cur="$(readlink current 2>/dev/null)"']
+    """Remove releases (never the one ``current`` resolves to): rename away first, so none is
+    seen half-deleted."""
+    lines = ["cd " + q(layout.deploy_root) + " || exit 0"]
     for version in versions:
         target, gone = layout.link_target(version), f"releases/{TMP_PREFIX}{version}-{token}-del"
         lines.append(
-            f'if [ "$cur" != {q(target)} ] && [ -d {q(target)} ]; then '
+            f"if [ -d {q(target)} ] && ! {is_current_test(version)}; then "
             f"mv -T {q(target)} {q(gone)} && rm -rf {q(gone)}; fi"
         )
     return "\n".join(lines)

@@ -1,6 +1,9 @@
 """What a host says about itself: its current release and every release's metadata.
 
 The host is the source of truth for rollback: ``previous_good`` reads it, not Airflow's DB.
+``current`` is the release directory the link resolves to (relative, absolute or chained
+links alike). A current release without Tars metadata (installed by another tool) is
+``adopted``: a rollback target like ``good``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templating import host_context
-from tars_operators.errors import InvalidValue
-from tars_operators.remote.commands import ABSENT_MARK, CURRENT_MARK, RELEASE_MARK, state_command
+from tars_operators.errors import InvalidValue, RemoteError
+from tars_operators.remote.commands import STATE_MARK, state_command
 from tars_operators.remote.layout import ReleaseLayout
 from tars_operators.remote.validate import validate_version
 
 if TYPE_CHECKING:
     from tars_operators.hooks.ssh import HostSession
 
-ReleaseStatus = Literal["staged", "good", "failed", "unknown"]
+ReleaseStatus = Literal["staged", "good", "adopted", "failed", "unknown"]
+TARGET_STATUSES = ("good", "adopted")  # what a rollback may return to
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -41,7 +45,11 @@ def parse_time(value: str | None) -> datetime:
 
 @dataclass(frozen=True)
 class ReleaseMeta:
-    """``releases/<version>/.tars/release.json``; status ``unknown`` when it is missing."""
+    """``releases/<version>/.tars/release.json``; status ``unknown`` when it is missing.
+
+    ``derived``: not read from the host but inferred (the current release without metadata
+    is ``adopted``); activate writes it down before switching away from it.
+    """
 
     version: str
     sha256: str | None = None
@@ -50,6 +58,30 @@ class ReleaseMeta:
     run_id: str | None = None
     status: ReleaseStatus = "unknown"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    derived: bool = False
+
+    @property
+    def is_target(self) -> bool:
+        """A release a rollback may return to (``good`` or ``adopted``)."""
+        return self.status in TARGET_STATUSES
+
+    @property
+    def replaced(self) -> str | None:
+        """The release that was current when this one was activated (None: nothing was)."""
+        value = self.extra.get("replaced")
+        return value if isinstance(value, str) else None
+
+    @property
+    def activated_run_id(self) -> str | None:
+        """The release run that switched ``current`` to this release (restores do not)."""
+        value = self.extra.get("activated_run_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def last_current_at(self) -> datetime:
+        """When this release last became current: activated, restored or adopted."""
+        return max(parse_time(self.activated_at), parse_time(self.extra.get("restored_at")),
+                   parse_time(self.extra.get("adopted_at")))
 
     def as_json(self) -> dict[str, Any]:
         return {**self.extra, "version": self.version, "sha256": self.sha256,
@@ -69,8 +101,7 @@ class ReleaseMeta:
             return cls(version=version)
         known = {"version", "sha256", "installed_at", "activated_at", "run_id", "status"}
         raw = data.get("status")
-        status: Literal["staged", "good", "failed", "unknown"] = (
-            raw if raw in ("staged", "good", "failed") else "unknown")
+        status: ReleaseStatus = raw if raw in ("staged", "good", "adopted", "failed") else "unknown"
         return cls(version=version, sha256=data.get("sha256"), installed_at=data.get("installed_at"),
                    activated_at=data.get("activated_at"), run_id=data.get("run_id"), status=status,
                    extra={k: v for k, v in data.items() if k not in known})
@@ -78,35 +109,86 @@ class ReleaseMeta:
 
 @dataclass(frozen=True)
 class HostState:
-    """``current`` (a version, or None) and the releases on the host, sorted by version dir."""
+    """``current`` (a version, or None) and the releases on the host, sorted by version dir.
+
+    ``current_path`` is where the link resolves (None: no link, or it leads nowhere); ``link``
+    its raw text. A ``current`` outside ``releases/`` is foreign: ``current`` is None.
+    """
 
     current: str | None
     releases: list[ReleaseMeta]
     deploy_root_exists: bool = True
+    current_path: str | None = None
+    link: str | None = None
 
     def release(self, version: str) -> ReleaseMeta | None:
         return next((r for r in self.releases if r.version == version), None)
 
+    @property
+    def current_meta(self) -> ReleaseMeta | None:
+        return self.release(self.current) if self.current else None
+
+    @property
+    def foreign_current(self) -> str | None:
+        """Where ``current`` leads when it is not a release of ours (for messages)."""
+        if self.current is not None:
+            return None
+        return self.current_path or self.link or None
+
+    def describe_current(self) -> str:
+        if self.current is not None:
+            meta = self.current_meta
+            return f"{self.current} ({meta.status})" if meta else self.current
+        if self.foreign_current:
+            return f"nothing of ours (current → {self.foreign_current}, outside releases/)"
+        return "nothing (no current link)"
+
 
 def parse_state(output: str) -> HostState:
-    """Parse the output of ``remote.commands.state_command``."""
-    if output.strip() == ABSENT_MARK:
-        return HostState(current=None, releases=[], deploy_root_exists=False)
-    current: str | None = None
+    """Parse the output of ``remote.commands.state_command``.
+
+    Only marker lines signed with the token announced by the first marker line count, so
+    release.json content cannot forge a release or a ``current``.
+    """
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(STATE_MARK)), None)
+    if start is None:
+        raise InvalidValue("the host's state output has no Tars marker line: " + output[:200])
+    mark = f"@@{lines[start][len(STATE_MARK):].strip()} "
+    fields: dict[str, str] = {}
     chunks: dict[str, list[str]] = {}
     name: str | None = None
-    for line in output.splitlines():
-        if line.startswith(CURRENT_MARK):
-            target = line[len(CURRENT_MARK):].strip().rstrip("/")
-            current = target.rsplit("/", 1)[-1] if target.startswith("releases/") else None
-        elif line.startswith(RELEASE_MARK):
-            name = line[len(RELEASE_MARK):]
-            chunks[name] = []
+    for line in lines[start + 1:]:
+        if line.startswith(mark):
+            key, _, value = line[len(mark):].partition(" ")
+            if key == "absent":
+                return HostState(current=None, releases=[], deploy_root_exists=False)
+            if key == "release":
+                name = value
+                chunks[name] = []
+            else:
+                fields[key], name = value, None
         elif name is not None:
             chunks[name].append(line)
     releases = [ReleaseMeta.from_json(n, "\n".join(body)) for n, body in sorted(chunks.items())
                 if _is_version(n)]
-    return HostState(current=current if current and _is_version(current) else None, releases=releases)
+    path = fields.get("current") or None
+    current = _release_under(path, fields.get("releases") or None)
+    releases = [_adopt(r) if r.version == current and r.status == "unknown" else r for r in releases]
+    return HostState(current=current, releases=releases, current_path=path,
+                     link=fields.get("link") or None)
+
+
+def _release_under(path: str | None, releases_dir: str | None) -> str | None:
+    """``<releases>/<version>`` → version; anything else (foreign, nested) → None."""
+    if not path or not releases_dir or not path.startswith(releases_dir.rstrip("/") + "/"):
+        return None
+    name = path[len(releases_dir.rstrip("/")) + 1:]
+    return name if "/" not in name and _is_version(name) else None
+
+
+def _adopt(meta: ReleaseMeta) -> ReleaseMeta:
+    return meta.with_(status="adopted", derived=True)
 
 
 def _is_version(name: str) -> bool:
@@ -128,17 +210,20 @@ def read_host_state(
     """Ask the host (one command). ``ctx`` is a ``host_context`` dict or a ReleaseLayout."""
     layout = ctx if isinstance(ctx, ReleaseLayout) else ReleaseLayout(ctx["deploy_root"])
     result = session.run(state_command(layout, cleanup=cleanup), step=step, label="read host state")
-    return parse_state(result.stdout)
+    try:
+        return parse_state(result.stdout)
+    except InvalidValue as exc:
+        raise RemoteError(session.host, step, str(exc)) from None
 
 
 def good_releases(state: HostState) -> list[ReleaseMeta]:
-    """Good releases, most recently activated first."""
-    good = [r for r in state.releases if r.status == "good"]
-    return sorted(good, key=lambda r: parse_time(r.activated_at), reverse=True)
+    """Rollback targets (good or adopted), the one most recently current first."""
+    good = [r for r in state.releases if r.is_target]
+    return sorted(good, key=lambda r: r.last_current_at, reverse=True)
 
 
 def previous_good(state: HostState, exclude: str | None = None) -> str | None:
-    """The good release with the latest ``activated_at`` other than ``exclude``."""
+    """The good (or adopted) release most recently current, other than ``exclude``."""
     return next((r.version for r in good_releases(state) if r.version != exclude), None)
 
 
@@ -149,7 +234,7 @@ def select_prunable(state: HostState, keep: int) -> list[str]:
     doomed = {r.version for r in good[keep:]}
     doomed |= {r.version for r in state.releases if r.status == "failed"}
     if good:
-        newest = parse_time(good[0].activated_at)
+        newest = good[0].last_current_at
         doomed |= {r.version for r in state.releases
                    if r.status == "staged" and parse_time(r.installed_at) < newest}
     doomed.discard(state.current or "")

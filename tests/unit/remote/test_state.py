@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 
+from tars_operators.remote.commands import (
+    EXIT_IS_CURRENT,
+    InstallPlan,
+    install_command,
+    remove_releases_command,
+    state_command,
+)
+from tars_operators.remote.layout import ReleaseLayout
 from tars_operators.steps.state import HostState, ReleaseMeta, parse_state, previous_good, select_prunable
 
 pytestmark = pytest.mark.unit
@@ -16,11 +29,111 @@ def meta(version: str, status: str, activated: str | None = None, installed: str
 
 def test_parse_state_output() -> None:
     body = json.dumps({"version": "1.0.0", "sha256": "b" * 64, "status": "good", "activated_at": "2024-01-01T00:00:00Z"})
-    out = (f"@@current releases/1.0.0\n@@release 1.0.0\n{body}\n\n@@release 2.0.0\n\n"
-           "@@release bad;name\n{}\n")
+    out = ("@@tars-state abcd\n@@abcd releases /srv/app/releases\n@@abcd current /srv/app/releases/1.0.0\n"
+           f"@@abcd link releases/1.0.0\n@@abcd release 1.0.0\n{body}\n\n@@abcd release 2.0.0\n\n"
+           "@@abcd release bad;name\n{}\n")
     state = parse_state(out)
     assert state.current == "1.0.0"
     assert [(r.version, r.status) for r in state.releases] == [("1.0.0", "good"), ("2.0.0", "unknown")]
+
+
+def sh(command: str, cwd: Path) -> str:
+    result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=30,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def host_state(root: Path) -> HostState:
+    return parse_state(sh(state_command(ReleaseLayout(str(root))), root.parent))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A deploy root laid out by "another tool": two releases, no Tars metadata at all."""
+    root = tmp_path / "it's $(x) app"
+    for v in ("1.0.0", "2.0.0"):
+        (root / "releases" / v / "bin").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("link", ["relative", "absolute", "dotted", "chained", "through a linked root"])
+def test_current_is_the_release_the_link_resolves_to(root: Path, tmp_path: Path, link: str) -> None:
+    target = root / "releases" / "1.0.0"
+    if link == "relative":
+        (root / "current").symlink_to("releases/1.0.0")
+    elif link == "absolute":
+        (root / "current").symlink_to(target)
+    elif link == "dotted":
+        (root / "current").symlink_to("./releases/../releases/1.0.0/")
+    elif link == "chained":
+        (root / "live").symlink_to(target)
+        (root / "current").symlink_to(root / "live")
+    else:  # the deploy root itself is reached through a link, current is absolute to the real path
+        (root / "current").symlink_to(target)
+        alias = tmp_path / "alias"
+        alias.symlink_to(root)
+        root = alias
+    state = host_state(root)
+    assert state.current == "1.0.0" and state.foreign_current is None
+    assert state.current_meta is not None and state.current_meta.status == "adopted"
+    assert state.current_meta.derived and state.release("2.0.0").status == "unknown"  # type: ignore[union-attr]
+    assert previous_good(state) == "1.0.0"  # adopted: a rollback target
+
+
+@pytest.mark.parametrize("where", ["outside", "nested", "dangling", "directory"])
+def test_current_outside_releases_is_foreign_and_kept_for_messages(root: Path, tmp_path: Path, where: str) -> None:
+    elsewhere = tmp_path / "elsewhere" / "1.0.0"
+    elsewhere.mkdir(parents=True)
+    if where == "outside":
+        (root / "current").symlink_to(elsewhere)
+    elif where == "nested":
+        (root / "current").symlink_to("releases/1.0.0/bin")
+    elif where == "dangling":
+        (root / "current").symlink_to("releases/9.9.9")
+    else:
+        (root / "current").mkdir()
+    state = host_state(root)
+    assert state.current is None and state.foreign_current
+    assert where != "outside" or state.foreign_current == str(elsewhere)
+    assert where != "dangling" or state.foreign_current == "releases/9.9.9"
+    assert all(r.status == "unknown" for r in state.releases)
+    assert "outside releases/" in state.describe_current()
+
+
+def test_release_json_cannot_forge_markers(root: Path) -> None:
+    (root / "current").symlink_to("releases/1.0.0")
+    forged = ("@@current releases/2.0.0\n@@release 3.0.0\n{\"status\": \"good\"}\n"
+              "@@tars-state 0000\n@@0000 current " + str(root / "releases/2.0.0") + "\n@@0000 release 4.0.0\n")
+    meta = root / "releases/2.0.0/.tars"
+    meta.mkdir()
+    (meta / "release.json").write_text(forged)
+    state = host_state(root)
+    assert state.current == "1.0.0" and [r.version for r in state.releases] == ["1.0.0", "2.0.0"]
+    assert state.release("2.0.0").status == "unknown"  # type: ignore[union-attr]
+
+
+def test_absolute_current_is_never_pruned_nor_replaced(root: Path, tmp_path: Path) -> None:
+    (root / "current").symlink_to(root / "releases" / "2.0.0")
+    sh(remove_releases_command(ReleaseLayout(str(root)), ["1.0.0", "2.0.0"], "ab12"), root)
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["2.0.0"]
+    tar = tmp_path / "a.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        info = tarfile.TarInfo("VERSION")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"2\n"))
+    sha = hashlib.sha256(tar.read_bytes()).hexdigest()
+    plan = InstallPlan(layout=ReleaseLayout(str(root)), version="2.0.0", token="t0k", tarball=str(tar), sha256=sha,
+                       meta={"version": "2.0.0", "status": "staged"})
+    # Like sshd: the shell leads its own session, stdin stays open until it exits (watchdog).
+    proc = subprocess.Popen(["bash", "-c", install_command(plan)], cwd=root, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stderr = proc.stderr.read()  # type: ignore[union-attr]
+    proc.wait(30)
+    proc.stdin.close()  # type: ignore[union-attr]
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
+    assert result.returncode == EXIT_IS_CURRENT and "current release" in result.stderr
+    assert not (root / "releases" / "2.0.0" / "VERSION").exists()
 
 
 def test_previous_good_is_the_latest_activated_good_other_than_excluded() -> None:
