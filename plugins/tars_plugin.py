@@ -1,16 +1,20 @@
-"""The Tars Airflow plugin: REST routes for the brake and audit trail, the window timetable."""
+"""The Tars Airflow plugin: REST routes for the brake and audit trail, the window timetable,
+and the guard that refuses a trigger whose conf the DAG's form does not know."""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
 from tars_operators.api import app as tars_api
+from tars_operators.conf_guard import RunConfGuard
 from tars_operators.timetables import WindowTimetable
 
 
 class TarsPlugin(AirflowPlugin):
     name = "tars"
     fastapi_apps = [{"app": tars_api, "url_prefix": "/tars", "name": "Tars"}]
+    # Airflow ignores conf keys outside the form ({"dryrun": true} ran a real release): 400.
+    fastapi_root_middlewares = [{"middleware": RunConfGuard, "name": "Tars run conf guard"}]
     # Scheduled canaries use it; the scheduler and api-server deserialize it from here.
     timetables = [WindowTimetable]
     # A page to pull / release the brake and read the audit trail, in the UI's navigation.

@@ -15,18 +15,29 @@ from airflow.sdk import Param
 
 from tars_operators.config.spec import AppSpec
 
-BATCHES_PATTERN = r"^\s*$|^\s*[0-9]{1,4}%?(\s*,\s*[0-9]{1,4}%?)*\s*$"
 RELEASE, SCOPE, SAFETY = "Release", "Scope", "Safety overrides"
+
+
+def whole(pattern: str) -> str:
+    """``pattern`` as a JSON Schema regex that must match the whole string.
+
+    JSON Schema ``pattern`` searches (``re.search`` on the server, ``RegExp.test`` in the
+    form). ``^…$`` is not enough in Python: ``$`` also matches before a trailing newline, so
+    ``"2.0.0\\n"`` would pass; ``(?!\\n)`` closes that and means nothing to JavaScript's ``$``.
+    """
+    return rf"^(?:{pattern})$(?!\n)"
+
+
+BATCHES_PATTERN = whole(r"\s*|\s*[0-9]{1,4}%?(\s*,\s*[0-9]{1,4}%?)*\s*")
+TICKET_PATTERN = whole(r"[A-Za-z0-9_.#/:-]*")
 
 
 def js_pattern(pattern: str, *, latest: bool = False) -> str:
     """The app's version pattern as a whole-string JSON Schema regex (``latest`` optional).
 
-    JSON Schema ``pattern`` searches; the app's pattern must match the whole version, as
-    ``validate_version`` checks it.
+    The app's pattern must match the whole version, as ``validate_version`` checks it.
     """
-    whole = f"^(?:{pattern})$"
-    return f"^latest$|{whole}" if latest else whole
+    return whole(f"latest|{pattern}" if latest else pattern)
 
 
 def batches_text(spec: AppSpec) -> str:
@@ -62,7 +73,7 @@ def _release_params(spec: AppSpec, *, canary: bool) -> dict[str, Param]:
             section=RELEASE,
         ),
         "ticket": Param(
-            "", type="string", maxLength=100, pattern=r"^[A-Za-z0-9_.#/:-]*$", title="Ticket",
+            "", type="string", maxLength=100, pattern=TICKET_PATTERN, title="Ticket",
             description="Change ticket, e.g. OPS-1234", section=RELEASE,
         ),
         "dry_run": Param(

@@ -10,6 +10,7 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import AirflowFailException
 
 from tars_operators.errors import PlanError, TarsError
+from tars_operators.plan.conf import check_run_conf, parse_batches
 from tars_operators.release.machine import FETCH
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.runtime import RunPlan, load_spec
@@ -20,25 +21,6 @@ DRY_RUN = "dry_run"
 def _text(params: dict[str, Any], key: str) -> str:
     value = params.get(key)
     return str(value).strip() if value is not None else ""
-
-
-def parse_batches(raw: Any) -> list[int | str] | None:
-    """``"1, 25%, 100%"`` or a list → ramp sizes; empty → None (use the app's strategy)."""
-    if raw in (None, "", []):
-        return None
-    items = raw.split(",") if isinstance(raw, str) else list(raw)
-    out: list[int | str] = []
-    for item in items:
-        text = str(item).strip()
-        if text.endswith("%") and text[:-1].isdigit() and 0 < int(text[:-1]) <= 100:
-            out.append(text)
-        elif text.isdigit() and int(text) > 0:
-            out.append(int(text))
-        else:
-            raise PlanError(
-                f"params.batches: expected sizes like 1, 25%, 100% separated by commas, got {text!r}"
-            )
-    return out
 
 
 class PrepareOperator(BaseBranchOperator):
@@ -80,6 +62,8 @@ class PrepareOperator(BaseBranchOperator):
         from tars_operators.plan.ramp import plan_release
         from tars_operators.remote.validate import validate_version
 
+        # Keys outside the form and a malformed raw version are refused, not ignored or trimmed.
+        check_run_conf(context["dag_run"].conf, self.dag.params.keys(), self.dag.dag_id)
         params = context["params"]
         version = self._version(spec, _text(params, "version"))
         validate_version(version, spec.config.artifact.version_pattern)

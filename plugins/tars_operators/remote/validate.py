@@ -8,15 +8,21 @@ import re
 from tars_operators.errors import InvalidValue
 
 # Hard floor whatever the app's own pattern says: no shell metacharacters, no path tricks.
-SAFE_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
-SAFE_ADDRESS = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[?[0-9A-Fa-f:.]{2,45}\]?)$")
-SAFE_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-MODE = re.compile(r"^0?[0-7]{3}$")
+# Every pattern here is used with ``fullmatch`` only (no anchors: ``$`` alone would let a
+# trailing newline through ``re.match``/``re.search``).
+SAFE_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
+SAFE_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[?[0-9A-Fa-f:.]{2,45}\]?")
+SAFE_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+MODE = re.compile(r"0?[0-7]{3}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_version(version: object, pattern: str | None = None) -> str:
-    """Return ``version`` if it is safe and matches the app's pattern, else raise InvalidValue."""
+    """Return ``version`` if it is safe and matches the app's pattern, else raise InvalidValue.
+
+    The app's ``artifact.version_pattern`` must match the whole string (``re.fullmatch``):
+    a ``$`` in it never lets ``"2.0.0\\n"`` through.
+    """
     if not isinstance(version, str):
         raise InvalidValue(f"version must be a string, got {type(version).__name__}")
     shown = repr(version[:80])
