@@ -63,5 +63,24 @@ class LoadBalancerError(TarsError):
     """The load balancer refused a change, is unreachable, or does not know the server."""
 
 
+class LoadBalancerUnreachable(LoadBalancerError):
+    """The LB's API could not be reached (socket gone, refused, busy, timed out, SSH lost).
+
+    Transports raise it per attempt; the LB base retries it until ``traffic.api_deadline``.
+    """
+
+
 class CapacityError(TarsError):
     """Taking these hosts out would leave fewer in service than ``min_in_service`` allows."""
+
+
+class LeaseHeld(RemoteError):
+    """Another run holds the host's lease; the message names it, its phase, since when, what next."""
+
+    def __init__(self, host: str, step: str, message: str, *, holder: str = "", phase: str = ""):
+        self.holder, self.phase = holder, phase
+        super().__init__(host, step, message)
+
+
+class LeaseLost(RemoteError):
+    """The run's lease on a host is gone (released or taken over): it must stop changing the host."""
