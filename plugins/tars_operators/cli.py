@@ -12,7 +12,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -138,10 +137,10 @@ def _summary(spec: Any) -> str:
     arg("--json", action="store_true", help="print JSON instead of a table"),
 )
 def _plan(args: argparse.Namespace) -> int:
-    from tars_operators.errors import PlanError
+    from tars_operators.errors import InvalidValue, PlanError
+    from tars_operators.plan.conf import parse_batches
     from tars_operators.plan.preview import preview, render_table
     from tars_operators.plan.ramp import plan_release
-    from tars_operators.plan.sizes import parse_size
     from tars_operators.plan.windows import window_status
 
     spec = _find_app(args.app, args.config_dir or _default_config_dir())
@@ -150,9 +149,10 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         _check_version(args.version, spec.config.artifact.version_pattern)
         hosts = _split(args.hosts) if args.hosts is not None else None
-        batches = [parse_size(b) for b in _split(args.batches)] if args.batches else None
+        # The ramp parser prepare uses: what `tars plan` accepts, a run accepts.
+        batches = parse_batches(args.batches)
         plan = plan_release(spec, hosts=hosts, batches=batches, skip_fort=args.skip_fort)
-    except PlanError as exc:
+    except (PlanError, InvalidValue) as exc:
         print(f"tars plan: {exc}", file=sys.stderr)
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
@@ -167,10 +167,11 @@ def _split(text: str) -> list[str]:
 
 
 def _check_version(version: str | None, pattern: str) -> None:
-    from tars_operators.errors import PlanError
+    """The check ``prepare`` makes: safe characters, the whole of ``artifact.version_pattern``."""
+    from tars_operators.remote.validate import validate_version
 
-    if version is not None and not re.fullmatch(pattern, version):
-        raise PlanError(f"version '{version}' does not match artifact.version_pattern {pattern}")
+    if version is not None:
+        validate_version(version, pattern)
 
 
 def _find_app(name: str, config_dir: Path) -> Any:

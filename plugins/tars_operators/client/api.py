@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import quote
 
 import httpx
 
@@ -91,7 +92,17 @@ class Airflow:
         return r.json() if r.content else None
 
     def dag(self, dag_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}")
+        return self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}")
+
+    def dag_details(self, dag_id: str) -> dict[str, Any]:
+        """The DAG with its ``params`` (the trigger form: one entry per key the run accepts)."""
+        return self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/details")
+
+    def dag_ids(self, prefix: str) -> list[str]:
+        """Ids of the DAGs whose id starts with ``prefix`` (``_`` is literal here)."""
+        dags = self.request("GET", "/api/v2/dags",
+                            params={"dag_id_pattern": prefix, "limit": 1000})["dags"]
+        return sorted(d["dag_id"] for d in dags if d["dag_id"].startswith(prefix))
 
     def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}

@@ -17,7 +17,18 @@ from tars_operators.cli import EXIT_OK, EXIT_USAGE, arg, command
 from tars_operators.client import status as _status  # noqa: F401 - registers `tars status`
 from tars_operators.client.api import Airflow, ApiError
 from tars_operators.client.follow import Follow, say
-from tars_operators.client.session import api_error, connect, deploy_dag, runnable
+from tars_operators.client.session import (
+    api_error,
+    connect,
+    deploy_dag,
+    form_refusal,
+    known_app,
+    refused,
+    runnable,
+)
+from tars_operators.errors import InvalidValue, PlanError
+from tars_operators.plan.conf import LATEST, parse_batches
+from tars_operators.remote.validate import validate_version
 
 OPTIONS = {"continue": "Continue", "reject": "Roll back", "halt": "Halt"}
 WAIT_ARGS = (
@@ -47,6 +58,21 @@ def deploy_conf(args: argparse.Namespace) -> dict[str, Any]:
     if args.dry_run:
         conf["dry_run"] = True
     return conf
+
+
+def input_refusal(args: argparse.Namespace) -> str | None:
+    """What ``prepare`` would refuse that needs no Airflow to see: the version, the ramp, a
+    force or skipped fort without a reason (the same functions ``prepare`` uses)."""
+    try:
+        if args.version not in LATEST:
+            validate_version(args.version)
+        parse_batches(args.batches)
+    except (InvalidValue, PlanError) as exc:
+        return str(exc)
+    for flag, reason in (("--force", args.force), ("--skip-fort", args.skip_fort)):
+        if reason is not None and not reason.strip():
+            return f"{flag} needs a reason (it is recorded in the run note and the audit trail)"
+    return None
 
 
 def precheck(api: Airflow, app: str, conf: dict[str, Any]) -> dict[str, Any] | None:
@@ -99,12 +125,17 @@ def describe_plan(preview: dict[str, Any], forced: bool) -> list[str]:
     *WAIT_ARGS,
 )
 def deploy(args: argparse.Namespace) -> int:
+    problem = input_refusal(args)
+    if problem:
+        return refused("deploy", problem)
     api = connect("deploy")
     if isinstance(api, int):
         return api
     dag_id, conf = deploy_dag(args.app), deploy_conf(args)
     try:
-        runnable(api, dag_id, unpause=args.unpause)
+        problem = form_refusal(runnable(api, args.app, dag_id, unpause=args.unpause), conf)
+        if problem:
+            return refused("deploy", problem)
         preview = precheck(api, args.app, conf)
         for line in describe_plan(preview, bool(args.force)) if preview else []:
             say(line)
@@ -162,7 +193,9 @@ def rollback(args: argparse.Namespace) -> int:
     if args.hosts:
         conf["hosts"] = [h.strip() for h in args.hosts.split(",") if h.strip()]
     try:
-        runnable(api, dag_id)
+        problem = form_refusal(runnable(api, args.app, dag_id), conf)
+        if problem:
+            return refused("rollback", problem)
         run = api.trigger(dag_id, conf)
     except ApiError as exc:
         return api_error("rollback", exc)
@@ -188,6 +221,7 @@ def approve(args: argparse.Namespace) -> int:
     if isinstance(api, int):
         return api
     try:
+        known_app(api, args.app)
         waiting = pending(api, args.app, args.run)
         if len(waiting) != 1:
             return none_or_many(args, waiting)
@@ -247,7 +281,8 @@ def brake(args: argparse.Namespace) -> int:
         return api
     body = {"reason": args.reason, "action": "rollback" if args.rollback else "hold"}
     try:
-        state = api.request("POST", f"/tars/apps/{quote(args.app)}/brake", json=body)
+        known_app(api, args.app)  # the brake route takes any name: a typo would brake nothing
+        state = api.request("POST", f"/tars/apps/{quote(args.app, safe='')}/brake", json=body)
     except ApiError as exc:
         return api_error("brake", exc)
     b = state.get("brake") or {}
@@ -266,7 +301,8 @@ def release_brake(args: argparse.Namespace) -> int:
     if isinstance(api, int):
         return api
     try:
-        state = api.request("DELETE", f"/tars/apps/{quote(args.app)}/brake",
+        known_app(api, args.app)
+        state = api.request("DELETE", f"/tars/apps/{quote(args.app, safe='')}/brake",
                             params={"reason": args.reason})
     except ApiError as exc:
         return api_error("release-brake", exc)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from tars_operators.cli import EXIT_OK, arg, command
 from tars_operators.client.api import Airflow, ApiError
 from tars_operators.client.progress import snapshot
-from tars_operators.client.session import api_error, connect, deploy_dag
+from tars_operators.client.session import api_error, connect, deploy_dag, known_app
 
 
 @command(
@@ -31,8 +31,8 @@ def status(args: argparse.Namespace) -> int:
 
 def status_lines(api: Airflow, app: str, run_id: str | None) -> list[str]:
     dag_id = deploy_dag(app)
-    dag = api.dag(dag_id)
-    brake_state = api.request("GET", f"/tars/apps/{quote(app)}/brake").get("brake")
+    dag = known_app(api, app)
+    brake_state = api.request("GET", f"/tars/apps/{quote(app, safe='')}/brake").get("brake")
     lines = [f"{dag_id}: {'PAUSED' if dag.get('is_paused') else 'active'} · brake "
              + (f"ON by {brake_state['by']} ({brake_state['action']}): {brake_state['reason']}"
                 if brake_state else "off")]

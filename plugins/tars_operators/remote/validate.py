@@ -32,7 +32,7 @@ def validate_version(version: object, pattern: str | None = None) -> str:
             "starting with a letter or digit, without '..'"
         )
     if pattern is not None and not re.fullmatch(pattern, version):
-        raise InvalidValue(f"version {shown} does not match the app's version_pattern {pattern!r}")
+        raise InvalidValue(f"version {shown} does not match artifact.version_pattern {pattern}")
     return version
 
 

@@ -16,6 +16,15 @@ from tars_operators.client.api import Airflow
 URL = "http://airflow.test:8080"
 
 
+DEPLOY_FORM = ("version", "reason", "ticket", "dry_run", "hosts", "batches", "skip_fort",
+               "skip_fort_reason", "force", "force_reason")
+
+
+def form(*keys: str) -> dict[str, Any]:
+    """A DAG's ``params`` as ``GET /api/v2/dags/{id}/details`` shows them."""
+    return {k: {"value": None, "schema": {}, "description": None, "source": "dag"} for k in keys}
+
+
 def ti(task_id: str, state: str | None, map_index: int = -1) -> dict[str, Any]:
     return {"task_id": task_id, "map_index": map_index, "state": state}
 
@@ -25,8 +34,12 @@ class FakeAirflow:
     """Answers the routes the client uses; each GET of a run pops the next scripted step."""
 
     dags: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "tars_deploy__demo": {"dag_id": "tars_deploy__demo", "is_paused": False},
-        "tars_rollback__demo": {"dag_id": "tars_rollback__demo", "is_paused": False},
+        "tars_deploy__demo": {"dag_id": "tars_deploy__demo", "is_paused": False,
+                              "params": form(*DEPLOY_FORM)},
+        "tars_rollback__demo": {"dag_id": "tars_rollback__demo", "is_paused": False,
+                                "params": form("reason", "ticket", "hosts")},
+        "tars_deploy__shop": {"dag_id": "tars_deploy__shop", "is_paused": False},
+        "other_dag": {"dag_id": "other_dag", "is_paused": False},
     })
     # (run, task instances) returned by successive polls; the last one repeats
     steps: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
@@ -62,6 +75,12 @@ class FakeAirflow:
         if dag_id not in self.dags:
             return httpx.Response(404, json={"detail": f"The Dag with ID: `{dag_id}` was not found"})
         return httpx.Response(200, json=self.dags[dag_id])
+
+    def get_dags(self, request: httpx.Request) -> httpx.Response:
+        # dag_id_pattern is SQL ILIKE: '_' matches any character, so the client filters again
+        like = request.url.params.get("dag_id_pattern", "").replace("_", ".")
+        found = [d for i, d in self.dags.items() if re.search(like, i, re.I)]
+        return httpx.Response(200, json={"dags": found, "total_entries": len(found)})
 
     def patch_dag(self, request: httpx.Request, dag_id: str) -> httpx.Response:
         self.dags[dag_id].update(json.loads(request.content))
@@ -125,7 +144,9 @@ class FakeAirflow:
 
 D = r"/api/v2/dags/([^/]+)"
 ROUTES = {
+    ("GET", r"/api/v2/dags"): FakeAirflow.get_dags,
     ("GET", D): FakeAirflow.get_dag,
+    ("GET", D + "/details"): FakeAirflow.get_dag,
     ("PATCH", D): FakeAirflow.patch_dag,
     ("GET", r"/tars/apps/([^/]+)/plan"): FakeAirflow.plan,
     ("POST", D + "/dagRuns"): FakeAirflow.trigger,

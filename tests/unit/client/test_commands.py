@@ -136,9 +136,9 @@ def test_unpause_then_deploy(fake: FakeAirflow, capsys) -> None:
     assert fake.dags["tars_deploy__demo"]["is_paused"] is False
 
 
-def test_unknown_app_exits_2(fake: FakeAirflow, capsys) -> None:
-    code, _, err = run(capsys, "deploy", "nosuch", "2.0.0")
-    assert code == 2 and "no DAG tars_deploy__nosuch in Airflow" in err
+def test_a_missing_rollback_dag_of_a_known_app_exits_2(fake: FakeAirflow, capsys) -> None:
+    code, _, err = run(capsys, "rollback", "shop", "--reason", "r")
+    assert code == 2 and "no DAG tars_rollback__shop in Airflow" in err
 
 
 def test_force_and_closed_window(fake: FakeAirflow, capsys) -> None:

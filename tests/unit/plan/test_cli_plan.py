@@ -76,9 +76,15 @@ def test_plan_json_with_overrides(config_dir: Path, capsys: pytest.CaptureFixtur
     (["--hosts", "web01,web11"], "tars plan: unknown host(s) web11 for app 'shop' (10 hosts: web01 …"
      " web10); did you mean 'web10'?"),
     (["--hosts", ","], "tars plan: the host list is empty: name at least one host"),
-    (["--batches", "1,lots"], "tars plan: expected a host count or a percentage like '25%', got 'lots'"),
+    (["--batches", "1,lots"], "tars plan: params.batches: expected sizes like 1, 25%, 100% "
+     "separated by commas, got 'lots'"),
+    # what prepare refuses, `tars plan` refuses: a 0% batch, a version with a newline
+    (["--batches", "0%,50%"], "tars plan: params.batches: expected sizes like 1, 25%, 100% "
+     "separated by commas, got '0%'"),
     (["--version", "2.0"], "tars plan: version '2.0' does not match artifact.version_pattern"
      r" ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"),
+    (["--version", "2.0.0\n"], "tars plan: version '2.0.0\\n' is not allowed: use 1-64 "
+     "characters from [0-9A-Za-z._+-], starting with a letter or digit, without '..'"),
 ])
 def test_plan_errors_exit_2(config_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                             message: str) -> None:
