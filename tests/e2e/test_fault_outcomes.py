@@ -1,0 +1,83 @@
+"""Outcomes that tell the truth under faults (issue 11), under the real Airflow services.
+
+A release that cannot fetch its artifact — server down, 404, wrong checksum, truncated
+download — touches no host and must end FAILED with the reason in its note, and
+``tars deploy --wait`` must exit 1 (a CI pipeline must not go green with nothing released).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import E2E
+from tests.e2e.test_starting import tars
+
+pytestmark = pytest.mark.e2e
+
+OLD = "1.0.0"
+
+
+def untouched(e2e: E2E, version: str) -> None:
+    """Every host still serves the old release, in rotation, and never received ``version``."""
+    assert e2e.versions() == {h.name: OLD for h in e2e.sandbox.hosts}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}, e2e.sandbox.server_states()
+    for host in e2e.sandbox.hosts:
+        assert version not in e2e.releases_on(host.name), f"{host.name} was touched"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def failed_before_hosts(e2e: E2E, dag_id: str, conf: dict, *words: str) -> dict:
+    run = e2e.release(dag_id, {"reason": "e2e fault: fetch", **conf}, timeout=180)
+    note = run.get("note") or ""
+    states = e2e.task_states(dag_id, run["dag_run_id"])
+    print(f"\n{dag_id} → {run['state']}: {note}\n{states}")
+    assert run["state"] == "failed", note
+    assert note.startswith("FAILED before any host: fetch"), note
+    for word in words:
+        assert word in note, (word, note)
+    assert states["abort"] == "failed" and states["fetch"] == "failed", states
+    assert not any(k.startswith("fort.release") and v == "success" for k, v in states.items())
+    return run
+
+
+def test_404_fails_the_run_and_tars_deploy_exits_1(e2e: E2E) -> None:
+    dag_id = e2e.add_app("demo")
+    failed_before_hosts(e2e, dag_id, {"version": "9.9.9"}, "HTTP 404", "no host was touched")
+    result = tars(e2e, "deploy", "demo", "9.9.9", "--reason", "e2e: 404", "--wait")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED before any host: fetch 9.9.9" in result.stdout
+    untouched(e2e, "9.9.9")
+
+
+def test_wrong_checksum_fails_the_run(e2e: E2E) -> None:
+    dag_id = e2e.add_app("badsum", **{"artifact.checksum": {"sha256": {"2.0.0": "0" * 64}}})
+    failed_before_hosts(e2e, dag_id, {"version": "2.0.0"}, "sha256 is", "expected " + "0" * 64)
+    untouched(e2e, "2.0.0")
+
+
+def test_truncated_download_fails_the_run(e2e: E2E, tmp_path: Path) -> None:
+    src = e2e.sandbox.artifacts_dir / "demo-2.0.0.tar.gz"
+    cut = tmp_path / "demo-2.0.0.tar.gz"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    shutil.copy(src.with_name(src.name + ".sha256"), tmp_path / (cut.name + ".sha256"))
+    dag_id = e2e.add_app("truncated", **{"artifact.url": f"file://{tmp_path}/demo-{{{{ version }}}}.tar.gz"})
+    failed_before_hosts(e2e, dag_id, {"version": "2.0.0"}, "sha256 is", "corrupt")
+    untouched(e2e, "2.0.0")
+
+
+def test_artifact_server_down_is_retried_then_fails_the_run(e2e: E2E) -> None:
+    base = f"http://127.0.0.1:{closed_port()}"
+    dag_id = e2e.add_app("noserver", **{"artifact.url": base + "/demo-{{ version }}.tar.gz",
+                                        "artifact.retry_for": 3})
+    failed_before_hosts(e2e, dag_id, {"version": "2.0.0"}, "ConnectError",
+                        "still failing after artifact.retry_for=3s")
+    untouched(e2e, "2.0.0")
