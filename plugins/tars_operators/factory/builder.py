@@ -143,10 +143,15 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
 
 
 def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DAG:
-    """``tars_rollback__<app>``: every host (or some) back to its previous good release."""
+    """``tars_rollback__<app>``: undo the app's latest release run (or go to ``version``).
+
+    ``plan`` reads every host and resolves each one's target once (shown in its log and the
+    run note); ``restore`` brings each listed host there, running, healthy and in rotation.
+    """
     from airflow.sdk import Param
 
     from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
+    from tars_operators.remote.validate import SAFE_VERSION
     c = spec.config
     common: dict[str, Any] = {"config_path": str(spec.source),
                               "defaults_path": str(defaults_path) if defaults_path else None}
@@ -157,22 +162,33 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
         max_active_runs=1, tags=["tars", "rollback", *c.app.tags],
         default_args={"owner": c.app.owner, "retries": 0},
         is_paused_upon_creation=c.airflow.paused_on_creation,
-        doc_md=f"Roll `{spec.name}` back: each host re-activates its previous good release "
-               f"(no download), passes health checks and returns to rotation, at most "
-               f"{at_once} at a time (traffic.min_in_service).",
+        doc_md=f"Roll `{spec.name}` back: the plan undoes the latest release run on the hosts it "
+               f"switched (hosts it did not switch stay; a second rollback moves nothing), or "
+               f"puts `version` on every listed host. Each host re-activates its target (no "
+               f"download), passes health checks and returns to rotation, at most {at_once} at "
+               f"a time (traffic.min_in_service).",
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id="plan", **common)
         RollbackHostOperator.partial(
-            task_id="restore", whole_app=True, map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
-        ).expand(host=plan_task.output)
+            task_id="restore", map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
+        ).expand_kwargs(plan_task.output)
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
         "ticket": Param("", type="string", title="Ticket", section="Rollback"),
         "hosts": Param([], type="array", items={"type": "string", "enum": names},
                        uniqueItems=True, examples=names, title="Only these hosts",
                        section="Rollback"),
+        "version": Param(None, type=["null", "string"], pattern=_whole(SAFE_VERSION.pattern), title="To version",
+                         description="Put this release (good or adopted, already on the hosts) on "
+                                     "every listed host; empty: undo the latest release run",
+                         section="Rollback"),
     })
     return dag
+
+
+def _whole(pattern: str) -> str:
+    """A whole-string JSON Schema regex (JSON Schema ``pattern`` searches)."""
+    return f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
 
 
 def _after_gate(spec: AppSpec, node: m.StageNode) -> list:

@@ -1,4 +1,4 @@
-"""Rollback: every host this run touched goes back to its previous good release, in rotation."""
+"""Rollback: every host goes to its rollback target (``release.rollback_target``), in rotation."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from tars_operators.errors import TarsError
+from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.release import hostflow
 from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
 from tars_operators.release.notes import compose, set_run_note
+from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
 from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
+from tars_operators.remote.validate import validate_version
+from tars_operators.steps.state import HostState
 
 
 def decision_reason(context: Any, wanted: str) -> str:
@@ -53,26 +56,34 @@ class RollbackPlanOperator(_SpecOperator):
 
 
 class RollbackHostOperator(_SpecOperator):
-    """Re-activate the host's previous good release (no download), health-check, pull in.
+    """One host to its rollback target (no download), healthy, back in rotation.
 
-    In a release's rollback it undoes this run's version; with ``whole_app`` (the rollback
-    DAG) it undoes whatever the host runs now.
+    In a release's rollback the host undoes this run (only where this run switched it; a
+    host it never switched is checked and kept). In ``tars_rollback__<app>`` the plan
+    resolved the ``target`` once; without one (``whole_app``) the host is repaired in place.
     """
 
     ui_color = "#fad2cf"
     template_fields = ("host",)
 
-    def __init__(self, *, host: str, whole_app: bool = False, **kwargs: Any):
+    def __init__(self, *, host: str, whole_app: bool = False, target: dict[str, Any] | None = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.host = host
         self.whole_app = whole_app
+        self.target = target
 
     def execute(self, context: Any) -> dict[str, Any]:
         spec = self.spec
-        undo = None if self.whole_app else run_plan(context).version
+        run_id = context["dag_run"].run_id
         try:
-            return hostflow.restore_host(spec, spec.host(self.host), undo,
-                                         context["dag_run"].run_id, log=self.log)
+            if self.target is not None:
+                return hostflow.restore_host(spec, spec.host(self.host), None, run_id,
+                                             target=RollbackTarget.from_dict(self.target), log=self.log)
+            if self.whole_app:
+                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, log=self.log)
+            return hostflow.restore_host(spec, spec.host(self.host), run_plan(context).version, run_id,
+                                         undo_run=run_id, log=self.log)
         except TarsError as exc:
             why = hostflow.short_reason(str(exc), self.host, "rollback")
             # The report names the reason, not just "see its log".
@@ -81,7 +92,12 @@ class RollbackHostOperator(_SpecOperator):
 
 
 class RollbackReportOperator(_SpecOperator):
-    """Ends a rolled-back run FAILED, naming the stage, the failed hosts and the reason."""
+    """Ends a rolled-back run FAILED, naming the stage, the failed hosts and the reason.
+
+    What it says about each touched host is read from the host and the load balancer at the
+    end (not from task states): hosts not on a good release, or not UP, come first, with
+    the command that repairs them.
+    """
 
     ui_color = "#f28b82"
 
@@ -96,24 +112,118 @@ class RollbackReportOperator(_SpecOperator):
         plan = run_plan(context)
         reason = ti.xcom_pull(task_ids=ROLLBACK_PLAN, key="reason") or "unknown"
         hosts = ti.xcom_pull(task_ids=ROLLBACK_PLAN) or []
-        message, details = hostflow.rollback_summary(context, plan, hosts, ROLLBACK_HOSTS)
+        message, details = rollback_summary(context, self.spec, plan, hosts)
         text = f"rolled back: {reason}. {message}"
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
 
 
-class AppRollbackPlanOperator(_SpecOperator):
-    """The hosts to roll back (all, or the ``hosts`` param); refuses without a reason."""
+def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
+    """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
+    from tars_operators.release.runtime import _failures
+    from tars_operators.release.truth import problems, read_truth, repair_hint
 
-    def execute(self, context: Any) -> list[str]:
+    ti = context["ti"]
+    dr = context["dag_run"]
+    outcomes = stage_outcomes(context, plan)
+    reasons = _failures(ti, ROLLBACK_HOSTS, len(hosts)) if hosts else {}
+    states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
+                                task_ids=[ROLLBACK_HOSTS]).get(dr.run_id, {})
+    results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
+    by_host = {r["host"]: r for r in ([results] if isinstance(results, dict) else results)
+               if isinstance(r, dict)}
+    seen = read_truth(spec, hosts)
+    wrong = [f"{h}: still runs {plan.version}, the release being undone"
+             for h in hosts if seen[h].on(plan.version)]
+    wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})
+    others = [h for h in plan.in_rotation if h not in hosts]
+    wrong += [f"NOT IN ROTATION: {p}" for p in hostflow.rotation_problems(spec, others)]
+    details = list(wrong)
+    bad = sorted({w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")})
+    if bad:
+        details.append(repair_hint(spec.name, bad))
+    details += [msg for o in outcomes for _, msg in o.why]
+    for i, h in enumerate(hosts):
+        if h in by_host:
+            r = by_host[h]
+            moved = r.get("moved", True)
+            details.append(f"{h}: restored to {r['version']}, in rotation" if moved
+                           else f"{h}: on {r['version']} (not moved), in rotation")
+        else:
+            state = states.get(f"{ROLLBACK_HOSTS}_{i}", "unknown")
+            details.append(f"{h}: NOT restored (rollback task {state}): "
+                           f"{reasons.get(h, 'see its log')}")
+    failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
+    ok = sum(1 for h in hosts if seen[h].good and seen[h].in_service
+             and not seen[h].on(plan.version))
+    message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
+               f"{ok}/{len(hosts)} touched host(s) on a good release and UP"
+               + (f"; NOT: {', '.join(bad)}" if bad else "") + ".")
+    return message, details
+
+
+class AppRollbackPlanOperator(_SpecOperator):
+    """Each host's rollback target, resolved once: undo the app's latest release run where it
+    switched hosts (the others stay), or the ``version`` param on every listed host.
+
+    Returns ``[{"host": …, "target": {…}}]`` (mapped over by the restore tasks); refuses
+    without a reason or with an unsafe version.
+    """
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
         params = context["params"]
         reason = str(params.get("reason") or "").strip()
         if not reason:
             raise AirflowFailException("params.reason: a rollback needs a reason")
+        explicit = _explicit_version(params.get("version"))
         names = list(params.get("hosts") or []) or [h.name for h in self.spec.hosts]
+        states, unread = read_states(self.spec, self.log)
+        run = latest_release_run(states.values()) if explicit is None else None
+        targets = {name: (RollbackTarget(None, False, f"could not read the host: {unread[name]}")
+                          if name in unread else
+                          resolve_rollback(states[name], undo_run=run.run_id if run else None,
+                                           explicit=explicit))
+                   for name in names}
+        lines = [t.line(name) for name, t in targets.items()]
+        what = (f"to {explicit}" if explicit else
+                f"undoing run {run.run_id} ({run.version})" if run else "repairing in place")
+        moving = sum(1 for t in targets.values() if t.move)
+        headline = (f"rolling back {self.spec.name} {what}: {moving} of {len(names)} host(s) move, "
+                    f"{sum(1 for t in targets.values() if t.refused)} refused")
+        self.log.warning("%s\n%s", headline, "\n".join(lines))
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(
-            f"rolling back {len(names)} host(s) of {self.spec.name} to their previous good release",
-            dr.triggering_user_name or "", reason, str(params.get("ticket") or "")))
-        return names
+            headline, dr.triggering_user_name or "", reason, str(params.get("ticket") or ""), lines))
+        context["ti"].xcom_push(key="targets", value=lines)
+        return [{"host": name, "target": t.as_dict()} for name, t in targets.items()]
+
+
+def _explicit_version(value: Any) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return validate_version(str(value).strip())
+    except InvalidValue as exc:
+        raise AirflowFailException(f"params.version: {exc}") from None
+
+
+def read_states(spec: Any, log: Any) -> tuple[dict[str, HostState], dict[str, str]]:
+    """Every host's state, read in parallel; hosts that could not be read, with why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.state import layout_for, read_host_state
+
+    def read(host: Any) -> HostState | str:
+        try:
+            with open_session(spec, host) as session:
+                return read_host_state(session, layout_for(spec, host), step="rollback plan")
+        except TarsError as exc:
+            log.warning("%s: could not read its state: %s", host.name, exc)
+            return hostflow.short_reason(str(exc), host.name, "rollback plan")
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(spec.hosts)))) as pool:
+        read_all = dict(zip([h.name for h in spec.hosts], pool.map(read, spec.hosts)))
+    return ({n: s for n, s in read_all.items() if isinstance(s, HostState)},
+            {n: s for n, s in read_all.items() if isinstance(s, str)})

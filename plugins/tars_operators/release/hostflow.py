@@ -2,7 +2,8 @@
 
 stage → pull out → activate → health → smoke → mark good → pull in → prune. On failure the
 host's new release is marked failed, and the message says whether the host is out of
-rotation. ``restore_host`` is the undo: previous good release, health, back in rotation.
+rotation. ``restore_host`` is the undo and the repair: the host's rollback target
+(``release.rollback_target``), running, healthy and back in rotation.
 """
 
 from __future__ import annotations
@@ -218,39 +219,130 @@ def short_reason(text: str, host: str, step: str = "") -> str:
 
 
 def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
+                 undo_run: str | None = None, target: Any = None, explicit: str | None = None,
                  log: Any = log_) -> dict[str, Any]:
-    """Previous good release back on ``host`` (no download), healthy and in rotation.
+    """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
+    host, where it stands and what to run next.
 
-    ``bad_version`` is the release being undone (None: whatever is current on the host).
+    The target is ``target`` (a ``RollbackTarget`` resolved by a plan) or resolved here from
+    the host's state: undo ``undo_run`` / ``bad_version``, or go to ``explicit``. A host
+    already on its target is still checked: a stopped or unhealthy service is restarted
+    (stop + start) and checked again, and the host always ends back in rotation.
     """
     from tars_operators.hooks.ssh import open_session
-    from tars_operators.steps.activate import activate_release, mark_release
-    from tars_operators.steps.checks import run_checks
-    from tars_operators.steps.state import layout_for, previous_good, read_host_state
-    from tars_operators.steps.traffic import pull_in, pull_out
+    from tars_operators.release.rollback_target import resolve_rollback
+    from tars_operators.steps.state import layout_for, read_host_state
 
     started = time.monotonic()
     with open_session(spec, host) as session, _lb(spec) as lb:
         state = read_host_state(session, layout_for(spec, host), step="rollback")
-        bad_version = bad_version or state.current
-        target = previous_good(state, exclude=bad_version)
-        if target is None:
-            raise RemoteError(host.name, "rollback", f"no previous good release to go back to "
-                              f"(current: {state.current}); the host is left as it is")
-        steps = []
-        if state.current != target:
-            wait_capacity(lb, spec, host, log)
-            steps.append(pull_out(lb, spec, host))
-            steps.append(activate_release(session, spec, host, target, run_id))
-        steps.append(run_checks(session, spec, host, target, kind="health"))
-        if bad_version is not None and state.release(bad_version) is not None:
-            steps.append(mark_release(session, spec, host, bad_version, "failed"))
-        steps.append(pull_in(lb, spec, host))
-    for s in steps:
-        log.info("%s %s: %s %s", host.name, s.step, s.state, s.detail)
-    return {"host": host.name, "state": "restored", "version": target,
-            "from": state.current, "seconds": round(time.monotonic() - started, 3),
-            "steps": [s.as_dict() for s in steps]}
+        chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
+                                            explicit=explicit)
+        log.info("%s", chosen.line(host.name))
+        if chosen.refused:
+            raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
+                              f"({_rotation_word(lb, host)}). {_next_hint(spec, host)}")
+        restore = _Restore(spec, host, session, lb, run_id, log)
+        try:
+            restore.run(state, chosen.version, undo=chosen.undo)
+        except TarsError as exc:
+            where = "OUT OF ROTATION" if restore.out else _rotation_word(lb, host)
+            raise RemoteError(host.name, "rollback", (
+                f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
+                f"— host {where}, current: {restore.current or state.describe_current()}. "
+                f"{_next_hint(spec, host)}")) from exc
+    return {"host": host.name, "state": "restored" if restore.changed else "unchanged",
+            "version": chosen.version, "from": state.current, "moved": state.current != chosen.version,
+            "why": chosen.why, "seconds": round(time.monotonic() - started, 3),
+            "steps": [s.as_dict() for s in restore.steps]}
+
+
+@dataclass
+class _Restore:
+    """The steps of one restore, tracking whether the host is out of rotation right now."""
+
+    spec: AppSpec
+    host: Host
+    session: Any
+    lb: Any
+    run_id: str
+    log: Any
+    steps: list[StepResult] = field(default_factory=list)
+    out: bool = False
+    changed: bool = False
+    current: str | None = None
+
+    def add(self, result: StepResult) -> None:
+        self.steps.append(result)
+        self.log.info("%s %s: %s %s", self.host.name, result.step, result.state, result.detail)
+
+    def run(self, state: Any, version: str, *, undo: str | None) -> None:
+        from tars_operators.errors import HealthCheckFailed
+        from tars_operators.steps.activate import service_running
+
+        self.current = state.current
+        if state.current != version:
+            self._activate(version, restart=False)
+        elif not service_running(self.session, self.spec, self.host, version):
+            self.log.info("%s: %s is current but its service is not running", self.host.name, version)
+            self._activate(version, restart=True)
+        else:
+            try:
+                self.add(self._health(version))
+            except HealthCheckFailed as exc:
+                self.log.warning("%s: %s is current but unhealthy (%s); restarting it",
+                                 self.host.name, version, exc)
+                self._activate(version, restart=True)
+        if undo is not None and undo != version:
+            self._mark_failed(state, undo)
+        self._pull_in()
+
+    def _activate(self, version: str, *, restart: bool) -> None:
+        from tars_operators.steps.activate import activate_release
+        from tars_operators.steps.traffic import pull_out
+
+        wait_capacity(self.lb, self.spec, self.host, self.log)
+        self.add(pull_out(self.lb, self.spec, self.host))
+        self.out, self.changed = True, True
+        self.add(activate_release(self.session, self.spec, self.host, version, self.run_id,
+                                  restore=True, restart=restart))
+        self.current = version
+        self.add(self._health(version))
+
+    def _health(self, version: str) -> StepResult:
+        from tars_operators.steps.checks import run_checks
+
+        return run_checks(self.session, self.spec, self.host, version, kind="health")
+
+    def _mark_failed(self, state: Any, version: str) -> None:
+        from tars_operators.steps.activate import mark_release
+
+        meta = state.release(version)
+        if meta is not None and meta.status != "failed" and not meta.derived:
+            self.add(mark_release(self.session, self.spec, self.host, version, "failed"))
+
+    def _pull_in(self) -> None:
+        from tars_operators.steps.traffic import pull_in
+
+        self.add(pull_in(self.lb, self.spec, self.host))
+        self.out = False
+
+
+def _rotation_word(lb: Any, host: Host) -> str:
+    """What the load balancer says about ``host``, for messages (never raises)."""
+    if getattr(lb, "provider", "none") == "none":
+        return "no load balancer"
+    try:
+        state = lb.state(host)
+    except Exception as exc:  # noqa: BLE001 — a message must not hide the original error
+        return f"rotation unknown: {exc}"
+    return ("in rotation" if state.in_service else "OUT OF ROTATION") + f", LB: {state.describe()}"
+
+
+def _next_hint(spec: AppSpec, host: Host) -> str:
+    return (f"Next: fix the cause, then `tars rollback {spec.name} --hosts {host.name} --reason …` "
+            f"(tars_rollback__{spec.name} with hosts=[{host.name}]; its `version` param picks a "
+            "good release on the host), or deploy a release to it.")
 
 
 def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
@@ -272,12 +364,14 @@ def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float =
 
 def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
                   log: Any = log_) -> dict[str, str]:
-    """Hosts that failed within the budget go back to their previous good release."""
+    """Hosts that failed within the budget: undo this run where it switched them, and bring
+    every one of them back running, healthy and in rotation."""
     out = {}
     for name in hosts:
         try:
-            r = restore_host(spec, spec.host(name), version, run_id, log=log)
-            out[name] = f"restored to {r['version']}, in rotation"
+            r = restore_host(spec, spec.host(name), version, run_id, undo_run=run_id, log=log)
+            how = "restored to" if r["moved"] else "kept on"
+            out[name] = f"{how} {r['version']}, in rotation"
         except TarsError as exc:
             out[name] = f"NOT repaired: {short_reason(str(exc), name, 'rollback')}"
             log.error("%s: repair failed: %s", name, exc)

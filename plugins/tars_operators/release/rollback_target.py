@@ -17,12 +17,17 @@ from tars_operators.steps.state import HostState, ReleaseMeta, parse_time, previ
 
 @dataclass(frozen=True)
 class RollbackTarget:
-    """The release a host should run after the rollback; ``version`` None: refused (``why``)."""
+    """The release a host should run after the rollback; ``version`` None: refused (``why``).
+
+    ``undo``: the release being moved away from as a bad one (marked failed once the host
+    is back), None when the move is an explicit choice or there is nothing to undo.
+    """
 
     version: str | None
     move: bool
     why: str
     current: str | None = None
+    undo: str | None = None
 
     @property
     def refused(self) -> bool:
@@ -42,7 +47,7 @@ class RollbackTarget:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RollbackTarget:
         return cls(version=data.get("version"), move=bool(data.get("move")), why=str(data.get("why", "")),
-                   current=data.get("current"))
+                   current=data.get("current"), undo=data.get("undo"))
 
 
 @dataclass(frozen=True)
@@ -103,12 +108,14 @@ def _back(state: HostState, meta: ReleaseMeta, reason: str) -> RollbackTarget:
     """Away from ``meta`` (current): to what it replaced, else the most recent good release."""
     replaced = state.release(meta.replaced) if meta.replaced else None
     if replaced is not None and replaced.is_target and replaced.version != meta.version:
-        return RollbackTarget(replaced.version, True, f"{reason}; back to what it replaced", meta.version)
+        return RollbackTarget(replaced.version, True, f"{reason}; back to what it replaced", meta.version,
+                              meta.version)
     target = previous_good(state, exclude=meta.version)
     if target is None:
         return RollbackTarget(None, False, f"{reason}; no good or adopted release on the host to go "
                               "back to", meta.version)
-    return RollbackTarget(target, True, f"{reason}; back to the most recent good release", meta.version)
+    return RollbackTarget(target, True, f"{reason}; back to the most recent good release", meta.version,
+                          meta.version)
 
 
 def _activated_by(state: HostState, run_id: str | None) -> str | None:

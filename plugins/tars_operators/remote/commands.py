@@ -214,17 +214,33 @@ def install_command(plan: InstallPlan) -> str:
 
 def activate_command(
     layout: ReleaseLayout, version: str, token: str, *, stop: str | None, start: str,
-    meta: dict[str, Any], switch: bool = True,
+    meta: dict[str, Any], switch: bool = True, restart: bool = False,
+    adopt: tuple[str, dict[str, Any]] | None = None,
 ) -> str:
-    """Stop the service, point ``current`` at the release atomically, write metadata, start."""
+    """Write metadata, stop the service, point ``current`` at the release atomically, start.
+
+    Metadata first: a worker killed after the switch leaves a release that says which run
+    switched it and what it replaced. ``adopt`` writes the metadata of the release being
+    switched away from (one without Tars metadata) so it stays a rollback target. Without
+    ``switch``, ``restart`` still stops and starts the service.
+    """
     link_tmp = f"current.tmp-{token}"
-    lines = ["set -e", f"cd {q(layout.deploy_root)}",
-             f"[ -f {q(layout.meta_path(version))} ] || {{ echo {q(f'tars: release {version} is not staged on this host')} >&2; exit {EXIT_NOT_STAGED}; }}"]
-    if stop and switch:
+    release = layout.release_dir(version)
+    lines = ["set -e", f"cd {q(layout.deploy_root)}"]
+    if switch:
+        lines.append(f"[ -f {q(layout.meta_path(version))} ] || {{ echo {q(f'tars: release {version} is not staged on this host')} >&2; exit {EXIT_NOT_STAGED}; }}")
+    else:
+        lines.append(f"[ -d {q(release)} ] || {{ echo {q(f'tars: release {version} is not on this host')} >&2; exit {EXIT_NOT_STAGED}; }}")
+    if adopt is not None:
+        old = layout.release_dir(adopt[0])
+        lines += [f"if [ -d {q(old)} ]; then mkdir -p {q(old + '/.tars')}",
+                  *write_file_lines(layout.meta_path(adopt[0]), meta_json(adopt[1])), "fi"]
+    lines.append(f"mkdir -p {q(release + '/.tars')}")
+    lines += write_file_lines(layout.meta_path(version), meta_json(meta))
+    if stop and (switch or restart):
         lines.append(f"if [ -e current ]; then {user_command(stop, 'service stop')}; fi")
     if switch:
         lines += [f"ln -sfn {q(layout.link_target(version))} {q(link_tmp)}", f"mv -T {q(link_tmp)} current"]
-    lines += write_file_lines(layout.meta_path(version), meta_json(meta))
     lines.append(user_command(start, "service start"))
     return "\n".join(lines)
 

@@ -1,14 +1,17 @@
-"""Activate a staged release (also the rollback to the previous good one), mark it, prune.
+"""Activate a staged release (also the rollback to a previous one), mark it, prune.
 
-Activation: stop, switch ``current`` atomically (new relative link + ``mv -T``), start, wait
-the ignition seconds. If ``current`` already points at the version and the service says it
-is running, nothing is restarted.
+Activation: write metadata, stop, switch ``current`` atomically (new relative link +
+``mv -T``), start, wait the ignition seconds. If ``current`` already resolves to the version
+and the service says it is running, nothing is restarted (unless ``restart``).
+
+A release run records in the new release what it replaced and which run switched it; a
+restore (rollback) records ``restored_by_run`` instead, so it never looks like a release.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templating import host_context, render
@@ -18,39 +21,74 @@ from tars_operators.remote.commands import activate_command, remove_releases_com
 from tars_operators.remote.layout import ReleaseLayout, rand_token
 from tars_operators.remote.validate import validate_version
 from tars_operators.results import StepResult
-from tars_operators.steps.state import now_iso, read_host_state, select_prunable
+from tars_operators.steps.state import HostState, ReleaseMeta, now_iso, read_host_state, select_prunable
 
 
-def activate_release(session: HostSession, spec: AppSpec, host: Host, version: str, run_id: str) -> StepResult:
-    """Make ``version`` the running release of ``host``."""
+def activate_release(session: HostSession, spec: AppSpec, host: Host, version: str, run_id: str, *,
+                     restore: bool = False, restart: bool = False) -> StepResult:
+    """Make ``version`` the running release of ``host``.
+
+    ``restore``: a rollback to a good or adopted release (any safe version name, even one
+    another tool installed outside the app's pattern). ``restart``: stop and start even when
+    it is current and its status command says it runs.
+    """
     started = time.monotonic()
-    validate_version(version, spec.config.artifact.version_pattern)
+    validate_version(version, None if restore else spec.config.artifact.version_pattern)
     ctx = host_context(spec, host, version)
     layout, service = ReleaseLayout(ctx["deploy_root"]), spec.config.service
     state = read_host_state(session, layout, step="activate")
+    meta = _activatable(state, host, version, restore)
+    if state.current == version and not restart and service_running(session, spec, host, version):
+        return StepResult(host.name, "activate", "unchanged", version, time.monotonic() - started,
+                          f"{version} already current and running")
+    switch = state.current != version
+    stop_ctx = host_context(spec, host, state.current) if state.current else ctx
+    timeout = spec.config.steps.activate.timeout or spec.config.ssh.command_timeout
+    session.run(activate_command(layout, version, rand_token(), stop=render(service.stop, stop_ctx),
+                                 start=render(service.start, ctx), switch=switch, restart=restart,
+                                 meta=_new_meta(meta, state, run_id, switch=switch, restore=restore),
+                                 adopt=_adoption(state, run_id) if switch else None),
+                step="activate", timeout=timeout,
+                label=f"{'switch current to' if switch else 'restart'} {version}")
+    if service.ignition_seconds:
+        time.sleep(service.ignition_seconds)
+    was = state.current or state.foreign_current or "nothing"
+    detail = (f"switched {was} → {version} and started" if switch
+              else f"{version} was current; {'restarted' if restart else 'not running; started'}")
+    return StepResult(host.name, "activate", "ok", version, time.monotonic() - started, detail,
+                      {"previous": state.current, "restore": restore})
+
+
+def _activatable(state: HostState, host: Host, version: str, restore: bool) -> ReleaseMeta:
     meta = state.release(version)
     if meta is None or meta.status == "unknown":
         raise RemoteError(host.name, "activate", f"release {version} is not staged on this host; stage it first")
     if meta.status == "failed":
         raise RemoteError(host.name, "activate", f"release {version} is marked failed; stage it again first")
-    if state.current == version and service_running(session, spec, host, version):
-        return StepResult(host.name, "activate", "unchanged", version, time.monotonic() - started,
-                          f"{version} already current and running")
-    switch = state.current != version
-    stop_ctx = host_context(spec, host, state.current) if state.current else ctx
-    new_meta = meta.with_(activated_at=now_iso() if switch or not meta.activated_at else meta.activated_at,
-                          extra={**meta.extra, "activated_run_id": run_id}).as_json()
-    timeout = spec.config.steps.activate.timeout or spec.config.ssh.command_timeout
-    session.run(activate_command(layout, version, rand_token(), stop=render(service.stop, stop_ctx),
-                                 start=render(service.start, ctx), meta=new_meta, switch=switch),
-                step="activate", timeout=timeout,
-                label=f"{'switch current to' if switch else 'start'} {version}")
-    if service.ignition_seconds:
-        time.sleep(service.ignition_seconds)
-    was = state.current or "nothing"
-    detail = f"switched {was} → {version} and started" if switch else f"{version} was current but not running; started"
-    return StepResult(host.name, "activate", "ok", version, time.monotonic() - started, detail,
-                      {"previous": state.current})
+    if restore and not meta.is_target:
+        raise RemoteError(host.name, "activate", f"release {version} is {meta.status}, not good or adopted; "
+                          "a rollback only returns to a release that ran well")
+    return meta
+
+
+def _new_meta(meta: ReleaseMeta, state: HostState, run_id: str, *, switch: bool, restore: bool) -> dict[str, Any]:
+    """A restore stamps ``restored_by_run``; a release that switches stamps its run and what it replaced."""
+    if restore:
+        extra = {**meta.extra, "restored_by_run": run_id, "restored_at": now_iso()}
+        return meta.with_(extra=extra).as_json()
+    if not switch:  # started again, not switched: the run that switched it keeps it
+        return meta.with_(activated_at=meta.activated_at or now_iso()).as_json()
+    extra = {**meta.extra, "activated_run_id": run_id, "replaced": state.current}
+    return meta.with_(activated_at=now_iso(), extra=extra).as_json()
+
+
+def _adoption(state: HostState, run_id: str) -> tuple[str, dict[str, Any]] | None:
+    """Metadata for the current release when it has none (another tool's): ``adopted``."""
+    old = state.current_meta
+    if old is None or not old.derived:
+        return None
+    extra = {**old.extra, "adopted_at": now_iso(), "adopted_by_run": run_id}
+    return old.version, old.with_(status="adopted", extra=extra).as_json()
 
 
 def service_running(session: HostSession, spec: AppSpec, host: Host, version: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +121,20 @@ def test_targets_travel_as_xcom_dicts() -> None:
     target = resolve_rollback(CASES[0][1], **CASES[0][2])
     assert RollbackTarget.from_dict(target.as_dict()) == target
     assert target.line("host01") == "host01: 3.0.0 → 2.0.0 (undoing 3.0.0, switched here by r3; back to what it replaced)"
+
+
+def test_rollback_dag_form_stays_compatible_and_takes_an_optional_version(tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from tars_operators.factory.builder import build_rollback_dag
+    from tests.unit.factory.test_dag_shape import spec_for
+
+    dag = build_rollback_dag(spec_for(tmp_path, hosts=3))
+    params = dag.params
+    assert set(params.keys()) == {"reason", "ticket", "hosts", "version"}  # what `tars rollback` sends, + version
+    assert params["version"] is None
+    version = params.get_param("version")
+    assert version.resolve("2.0.0") == "2.0.0" and version.resolve(None) is None
+    with pytest.raises(ParamValidationError):
+        version.resolve("1.0;touch /tmp/x")
+    assert dag.get_task("restore").max_active_tis_per_dagrun == 2
