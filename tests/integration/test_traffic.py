@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -23,7 +25,7 @@ import pytest
 from sandbox import Sandbox
 from tars_operators.config.schema import AppConfig
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import CapacityError, LoadBalancerError
+from tars_operators.errors import CapacityError, LoadBalancerError, LoadBalancerUnreachable
 from tars_operators.hooks.artifacts import FetchedArtifact, fetch_artifact
 from tars_operators.hooks.lb import LoadBalancer, load_balancer_for
 from tars_operators.hooks.ssh import open_session
@@ -287,13 +289,94 @@ def test_unknown_backend_lists_backends(fleet: Sandbox) -> None:
 
 def test_unreachable_lb_names_the_socket(fleet: Sandbox, tmp_path: Path) -> None:
     bad = tmp_path / "no-haproxy.sock"
-    spec = make_spec(fleet, {"haproxy": {**HAPROXY, "socket": str(bad)}})
-    with pytest.raises(LoadBalancerError) as err:
+    spec = make_spec(fleet, {"haproxy": {**HAPROXY, "socket": str(bad)}, "api_deadline": 0.5})
+    with pytest.raises(LoadBalancerUnreachable) as err:
         pull_out(load_balancer_for(spec), spec, spec.hosts[0])
-    assert str(err.value).startswith(
-        f"haproxy runtime API unreachable at unix socket {bad}: [Errno 2] No such file or directory")
+    assert str(err.value).startswith(f"host01: pull_out: haproxy backend 'demo' via unix socket {bad} "
+                                     f"unreachable for ")
+    assert (f"traffic.api_deadline 0.5s) while trying to read the state of the servers: haproxy "
+            f"runtime API unreachable at unix socket {bad}: [Errno 2] No such file or directory"
+            ) in str(err.value)
     report = rotation_report(load_balancer_for(spec), spec, spec.hosts)
     assert not report.ok and report.summary().startswith("ROTATION UNKNOWN for host01, host02")
+
+
+# -- outages -----------------------------------------------------------------------------------
+@dataclass
+class SocketOutage:
+    """The admin socket renamed away for `seconds` (HAProxy keeps listening on it), then put back."""
+
+    path: Path
+    seconds: float
+
+    def __post_init__(self) -> None:
+        self.away = self.path.with_name(self.path.name + ".away")
+        self.restorer = threading.Timer(self.seconds, self.end)
+
+    def start(self) -> None:
+        os.rename(self.path, self.away)
+        self.restorer.start()
+
+    def end(self) -> None:
+        if self.away.exists():
+            os.rename(self.away, self.path)
+
+    def __enter__(self) -> SocketOutage:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restorer.cancel()
+        self.end()
+
+
+def test_admin_socket_gone_for_5s_is_waited_out(
+        fresh_sandbox: Callable[..., Sandbox], caplog: pytest.LogCaptureFixture) -> None:
+    sb = fresh_sandbox(hosts=3)
+    spec = make_spec(sb, {"api_deadline": 20, "min_in_service": 1})
+    target = spec.host("host02")
+    load = Load(sb.frontend_url)
+    loader = threading.Thread(target=load.run)
+    loader.start()
+    try:
+        with load_balancer_for(spec) as lb, caplog.at_level(logging.WARNING):
+            for step in (pull_out, pull_in):
+                caplog.clear()
+                started = time.monotonic()
+                with SocketOutage(sb.haproxy_socket, 5.0):
+                    result = step(lb, spec, target)
+                assert time.monotonic() - started >= 4.5, f"{step.__name__} did not meet the outage"
+                assert result.state == "ok", result.detail
+                waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+                assert waits and waits[0].startswith(
+                    f"host02: {step.__name__}: load balancer unreachable while trying to ")
+                assert "[Errno 2] No such file or directory" in waits[0]
+                if step is pull_out:
+                    assert haproxy_status(sb, "host02") == "DRAIN"
+    finally:
+        load.stop.set()
+        loader.join(15)
+    assert haproxy_status(sb, "host02") == "UP"
+    assert "host02" in hosts_serving(sb, 20)
+    assert load.sent > 100 and not load.failures, f"{len(load.failures)} failed: {load.failures[:3]}"
+
+
+def test_admin_socket_gone_past_the_deadline_fails_naming_host_and_deadline(
+        fresh_sandbox: Callable[..., Sandbox]) -> None:
+    sb = fresh_sandbox(hosts=3)
+    spec = make_spec(sb, {"api_deadline": 2, "min_in_service": 1})
+    target = spec.host("host03")
+    with SocketOutage(sb.haproxy_socket, 10.0), load_balancer_for(spec) as lb:
+        started = time.monotonic()
+        with pytest.raises(LoadBalancerUnreachable) as err:
+            pull_out(lb, spec, target)
+        took = time.monotonic() - started
+    assert 2 <= took < 5
+    message = str(err.value)
+    assert message.startswith(f"host03: pull_out: haproxy backend 'demo' via unix socket "
+                              f"{sb.haproxy_socket} unreachable for 2.")
+    assert "traffic.api_deadline 2s)" in message and "No such file or directory" in message
+    assert haproxy_status(sb, "host03") == "UP", "nothing reached HAProxy: the host is untouched"
 
 
 # -- other transports and providers ------------------------------------------------------------
@@ -307,9 +390,10 @@ def test_haproxy_over_ssh_on_the_lb_host(fleet: Sandbox, ssh_conn: None) -> None
         assert pull_in(lb, spec, target).data["status"] == "UP"
         with pytest.raises(LoadBalancerError, match=r"^no server 'host99' in backend 'demo'; it has: host01"):
             lb.drain(GHOST)
-    spec = make_spec(fleet, {"haproxy": {**HAPROXY, "lb_host": "host10", "socket": "/nonexistent.sock"}})
-    with pytest.raises(LoadBalancerError, match=r"unreachable at unix socket /nonexistent.sock on host10 "
-                                                r"\(over SSH\): \[Errno 2\] No such file"):
+    spec = make_spec(fleet, {"haproxy": {**HAPROXY, "lb_host": "host10", "socket": "/nonexistent.sock"},
+                             "api_deadline": 0.5})
+    with pytest.raises(LoadBalancerUnreachable, match=r"unreachable at unix socket /nonexistent.sock on "
+                                                      r"host10 \(over SSH\): \[Errno 2\] No such file"):
         load_balancer_for(spec).state(spec.hosts[0])
 
 
@@ -327,7 +411,8 @@ COMMANDS = {
 
 @pytest.mark.parametrize("run_on", ["controller", "host"])
 def test_command_provider_with_socat(fleet: Sandbox, ssh_conn: None, run_on: str) -> None:
-    spec = make_spec(fleet, {"provider": "command", "command": {**COMMANDS, "run_on": run_on}})
+    spec = make_spec(fleet, {"provider": "command", "command": {**COMMANDS, "run_on": run_on},
+                             "api_deadline": 0.5})
     with load_balancer_for(spec) as lb:
         target = spec.host("host07")
         step = pull_out(lb, spec, target)
@@ -339,8 +424,10 @@ def test_command_provider_with_socat(fleet: Sandbox, ssh_conn: None, run_on: str
         if run_on == "controller":
             expected = r"^host99: traffic.command.drain failed \(exit code 1, .*\nNo such server.$"
         else:
-            expected = (r"^host99: traffic command: cannot connect to 127.0.0.250:22 .*Connection refused"
-                        r" \(over SSH; the load balancer command did not run\)$")
+            expected = (r"^host99: traffic: traffic.command \(run on the host\) unreachable for .*"
+                        r"while trying to drain host99: host99: traffic command: cannot connect to "
+                        r"127.0.0.250:22 .*Connection refused \(over SSH; the load balancer command did "
+                        r"not run\)\. The load balancer state of host99 is unknown")
         with pytest.raises(LoadBalancerError, match=expected):
             lb.drain(GHOST)
 

@@ -154,6 +154,8 @@ class Nginx(Model):
     upstream: str
     reload: str = "nginx -s reload"
     server: str = "{{ host.address }}:{{ vars.app_port }}"
+    pid_file: str = "/run/nginx.pid"  # the master's pid: its workers show when a reload took effect
+    drain_seconds: Annotated[float, Field(ge=0)] | None = None  # wait instead of watching workers
 
 
 class CommandLB(Model):
@@ -172,6 +174,7 @@ class Traffic(Model):
     command: CommandLB | None = None
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     ready_timeout: Annotated[float, Field(gt=0)] = 30.0
+    api_deadline: Annotated[float, Field(ge=0)] = 60.0  # seconds an unreachable LB API is retried
     min_in_service: Size = "50%"
 
 

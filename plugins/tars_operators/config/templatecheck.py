@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _CHECK_FIELDS = ("url", "expect_body", "address", "port", "command")
 _LB_FIELDS = {
     "haproxy": ("socket", "address", "lb_host", "server"),
-    "nginx": ("lb_host", "upstream_file", "upstream", "reload", "server"),
+    "nginx": ("lb_host", "upstream_file", "upstream", "reload", "server", "pid_file"),
     "command": ("drain", "enable", "state"),
 }
 _file_cache: dict[Path, tuple[tuple[int, int], str | None]] = {}

@@ -10,6 +10,9 @@ guarantees that a batch never exceeds what the floor allows; at run time every p
 plus this host, refusing if that breaks the floor, then (2) drains and counts again: if the
 floor is now broken (a concurrent drain or a host that failed meanwhile), it puts this host
 back and refuses. Two workers racing for the last slot may both back off: that fails safe.
+
+Every LB call inside a step waits out an unreachable LB API up to `traffic.api_deadline`
+(hooks/lb/base.py); after that the step raises `LoadBalancerUnreachable` naming host and step.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from dataclasses import dataclass
 
 from tars_operators.config.schema import Size
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import CapacityError, InvalidValue, LoadBalancerError
-from tars_operators.hooks.lb.base import LoadBalancer, ServerState
+from tars_operators.errors import (
+    CapacityError,
+    InvalidValue,
+    LoadBalancerError,
+    LoadBalancerUnreachable,
+)
+from tars_operators.hooks.lb.base import LoadBalancer, ServerState, lb_step
 from tars_operators.results import StepResult
 
 
@@ -66,7 +74,8 @@ def check_capacity(lb: LoadBalancer, spec: AppSpec, names: Iterable[str]) -> Non
     if lb.provider == "none":
         return
     names = [_host(spec, n).name for n in names]
-    out_now = _out_now(lb, spec)
+    with lb_step("capacity check", ", ".join(names)):
+        out_now = _out_now(lb, spec)
     taking = [n for n in names if n not in out_now]
     left = len(spec.hosts) - len(out_now) - len(taking)
     need = required_in_service(spec.config.traffic.min_in_service, len(spec.hosts))
@@ -105,6 +114,11 @@ def pull_out(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
     started = time.monotonic()
     if lb.provider == "none":
         return _skipped(host, "pull_out", started)
+    with lb_step("pull_out", host.name):
+        return _pull_out(lb, spec, host, started)
+
+
+def _pull_out(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> StepResult:
     check_capacity(lb, spec, [host.name])
     before = lb.state(host)
     if before.known and before.admin == "maint":
@@ -115,8 +129,8 @@ def pull_out(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
     state, drained = lb.wait_drained(host, timeout)
     if not state.known:
         return _result(host, "pull_out", started, state,
-                       f"drained via {lb.where()}; unverified: the LB does not report state",
-                       verified=False)
+                       f"drained via {lb.where()}; waited traffic.drain_timeout ({timeout:g}s); "
+                       f"unverified: the LB does not report state", verified=False)
     forced = not drained
     if forced:
         lb.disable(host)
@@ -126,7 +140,8 @@ def pull_out(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
             f"{host.name}: pull_out: {lb.where()} still has {state.name} in rotation after "
             f"draining: {state.describe()}; not restarting it"
         )
-    detail = (f"drain timeout {timeout:g}s with {state.sessions} sessions left; forced MAINT"
+    left = "requests possibly" if state.sessions is None else f"{state.sessions} sessions"
+    detail = (f"drain timeout {timeout:g}s with {left} left; forced MAINT"
               if forced else f"out of rotation: {state.describe()}")
     return _result(host, "pull_out", started, state, detail, verified=True, forced_maint=forced)
 
@@ -136,6 +151,11 @@ def pull_in(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
     started = time.monotonic()
     if lb.provider == "none":
         return _skipped(host, "pull_in", started)
+    with lb_step("pull_in", host.name):
+        return _pull_in(lb, spec, host, started)
+
+
+def _pull_in(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> StepResult:
     lb.enable(host)
     timeout = spec.config.traffic.ready_timeout
     state, up = lb.wait_up(host, timeout)
@@ -184,7 +204,10 @@ def rotation_report(lb: LoadBalancer, spec: AppSpec, hosts: Sequence[Host]) -> R
     if lb.provider == "none":
         return RotationReport(names, (), provider="none")
     try:
-        states = lb.states(hosts)
+        with lb_step("rotation check", ", ".join(names)):
+            states = lb.states(hosts)
+    except LoadBalancerUnreachable as exc:  # already waited api_deadline: do not wait per host
+        return RotationReport(names, (), lb.provider, error=str(exc))
     except LoadBalancerError as exc:
         return _rotation_one_by_one(lb, hosts, exc)
     bad = tuple((n, s.describe()) for n, s in states.items() if s.known and not s.confirmed_up)

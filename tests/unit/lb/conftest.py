@@ -58,16 +58,16 @@ class MemoryLB(LoadBalancer):
         self.calls.append((op, host.name))
         self.status[host.name] = status
 
-    def drain(self, host: Host) -> None:
+    def _drain(self, host: Host) -> None:
         self._set("drain", host, "DRAIN")
 
-    def disable(self, host: Host) -> None:
+    def _disable(self, host: Host) -> None:
         self._set("disable", host, "MAINT")
 
-    def enable(self, host: Host) -> None:
+    def _enable(self, host: Host) -> None:
         self._set("enable", host, "UP")
 
-    def state(self, host: Host) -> ServerState:
+    def _state(self, host: Host) -> ServerState:
         status = self.status[host.name]
         admin = {"DRAIN": "drain", "MAINT": "maint"}.get(status, "ready")
         check = "L7OK" if status in ("UP", "DRAIN") else "L4CON"

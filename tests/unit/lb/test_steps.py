@@ -130,12 +130,36 @@ def test_provider_none_skips_everything(make_spec: MakeSpec) -> None:
     assert rotation_report(lb, spec, spec.hosts).summary() == "rotation not checked (traffic.provider: none)"
 
 
-def test_command_without_state_is_unverified(make_spec: MakeSpec) -> None:
-    spec = make_spec({"provider": "command", "command": {"drain": "true", "enable": "true"}}, hosts=2)
+def test_command_without_state_waits_drain_timeout_and_says_unverified(
+        make_spec: MakeSpec, caplog: pytest.LogCaptureFixture) -> None:
+    spec = make_spec({"provider": "command", "drain_timeout": 0.4,
+                      "command": {"drain": "true", "enable": "true"}}, hosts=2)
     lb = load_balancer_for(spec)
     out = pull_out(lb, spec, spec.hosts[0])
-    assert out.state == "ok" and out.data["verified"] is False and "unverified" in out.detail
-    assert pull_in(lb, spec, spec.hosts[0]).data["verified"] is False
+    assert out.state == "ok" and out.data["verified"] is False
+    assert out.seconds >= 0.4, "reported drained before requests in flight had drain_timeout"
+    assert out.detail == ("drained via traffic.command (run on the controller); waited "
+                          "traffic.drain_timeout (0.4s); unverified: the LB does not report state")
+    assert "host01: traffic.command has no `state` command: cannot verify the drain" in caplog.text
+    back = pull_in(lb, spec, spec.hosts[0])
+    assert back.data["verified"] is False and back.seconds < 0.4
+
+
+def test_command_with_state_polls_it_until_drained(make_spec: MakeSpec, tmp_path) -> None:
+    """The LB reports 2 sessions, then 1, then 0: drained only then, without forcing MAINT."""
+    counter = tmp_path / "host01.n"
+    counter.write_text("3")
+    n, admin = f"{tmp_path}/{{{{ host.name }}}}.n", f"{tmp_path}/{{{{ host.name }}}}.admin"
+    spec = make_spec({"provider": "command", "drain_timeout": 10, "command": {
+        "drain": f"echo drain > {admin}", "enable": f"echo up > {admin}",
+        "state": (f"n=$(cat {n} 2>/dev/null || echo 0); [ $n -gt 0 ] && echo $((n-1)) > {n}; "
+                  f"grep -qs drain {admin} && echo DRAIN $n || echo UP $n")}}, hosts=4)
+    lb = load_balancer_for(spec)
+    lb.poll_interval = 0.01
+    out = pull_out(lb, spec, spec.hosts[0])
+    assert out.data["verified"] is True and out.data["forced_maint"] is False
+    assert (out.data["status"], out.data["sessions"]) == ("DRAIN", 0)
+    assert counter.read_text().strip() == "0"
 
 
 def test_server_name_renders_the_template(make_spec: MakeSpec) -> None:

@@ -2,29 +2,70 @@
 
 Providers take the inventory ``Host`` and map it to their own server name (``server_name``), so
 callers never deal with LB-specific naming. Waiting is done here, once, by polling ``state``.
+
+Outages are waited out here, once: every public call (drain, disable, enable, state, states)
+runs the provider's ``_drain``… through ``call``, which retries ``LoadBalancerUnreachable``
+(socket gone, refused, EAGAIN, timeout, SSH lost) with exponential backoff and jitter until
+``traffic.api_deadline``; a refusal (any other ``LoadBalancerError``) is raised at once.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 from jinja2 import TemplateError
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templating import host_context, render
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, LoadBalancerUnreachable
 
 Admin = Literal["ready", "drain", "maint", "unknown"]
 UNKNOWN = "UNKNOWN"
 # HAProxy check results that mean "the last check passed" (L7OKC: passed, conditionally).
 CHECK_PASSED = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
 _TRANSITION = re.compile(r"^(?P<base>[A-Z]+) \d+/\d+$")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# (step, host) named by errors raised inside `lb_step`; True while a `call` owns the deadline.
+_STEP: ContextVar[tuple[str, str]] = ContextVar("tars_lb_step", default=("", ""))
+_RETRYING: ContextVar[bool] = ContextVar("tars_lb_retrying", default=False)
+
+
+@contextmanager
+def lb_step(step: str, host: str) -> Iterator[None]:
+    """Name the step and host that an LB outage raised inside this block reports (outermost wins)."""
+    if _STEP.get()[0]:
+        yield
+        return
+    token = _STEP.set((step, host))
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential waits between attempts, with jitter so many workers do not retry in step."""
+
+    first: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0
+
+    def pause(self, attempt: int, left: float) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), at most ``left``."""
+        full = min(self.cap, self.first * self.factor ** (attempt - 1))
+        return max(0.0, min(left, random.uniform(full / 2, full)))
 
 
 @dataclass(frozen=True)
@@ -94,13 +135,86 @@ def render_for_host(spec: AppSpec, host: Host, template: str, field: str) -> str
 
 
 class LoadBalancer(ABC):
-    """Take hosts out of rotation and back in, and report what the LB sees. No I/O in __init__."""
+    """Take hosts out of rotation and back in, and report what the LB sees. No I/O in __init__.
+
+    Providers implement ``_drain``, ``_disable``, ``_enable``, ``_state`` (and ``_states`` when
+    they can read every server at once) and raise ``LoadBalancerUnreachable`` for transport
+    failures; the public methods add the outage retry.
+    """
 
     provider: ClassVar[str]
     poll_interval: float = 0.1
+    backoff: Backoff = Backoff()
 
     def __init__(self, spec: AppSpec) -> None:
         self.spec = spec
+        self.api_deadline = spec.config.traffic.api_deadline
+
+    # -- outages, waited out in one place ---------------------------------------------------------
+    def call(self, what: str, host: Host | None, fn: Callable[[], T]) -> T:
+        """fn(), retried while the LB is unreachable until ``api_deadline``; refusals raise at once."""
+        if _RETRYING.get():
+            return fn()  # an outer call already owns the deadline
+        token = _RETRYING.set(True)
+        try:
+            return self._retry(what, host, fn)
+        finally:
+            _RETRYING.reset(token)
+
+    def _retry(self, what: str, host: Host | None, fn: Callable[[], T]) -> T:
+        started = time.monotonic()
+        deadline, attempt = started + self.api_deadline, 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except LoadBalancerUnreachable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._gave_up(what, host, attempt, started, exc) from exc
+                pause = self.backoff.pause(attempt, left)
+                who, step = self._who(host)
+                log.warning("%s: %s: load balancer unreachable while trying to %s (%s); attempt "
+                            "%d failed, retrying in %.2fs (%.1fs left of traffic.api_deadline "
+                            "%gs)", who, step, what, exc, attempt, pause, left, self.api_deadline)
+                time.sleep(pause)
+
+    def _who(self, host: Host | None) -> tuple[str, str]:
+        step, step_host = _STEP.get()
+        return (host.name if host is not None else step_host or self.spec.name), step or "traffic"
+
+    def _gave_up(self, what: str, host: Host | None, attempts: int, started: float,
+                 exc: LoadBalancerUnreachable) -> LoadBalancerUnreachable:
+        who, step = self._who(host)
+        seconds = time.monotonic() - started
+        return LoadBalancerUnreachable(
+            f"{who}: {step}: {self.where()} unreachable for {seconds:.1f}s ({attempts} attempt"
+            f"{'s' if attempts != 1 else ''}, traffic.api_deadline {self.api_deadline:g}s) "
+            f"while trying to {what}: {exc}. The load balancer state of {who} is unknown: "
+            f"check it once the load balancer is back."
+        )
+
+    # -- the interface ----------------------------------------------------------------------------
+    def drain(self, host: Host) -> None:
+        """Stop sending new requests to host; requests in flight continue."""
+        self.call(f"drain {host.name}", host, lambda: self._drain(host))
+
+    def disable(self, host: Host) -> None:
+        """Take host out completely (HAProxy MAINT)."""
+        self.call(f"disable {host.name}", host, lambda: self._disable(host))
+
+    def enable(self, host: Host) -> None:
+        """Put host back in rotation (the LB's own health checks still decide when it serves)."""
+        self.call(f"enable {host.name}", host, lambda: self._enable(host))
+
+    def state(self, host: Host) -> ServerState:
+        """What the LB reports for host now."""
+        return self.call(f"read the state of {host.name}", host, lambda: self._state(host))
+
+    def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
+        """Host name → state."""
+        hosts = list(hosts)
+        return self.call("read the state of the servers", None, lambda: self._states(hosts))
 
     @abstractmethod
     def server_name(self, host: Host) -> str:
@@ -111,24 +225,24 @@ class LoadBalancer(ABC):
         """Human description of the LB endpoint, for messages (socket, file, commands)."""
 
     @abstractmethod
-    def drain(self, host: Host) -> None:
-        """Stop sending new requests to host; requests in flight continue."""
+    def _drain(self, host: Host) -> None:
+        """One attempt at `drain`."""
 
     @abstractmethod
-    def disable(self, host: Host) -> None:
-        """Take host out completely (HAProxy MAINT)."""
+    def _disable(self, host: Host) -> None:
+        """One attempt at `disable`."""
 
     @abstractmethod
-    def enable(self, host: Host) -> None:
-        """Put host back in rotation (the LB's own health checks still decide when it serves)."""
+    def _enable(self, host: Host) -> None:
+        """One attempt at `enable`."""
 
     @abstractmethod
-    def state(self, host: Host) -> ServerState:
-        """What the LB reports for host now."""
+    def _state(self, host: Host) -> ServerState:
+        """One attempt at `state`."""
 
-    def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
-        """Host name → state; providers that can read all servers at once override this."""
-        return {host.name: self.state(host) for host in hosts}
+    def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
+        """One attempt at `states`; providers that can read all servers at once override this."""
+        return {host.name: self._state(host) for host in hosts}
 
     def close(self) -> None:
         """Release connections (SSH sessions); the object stays usable and reconnects lazily."""

@@ -1,22 +1,31 @@
 """Any other load balancer (Consul, a cloud LB, F5…): the team's own commands, templated per host.
 
 `drain` takes the host out, `enable` puts it back, `state` (optional) prints one of UP / DOWN /
-DRAIN / MAINT, optionally followed by the number of active sessions ("DRAIN 3"). Without a
-state command nothing can be verified: waits return at once and steps say "unverified".
-Commands run on the controller (bash) or on the host itself over SSH (`run_on`).
+DRAIN / MAINT, optionally followed by the number of active sessions ("DRAIN 3"). With a state
+command, waits poll it. Without one nothing can be verified: a drain waits the whole
+`traffic.drain_timeout` (requests in flight get that long to finish) and says it could not
+verify; pull-in returns at once, "unverified". Commands run on the controller (bash) or on the
+host itself over SSH (`run_on`). A command that times out, that cannot be started over SSH, or
+that exits 75 (EX_TEMPFAIL: "try again") counts as the LB being unreachable and is retried
+until `traffic.api_deadline`; any other non-zero exit is a refusal.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 from tars_operators.config.schema import CommandLB
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, LoadBalancerUnreachable
 from tars_operators.hooks.lb.base import UNKNOWN, Admin, LoadBalancer, ServerState, render_for_host
 from tars_operators.hooks.lb.remote import CommandOutput, SSHRunner, local_runner
 from tars_operators.hooks.lb.runtime_api import Runner
 
 STATUSES: dict[str, Admin] = {"UP": "ready", "DOWN": "ready", "DRAIN": "drain", "MAINT": "maint"}
 COMMAND_TIMEOUT = 60.0
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: the command asks to be tried again
+log = logging.getLogger(__name__)
 
 
 def parse_state_output(name: str, stdout: str) -> ServerState:
@@ -73,22 +82,32 @@ class CommandBalancer(LoadBalancer):
         if out.exit_code != 0:
             what = "timed out" if out.exit_code is None else f"exit code {out.exit_code}"
             tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-10:])
-            raise LoadBalancerError(
+            transient = out.exit_code in (None, EXIT_TEMPFAIL)
+            raise (LoadBalancerUnreachable if transient else LoadBalancerError)(
                 f"{host.name}: traffic.command.{which} failed ({what}, run on the "
                 f"{self.conf.run_on}): {command!r}" + (f"\n{tail}" if tail else "")
             )
         return out
 
-    def drain(self, host: Host) -> None:
+    def _drain(self, host: Host) -> None:
         self.run("drain", self.conf.drain, host)
 
-    def disable(self, host: Host) -> None:
+    def _disable(self, host: Host) -> None:
         self.run("drain", self.conf.drain, host)
 
-    def enable(self, host: Host) -> None:
+    def _enable(self, host: Host) -> None:
         self.run("enable", self.conf.enable, host)
 
-    def state(self, host: Host) -> ServerState:
+    def _state(self, host: Host) -> ServerState:
         if self.conf.state is None:
             return ServerState(host.name, UNKNOWN, "unknown", None)
         return parse_state_output(host.name, self.run("state", self.conf.state, host).stdout)
+
+    def wait_drained(self, host: Host, timeout: float) -> tuple[ServerState, bool]:
+        """With `state`: poll it. Without: wait the whole drain_timeout, since nothing can tell."""
+        if self.conf.state is not None:
+            return super().wait_drained(host, timeout)
+        log.warning("%s: traffic.command has no `state` command: cannot verify the drain; waiting "
+                    "traffic.drain_timeout (%gs) for requests in flight", host.name, timeout)
+        time.sleep(timeout)
+        return self.state(host), False

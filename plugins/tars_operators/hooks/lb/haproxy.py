@@ -89,7 +89,7 @@ class HaproxyBalancer(LoadBalancer):
             f"(traffic.haproxy.server renders to {names})"
         )
 
-    def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
+    def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
         rows, admin = self._read()
         names = {host.name: self.server_name(host) for host in hosts}
         missing = [server for server in names.values() if server not in rows]
@@ -103,8 +103,8 @@ class HaproxyBalancer(LoadBalancer):
             for host, server in names.items()
         }
 
-    def state(self, host: Host) -> ServerState:
-        return self.states([host])[host.name]
+    def _state(self, host: Host) -> ServerState:
+        return self._states([host])[host.name]
 
     # -- changing --------------------------------------------------------------------------------
     def _set_state(self, host: Host, admin: str) -> None:
@@ -119,13 +119,13 @@ class HaproxyBalancer(LoadBalancer):
         hint = " (the stats socket must be `level admin`)" if "ermission" in answer else ""
         raise LoadBalancerError(f"haproxy refused {cmd!r} at {self.api.where()}: {answer}{hint}")
 
-    def drain(self, host: Host) -> None:
+    def _drain(self, host: Host) -> None:
         self._set_state(host, "drain")
 
-    def disable(self, host: Host) -> None:
+    def _disable(self, host: Host) -> None:
         self._set_state(host, "maint")
 
-    def enable(self, host: Host) -> None:
+    def _enable(self, host: Host) -> None:
         if self.state(host).admin != "ready":
             self._fresh_check(host)
         self._set_state(host, "ready")

@@ -160,16 +160,16 @@ class NginxBalancer(LoadBalancer):
             time.sleep(0.05)  # EXIT_CHANGED: another worker wrote first; read again
         raise LoadBalancerError(f"{self.where()} kept changing; gave up after {self.attempts} tries")
 
-    def drain(self, host: Host) -> None:
+    def _drain(self, host: Host) -> None:
         self._mark(host, True)
 
-    def disable(self, host: Host) -> None:
+    def _disable(self, host: Host) -> None:
         self._mark(host, True)
 
-    def enable(self, host: Host) -> None:
+    def _enable(self, host: Host) -> None:
         self._mark(host, False)
 
-    def states(self, hosts: Iterable[Host]) -> dict[str, ServerState]:
+    def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
         _, text = self._read()
         servers = {s.address: s for s in upstream_servers(text, self.upstream)}
         out = {}
@@ -182,5 +182,5 @@ class NginxBalancer(LoadBalancer):
                                          "maint" if down else "ready", None)
         return out
 
-    def state(self, host: Host) -> ServerState:
-        return self.states([host])[host.name]
+    def _state(self, host: Host) -> ServerState:
+        return self._states([host])[host.name]

@@ -17,14 +17,14 @@ class NoBalancer(LoadBalancer):
     def where(self) -> str:
         return "no load balancer (traffic.provider: none)"
 
-    def drain(self, host: Host) -> None:
+    def _drain(self, host: Host) -> None:
         pass
 
-    def disable(self, host: Host) -> None:
+    def _disable(self, host: Host) -> None:
         pass
 
-    def enable(self, host: Host) -> None:
+    def _enable(self, host: Host) -> None:
         pass
 
-    def state(self, host: Host) -> ServerState:
+    def _state(self, host: Host) -> ServerState:
         return ServerState(host.name, UNKNOWN, "unknown", None)

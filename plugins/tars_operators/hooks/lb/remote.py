@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import LoadBalancerError, TarsError
+from tars_operators.errors import (
+    HostUnreachable,
+    LoadBalancerError,
+    LoadBalancerUnreachable,
+    RemoteCommandError,
+    TarsError,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,17 @@ def resolve_host(spec: AppSpec, name_or_address: str) -> Host:
     return Host(name=name_or_address, address=name_or_address)
 
 
+def _transient(exc: TarsError) -> bool:
+    """SSH lost, refused or timed out: worth retrying. A rejected key or login is not."""
+    import paramiko
+
+    if isinstance(exc, RemoteCommandError):
+        return exc.exit_code is None
+    fatal = (paramiko.BadHostKeyException, paramiko.AuthenticationException)
+    return isinstance(exc, HostUnreachable) and not isinstance(exc.__cause__, fatal) \
+        and "host key" not in str(exc).lower()
+
+
 class SSHRunner:
     """Runs commands on one host through the SSH hook; the session connects on first use."""
 
@@ -60,7 +77,8 @@ class SSHRunner:
                                        label=command.splitlines()[0][:60])
         except TarsError as exc:  # HostUnreachable, RemoteCommandError (timeout), InvalidValue
             self.close()
-            raise LoadBalancerError(f"{exc} (over SSH; the load balancer command did not run)") from exc
+            error = LoadBalancerUnreachable if _transient(exc) else LoadBalancerError
+            raise error(f"{exc} (over SSH; the load balancer command did not run)") from exc
         return CommandOutput(result.exit_code, result.stdout, result.stderr)
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 One command per connection (HAProxy's non-interactive mode). Answers are text: errors such as
 "No such server." come back as an answer, never as a failed connection, so callers check the
-text. The stats socket serves a limited number of clients at once (`stats maxconn`): a busy
-socket answers EAGAIN, so connecting is retried briefly.
+text. A socket that cannot be reached (missing, refused, EAGAIN when `stats maxconn` clients
+are busy, timed out) raises ``LoadBalancerUnreachable`` at once: the LB base retries it with
+backoff until ``traffic.api_deadline``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ import json
 import re
 import shlex
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, LoadBalancerUnreachable
 from tars_operators.hooks.lb.base import Admin
 from tars_operators.hooks.lb.remote import CommandOutput
 
 # Backend and server names go into a command line where ';' and spaces separate commands and
 # arguments: anything else is refused before it reaches the socket.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-BUSY_ERRORS = (BlockingIOError, ConnectionRefusedError, InterruptedError)
 
 # Admin state bits of `show servers state` (srv_admin_state), from HAProxy's server.h.
 ADMIN_MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, resolution, hostname
@@ -104,28 +103,23 @@ def parse_servers_state(answer: str) -> dict[str, Admin]:
 # Runs on the LB host (python3 -c): send each command on its own connection, print a JSON list
 # of the answers; exit 3 with the reason on stderr if the socket cannot be reached.
 REMOTE_CLIENT = r"""
-import json, socket, sys, time
+import json, socket, sys
 target, timeout, cmds = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 def ask(cmd):
-    deadline = time.monotonic() + 2.0
-    while True:
-        try:
-            if target.startswith("/"):
-                s, addr = socket.socket(socket.AF_UNIX), target
-            else:
-                h, _, p = target.rpartition(":")
-                s, addr = socket.socket(), (h, int(p))
-            with s:
-                s.settimeout(timeout); s.connect(addr); s.sendall(cmd.encode() + b"\n")
-                return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
-        except (BlockingIOError, ConnectionRefusedError, InterruptedError) as e:
-            if time.monotonic() > deadline:
-                sys.stderr.write(str(e)); sys.exit(3)
-            time.sleep(0.05)
-        except OSError as e:
-            sys.stderr.write(str(e)); sys.exit(3)
+    try:
+        if target.startswith("/"):
+            s, addr = socket.socket(socket.AF_UNIX), target
+        else:
+            h, _, p = target.rpartition(":")
+            s, addr = socket.socket(), (h, int(p))
+        with s:
+            s.settimeout(timeout); s.connect(addr); s.sendall(cmd.encode() + b"\n")
+            return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")
+    except OSError as e:
+        sys.stderr.write(str(e)); sys.exit(3)
 print(json.dumps([ask(c) for c in cmds]))
 """
+EXIT_UNREACHABLE = 3
 
 Runner = Callable[[str, float], CommandOutput]
 
@@ -134,13 +128,12 @@ class RuntimeAPI:
     """A client of one HAProxy runtime API endpoint; ``runner`` set: reached over SSH."""
 
     def __init__(self, *, socket_path: str | None = None, address: str | None = None,
-                 runner: Runner | None = None, via: str = "", timeout: float = 5.0,
-                 busy_retry: float = 2.0) -> None:
+                 runner: Runner | None = None, via: str = "", timeout: float = 5.0) -> None:
         if bool(socket_path) == bool(address):
             raise LoadBalancerError("traffic.haproxy needs exactly one of `socket` or `address`")
         self.socket_path, self.address = socket_path, address
         self.runner, self.via = runner, via
-        self.timeout, self.busy_retry = timeout, busy_retry
+        self.timeout = timeout
 
     def where(self) -> str:
         """e.g. "unix socket /run/haproxy.sock on lb1 (over SSH)"."""
@@ -153,8 +146,8 @@ class RuntimeAPI:
             return self._ask_remote(commands)
         return [self._ask_local(cmd) for cmd in commands]
 
-    def _unreachable(self, exc: BaseException | str) -> LoadBalancerError:
-        return LoadBalancerError(
+    def _unreachable(self, exc: BaseException | str) -> LoadBalancerUnreachable:
+        return LoadBalancerUnreachable(
             f"haproxy runtime API unreachable at {self.where()}: {exc}; is haproxy running with "
             f"`stats socket ... level admin` there? (traffic.haproxy.socket/address)"
         )
@@ -175,33 +168,33 @@ class RuntimeAPI:
         return sock
 
     def _ask_local(self, cmd: str) -> str:
-        deadline = time.monotonic() + self.busy_retry
-        while True:
-            try:
-                with self._connect() as sock:
-                    sock.sendall(cmd.encode() + b"\n")
-                    chunks = []
-                    while chunk := sock.recv(65536):
-                        chunks.append(chunk)
-                return b"".join(chunks).decode(errors="replace")
-            except BUSY_ERRORS as exc:
-                if time.monotonic() > deadline:
-                    raise self._unreachable(exc) from exc
-                time.sleep(0.05)
-            except (OSError, ValueError) as exc:
-                raise self._unreachable(exc) from exc
+        try:
+            with self._connect() as sock:
+                sock.sendall(cmd.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace")
+        except OSError as exc:  # missing, refused, EAGAIN, timeout: the base retries
+            raise self._unreachable(exc) from exc
+        except ValueError as exc:  # a port that is not a number: configuration, not an outage
+            raise LoadBalancerError(f"traffic.haproxy.address {self.address!r}: {exc}") from exc
 
     def _ask_remote(self, commands: Sequence[str]) -> list[str]:
         assert self.runner is not None
         target = self.socket_path or self.address or ""
         cmd = " ".join(shlex.quote(a) for a in
                        ["python3", "-c", REMOTE_CLIENT, target, str(self.timeout), *commands])
-        out = self.runner(cmd, self.timeout + self.busy_retry + 10.0)
+        out = self.runner(cmd, self.timeout + 10.0)
         if out.exit_code != 0:
             reason = out.stderr.strip().splitlines()[-1:] or [f"exit code {out.exit_code}"]
-            raise self._unreachable(reason[0])
+            if out.exit_code in (None, EXIT_UNREACHABLE):
+                raise self._unreachable(reason[0] if out.exit_code else f"timed out: {reason[0]}")
+            raise LoadBalancerError(f"the runtime API client failed at {self.where()} "
+                                    f"(exit code {out.exit_code}): {reason[0]}")
         try:
             answers = json.loads(out.stdout)
         except ValueError as exc:
-            raise self._unreachable(f"unreadable answer {out.stdout[:200]!r}") from exc
+            raise LoadBalancerError(f"unreadable answer from the runtime API client at "
+                                    f"{self.where()}: {out.stdout[:200]!r}") from exc
         return [str(a) for a in answers]
