@@ -26,7 +26,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # (scope, dag_id) → the DAG's param names, or None to let Airflow answer (no DAG, no access).
-KnownKeys = Callable[[Scope, str], Awaitable["list[str] | None"]]
+KnownKeys = Callable[[Scope, str], Awaitable[list[str] | None]]
 
 TRIGGER = re.compile(r"(?:/.*)?/api/v2/dags/(tars_[A-Za-z0-9_.-]+)/dagRuns/?")
 MAX_BODY = 1 << 20  # a bigger body is left to Airflow (and to prepare's check)
