@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from tars_operators.errors import LoadBalancerError
-from tars_operators.hooks.lb.nginx import (
-    NginxBalancer,
-    read_command,
-    set_down,
-    upstream_servers,
-    write_command,
-)
+from tars_operators.hooks.lb.nginx import NginxBalancer, set_down, upstream_servers
+from tars_operators.hooks.lb.nginx_scripts import read_command, write_command
 from tars_operators.hooks.lb.remote import CommandOutput, local_runner
 from tests.unit.lb.conftest import MakeSpec
 

@@ -3,30 +3,40 @@
 Open-source nginx has no API for this, so the upstream file is rewritten over SSH. Several
 workers may pull hosts out at once, so the write is a compare-and-swap under `flock`: the file
 is written only if its sha256 is still the one that was read (else read again and retry), and
-restored from a backup if `nginx -t` rejects it. nginx reports neither sessions nor health:
-a graceful reload lets old workers finish requests in flight, and state is read from the file.
+restored if `nginx -t`, the reload, or nginx itself (no new workers) rejects it
+(`nginx_scripts.py`). nginx reports no sessions or health: after a drain's reload the old
+workers finish the requests in flight and exit, so a drain waits for them (up to
+`drain_timeout`), or `nginx.drain_seconds`, or — when the master cannot be seen — the whole
+`drain_timeout`. The admin state is read from the file, which never says what nginx does not do.
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
+import logging
 import re
-import shlex
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tars_operators.config.schema import Nginx
 from tars_operators.config.spec import AppSpec, Host, template_context
 from tars_operators.config.templating import render
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, LoadBalancerUnreachable
 from tars_operators.hooks.lb.base import LoadBalancer, ServerState, render_for_host
+from tars_operators.hooks.lb.nginx_scripts import (
+    EXIT_CHANGED,
+    EXIT_NOT_RENEWED,
+    EXIT_RELOAD_FAILED,
+    SHA_MARK,
+    alive_command,
+    parse_old_workers,
+    read_command,
+    write_command,
+)
 from tars_operators.hooks.lb.remote import CommandOutput, SSHRunner, resolve_host
 from tars_operators.hooks.lb.runtime_api import Runner
 
-q = shlex.quote
-EXIT_CHANGED, EXIT_INVALID = 75, 65
-SHA_MARK = "@@sha256 "
+log = logging.getLogger(__name__)
 _SERVER = re.compile(r"(?m)^(?P<head>[ \t]*server[ \t]+)(?P<addr>[^\s;#]+)(?P<params>[^;#\n]*);")
 
 
@@ -80,35 +90,12 @@ def set_down(text: str, upstream: str, server: str, down: bool) -> str:
     return text[:start] + body + text[end:]
 
 
-def read_command(path: str) -> str:
-    """Print the file's sha256 on a marked first line, then the file."""
-    return f"printf '{SHA_MARK}%s\\n' \"$(sha256sum < {q(path)} | cut -c1-64)\" && cat {q(path)}"
-
-
-def write_command(path: str, expected_sha: str, new_text: str, reload: str) -> str:
-    """Swap in new_text if the file still has expected_sha; `nginx -t` or restore; reload."""
-    data = base64.b64encode(new_text.encode()).decode()
-    f, new, bak = q(path), q(path + ".tars-new"), q(path + ".tars-bak")
-    return "\n".join([
-        "set -e",
-        f"exec 9>>{q(path + '.tars-lock')}",
-        "flock -w 60 9",
-        f'[ "$(sha256sum < {f} | cut -c1-64)" = {q(expected_sha)} ] || '
-        f"{{ echo 'upstream file changed since read' >&2; exit {EXIT_CHANGED}; }}",
-        f"printf %s {q(data)} | base64 -d > {new}",
-        f"chmod --reference={f} {new} 2>/dev/null || true",
-        f"cp -p {f} {bak}",
-        f"mv -f {new} {f}",
-        f"if ! out=$(nginx -t 2>&1); then mv -f {bak} {f}; echo \"$out\" >&2; exit {EXIT_INVALID}; fi",
-        f"sh -ec {q(reload)}",
-    ])
-
-
 class NginxBalancer(LoadBalancer):
     """An nginx upstream block in a file on ``lb_host``, edited over SSH."""
 
     provider = "nginx"
     attempts = 10
+    renew_timeout = 10.0  # seconds for the master to start new workers after a reload
 
     def __init__(self, spec: AppSpec, runner: Runner | None = None) -> None:
         super().__init__(spec)
@@ -121,7 +108,10 @@ class NginxBalancer(LoadBalancer):
         self.path = render(conf.upstream_file, ctx)
         self.upstream = render(conf.upstream, ctx)
         self.reload = render(conf.reload, ctx)
+        self.pid_file = render(conf.pid_file, ctx)
         self.runner: Runner = runner or SSHRunner(spec, self.lb_host, "nginx upstream")
+        # host name → pids of the workers its drain's reload replaced; None: master not visible
+        self._old_workers: dict[str, tuple[int, ...] | None] = {}
 
     def server_name(self, host: Host) -> str:
         return render_for_host(self.spec, host, self.conf.server, "traffic.nginx.server")
@@ -133,11 +123,17 @@ class NginxBalancer(LoadBalancer):
         if isinstance(self.runner, SSHRunner):
             self.runner.close()
 
-    def _run(self, command: str, what: str) -> CommandOutput:
-        out = self.runner(command, 60.0)
+    def _run(self, command: str, what: str, host: Host | None = None) -> CommandOutput:
+        out = self.runner(command, 60.0 + self.renew_timeout)
+        if out.exit_code is None:
+            raise LoadBalancerUnreachable(f"{what} timed out on {self.where()}")
         if out.exit_code not in (0, EXIT_CHANGED):
             tail = "\n".join(out.stderr.strip().splitlines()[-10:])
-            raise LoadBalancerError(f"{what} failed on {self.where()} (exit {out.exit_code}): {tail}")
+            who = f"{host.name}: " if host is not None else ""
+            if out.exit_code in (EXIT_RELOAD_FAILED, EXIT_NOT_RENEWED):
+                raise LoadBalancerError(f"{who}nginx reload not applied on {self.lb_host.name} "
+                                        f"({self.reload!r}, exit {out.exit_code}): {tail}")
+            raise LoadBalancerError(f"{who}{what} failed on {self.where()} (exit {out.exit_code}): {tail}")
         return out
 
     def _read(self) -> tuple[str, str]:
@@ -147,27 +143,61 @@ class NginxBalancer(LoadBalancer):
             raise LoadBalancerError(f"unexpected answer reading {self.path}: {first[:200]!r}")
         return first[len(SHA_MARK):].strip(), text
 
-    def _mark(self, host: Host, down: bool) -> None:
+    def _mark(self, host: Host, down: bool) -> tuple[int, ...] | None:
+        """Rewrite and reload (verified); the replaced workers' pids (None: cannot tell)."""
         server = self.server_name(host)
         for _ in range(self.attempts):
             sha, text = self._read()
             new = set_down(text, self.upstream, server, down)
-            if new == text:
-                return
-            out = self._run(write_command(self.path, sha, new, self.reload), "rewriting + reload")
+            if new == text:  # a retry after a lost answer, or a race: which workers to wait for?
+                return None
+            command = write_command(self.path, sha, new, self.reload, pid_file=self.pid_file,
+                                    renew_timeout=self.renew_timeout)
+            out = self._run(command, "rewriting + reload", host)
             if out.exit_code == 0:
-                return
+                return parse_old_workers(out.stdout)
             time.sleep(0.05)  # EXIT_CHANGED: another worker wrote first; read again
         raise LoadBalancerError(f"{self.where()} kept changing; gave up after {self.attempts} tries")
 
     def _drain(self, host: Host) -> None:
-        self._mark(host, True)
+        self._old_workers[host.name] = self._mark(host, True)
 
     def _disable(self, host: Host) -> None:
         self._mark(host, True)
 
     def _enable(self, host: Host) -> None:
+        self._old_workers.pop(host.name, None)
         self._mark(host, False)
+
+    def wait_drained(self, host: Host, timeout: float) -> tuple[ServerState, bool]:
+        """Down in the file, then the old workers gone (or drain_seconds / drain_timeout waited)."""
+        state = self.state(host)
+        if state.admin != "maint":
+            return state, False
+        old = self._old_workers.pop(host.name, None)
+        fixed = self.conf.drain_seconds
+        if fixed is None and old is None:
+            log.warning("%s: cannot see nginx's workers (%s on %s): cannot verify the drain; "
+                        "waiting traffic.drain_timeout (%gs)", host.name, self.pid_file,
+                        self.lb_host.name, timeout)
+            fixed = timeout
+        if fixed is not None:
+            time.sleep(fixed)
+            return state, True
+        left = self._wait_workers_gone(old or (), timeout)
+        return dataclasses.replace(state, sessions=None if left else 0), not left
+
+    def _wait_workers_gone(self, pids: tuple[int, ...], timeout: float) -> tuple[int, ...]:
+        """Poll until none of pids is an nginx process; the ones left at timeout."""
+        deadline = time.monotonic() + timeout
+        while pids:
+            out = self.call("watch the old nginx workers", None,
+                            lambda: self._run(alive_command(pids), "watching old workers"))
+            pids = tuple(int(p) for p in out.stdout.split() if p.isdigit())
+            if not pids or time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_interval)
+        return pids
 
     def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
         _, text = self._read()
