@@ -127,7 +127,7 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
         ).expand(host=enter.output)
         gate = GateOperator(
             task_id="gate", app=spec.name, node=node, stages=slots,
-            on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,
+            on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE, **common,
         )
         release >> gate
         enter >> gate

@@ -12,13 +12,16 @@ from tars_operators.release import hostflow
 from tars_operators.release.machine import FETCH, PREPARE
 from tars_operators.release.notes import Progress, compose, set_run_note
 from tars_operators.release.runtime import run_plan, stage_outcomes
+from tars_operators.release.truth import problems, read_truth, repair_hint
 
 
 class FinalizeOperator(_SpecOperator):
-    """All stages passed: repair hosts that failed within budget, check rotation, note it.
+    """All stages passed: repair hosts that failed within budget, then check the hosts' truth.
 
-    The invariant: every host that was in rotation before the release is in rotation again
-    serving a good release — or the run fails, naming the hosts that are not and why.
+    The invariant: every planned host runs the release (or, when it failed within budget, a
+    known good one) and is UP in the load balancer, and every host that was in rotation before
+    is in rotation again — read from the hosts and the LB at the end, not from task states.
+    Otherwise the run fails, naming the hosts, what they run and the command that repairs them.
     """
 
     ui_color = "#ceead6"
@@ -26,43 +29,53 @@ class FinalizeOperator(_SpecOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         plan = run_plan(context)
         spec = self.spec
+        run_id = context["dag_run"].run_id
         outcomes = stage_outcomes(context, plan)
-        failed = [h for o in outcomes for h in o.failed]
-        repaired = hostflow.repair_failed(spec, failed, plan.version,
-                                          context["dag_run"].run_id, log=self.log)
-        problems = hostflow.rotation_problems(spec, plan.in_rotation)
-        done = sum(len(o.succeeded) for o in outcomes)
-        head = Progress("succeeded", done, len(plan.all_hosts), plan.version, len(failed),
+        seen = read_truth(spec, plan.all_hosts, log=self.log)
+        # A host whose chain finished but whose report was lost is not a failed host.
+        late = [h for o in outcomes for h in o.failed if seen[h].finished_by(plan.version, run_id)]
+        failed = [h for o in outcomes for h in o.failed if h not in late]
+        repaired = hostflow.repair_failed(spec, failed, plan.version, run_id, log=self.log)
+        if failed:
+            seen.update(read_truth(spec, failed, log=self.log))
+        expect = {h: (None if h in failed else plan.version) for h in plan.all_hosts}
+        wrong = problems(seen, expect)
+        others = [h for h in plan.in_rotation if h not in expect]
+        wrong += [f"NOT IN ROTATION: {p}" for p in hostflow.rotation_problems(spec, others)]
+        done = sum(1 for h in plan.all_hosts if seen[h].on(plan.version))
+        where = "succeeded" if not wrong else "FAILED: hosts not where the release says"
+        head = Progress(where, done, len(plan.all_hosts), plan.version, len(failed),
                         plan.budget_total, None).line()
         if failed:  # within budget, but the first line must still say who is not on it
             head += f" · NOT on {plan.version}: {', '.join(failed)}"
-        details = [msg for o in outcomes for _, msg in o.why]  # why each host failed
-        details += _repairs(spec, plan, repaired, problems)
-        details += [f"NOT IN ROTATION: {p}" for p in problems]
+        details = list(wrong)
+        if wrong:
+            details.append(repair_hint(spec.name, [w.split(":", 1)[0] for w in wrong
+                                                   if not w.startswith("NOT IN ROTATION")]
+                                       or others))
+        details += [msg for o in outcomes for h, msg in o.why if h in failed]  # why each failed
+        details += [f"{h}: finished; its task's report was lost (counted as done: the host "
+                    f"runs {plan.version}, marked good by this run, UP)" for h in late]
+        details += _repairs(repaired, seen)
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
                                                    details))
-        hostflow.notify(spec, "success" if not problems else "failure", head, details)
-        if problems:
-            raise AirflowFailException(
-                "release finished but hosts that were in rotation before are not: "
-                + "; ".join(problems)
-            )
-        return {"version": plan.version, "hosts": done, "failed": failed}
+        hostflow.notify(spec, "success" if not wrong else "failure", head, details)
+        if wrong:
+            raise AirflowFailException(head + "\n" + "\n".join(details))
+        return {"version": plan.version, "hosts": done, "failed": failed, "late": late}
 
 
-def _repairs(spec: Any, plan: Any, repaired: dict[str, str], problems: list[str]) -> list[str]:
-    """One line per host that failed within budget: repaired, or not and whether it serves.
+def _repairs(repaired: dict[str, str], seen: dict[str, Any]) -> list[str]:
+    """One line per host that failed within budget: what its repair did.
 
-    A host Tars could not reach to repair (unreachable over SSH) that the load balancer
-    still has in rotation keeps serving the release it had: say so, it is not a problem.
+    A host Tars could not reach to repair that the load balancer still has in rotation keeps
+    serving the release it had (it failed before leaving rotation): say so.
     """
-    checked = spec.config.traffic.provider != "none"
-    out = {p.split(":", 1)[0] for p in problems}
     lines = []
     for host, result in repaired.items():
         line = f"{host}: failed within budget; {result}"
-        if checked and host in plan.in_rotation and host not in out and result.startswith("NOT"):
+        if result.startswith("NOT") and seen[host].in_service and seen[host].lb:
             line += "; the load balancer has it in rotation"
         lines.append(line)
     return lines

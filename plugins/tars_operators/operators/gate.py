@@ -10,7 +10,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 from tars_operators.release.brake import read_brake
 from tars_operators.release.machine import Decision, GateInput, StageNode, decide
 from tars_operators.release.notes import Progress, compose, set_run_note, stage_label
-from tars_operators.release.runtime import RunPlan, run_plan, stage_outcomes
+from tars_operators.release.runtime import RunPlan, load_spec, run_plan, stage_outcomes
+from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
 
@@ -24,8 +25,10 @@ class GateOperator(BaseBranchOperator):
     ui_color = "#fff4e5"
 
     def __init__(self, *, app: str, node: StageNode, stages: list[str], on_failure: str,
-                 **kwargs: Any):
+                 config_path: str, defaults_path: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
+        self.config_path = config_path
+        self.defaults_path = defaults_path
         self.app = app
         self.node = node
         self.stages = stages
@@ -40,7 +43,9 @@ class GateOperator(BaseBranchOperator):
         if entered != "success":
             raise AirflowSkipException(f"{self.node.stage} was not on this run's path")
         plan = run_plan(context)
-        outcomes = stage_outcomes(context, plan, upto=self.node.stage)
+        outcomes, late = reconcile(load_spec(self.config_path, self.defaults_path),
+                                   stage_outcomes(context, plan, upto=self.node.stage),
+                                   plan.version, dr.run_id, log=self.log)
         outcome = outcomes[-1]
         failed_total = sum(len(o.failed) for o in outcomes)
         brake = read_brake(self.app)
@@ -51,8 +56,9 @@ class GateOperator(BaseBranchOperator):
             budget_total=plan.budget_total, on_failure=self.on_failure,
             is_last=not remaining, brake=brake,
         ))
-        self._note(context, plan, outcomes, [verdict.reason] + [m for o in outcomes for _, m in o.why],
-                   brake)
+        late_lines = [f"{h}: finished; its task's report was lost (counted as done)" for h in late]
+        self._note(context, plan, outcomes,
+                   [verdict.reason] + [m for o in outcomes for _, m in o.why] + late_lines, brake)
         self.log.info("gate %s: %s — %s", self.node.stage, verdict.decision.value, verdict.reason)
         ti.xcom_push(key="decision", value={"decision": verdict.decision.value,
                                             "reason": verdict.reason})

@@ -54,9 +54,29 @@ def compose(headline: str, who: str, reason: str, ticket: str,
     return "\n".join(parts)
 
 
+NOTE_LIMIT = 1000  # Airflow keeps at most this many characters of a run note
+
+
+def fit_note(note: str, limit: int = NOTE_LIMIT) -> str:
+    """Cut a note to ``limit`` by dropping whole detail lines from the END, saying how many.
+
+    Notes put what matters first (hosts not where they should be, the repair command), so
+    those lines survive; the full list is always in the task log.
+    """
+    if len(note) <= limit:
+        return note
+    lines = note.splitlines()
+    for keep in range(len(lines) - 1, 0, -1):
+        dropped = len(lines) - keep
+        text = "\n".join(lines[:keep] + [f"- … {dropped} more line(s): see the task log"])
+        if len(text) <= limit:
+            return text
+    return note[: limit - 1] + "…"
+
+
 def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
     """Write the run note via the REST API; False (and a log line) when it cannot."""
-    log.info("release note: %s", note.splitlines()[0] if note else "")
+    log.info("release note: %s", note.replace("\n", "\n    "))
     try:
         import httpx
         from airflow.sdk import BaseHook
@@ -74,7 +94,7 @@ def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
             token.raise_for_status()
             r = client.patch(
                 f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"},
-                json={"note": note[:1000]},
+                json={"note": fit_note(note)},
                 headers={"Authorization": f"Bearer {token.json()['access_token']}"},
             )
             r.raise_for_status()

@@ -1,0 +1,83 @@
+"""The end-of-run truth: which hosts are not where a run says, and notes that keep them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tars_operators.release.machine import StageOutcome
+from tars_operators.release.notes import compose, fit_note
+from tars_operators.release.truth import HostTruth, problems, repair_hint
+
+pytestmark = pytest.mark.unit
+
+UP = "UP (admin ready, 0 sessions, check L7OK)"
+
+
+def t(host: str, current: str | None, status: str = "good", *, up: bool = True, run: str = "r1",
+      error: str = "") -> HostTruth:
+    return HostTruth(host, current, status, run, UP if up else "DRAIN (admin drain)", up, error)
+
+
+@pytest.mark.parametrize("truth, want, expected", [
+    (t("h1", "2.0.0"), "2.0.0", []),
+    (t("h1", "1.0.0"), "2.0.0", ["h1: runs 1.0.0, not 2.0.0"]),
+    (t("h1", "2.0.0", up=False), "2.0.0", ["h1: NOT IN ROTATION (DRAIN (admin drain))"]),
+    (t("h1", "1.0.0", up=False), "2.0.0",
+     ["h1: runs 1.0.0, not 2.0.0; NOT IN ROTATION (DRAIN (admin drain))"]),
+    (t("h1", "1.0.0", "adopted"), None, []),
+    (t("h1", "2.0.0", "failed"), None, ["h1: runs 2.0.0 (failed), not a known good release"]),
+    (t("h1", None, None), None, ["h1: runs nothing (no metadata), not a known good release"]),
+    # failed within budget, unreachable over SSH, still UP: it serves what it had
+    (t("h1", None, None, error="cannot connect"), None, []),
+    (t("h1", None, None, error="cannot connect"), "2.0.0", ["h1: could not be read (cannot connect)"]),
+    (t("h1", None, None, up=False, error="cannot connect"), None,
+     ["h1: could not be read (cannot connect); load balancer: DRAIN (admin drain)"]),
+])
+def test_problems_name_the_host_what_it_runs_and_its_rotation(truth: HostTruth, want: str | None,
+                                                              expected: list[str]) -> None:
+    assert problems({"h1": truth}, {"h1": want}) == expected
+
+
+def test_finished_by_needs_the_version_marked_good_by_this_run_and_up() -> None:
+    assert t("h1", "2.0.0").finished_by("2.0.0", "r1")
+    assert not t("h1", "2.0.0", run="r0").finished_by("2.0.0", "r1")  # another run's
+    assert not t("h1", "2.0.0", "staged").finished_by("2.0.0", "r1")  # never marked good
+    assert not t("h1", "2.0.0", up=False).finished_by("2.0.0", "r1")  # not back in rotation
+    assert not t("h1", "1.0.0").finished_by("2.0.0", "r1")
+
+
+def test_repair_hint_is_one_command() -> None:
+    assert repair_hint("demo", ["host01", "host02"]).startswith(
+        "repair: tars rollback demo --hosts host01,host02 --reason")
+
+
+def test_a_long_note_keeps_its_first_lines_and_says_how_many_were_cut() -> None:
+    details = ["host01: NOT IN ROTATION (DRAIN)", "repair: tars rollback demo --hosts host01"]
+    details += [f"host{i:03d}: restored to 1.0.0, in rotation" for i in range(100)]
+    note = compose("FAILED: hosts not where the release says · 0/100 hosts on 2.0.0", "ci",
+                   "e2e", "T-1", details)
+    fitted = fit_note(note)
+    assert len(note) > 1000 >= len(fitted)
+    assert fitted.startswith(note[:300])
+    assert "host01: NOT IN ROTATION" in fitted and "repair: tars rollback" in fitted
+    assert fitted.splitlines()[-1].startswith("- … ") and "see the task log" in fitted
+    assert fit_note("short") == "short"
+
+
+def test_reconcile_counts_a_finished_host_whose_report_was_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tars_operators.release import truth
+
+    seen = {"h1": t("h1", "2.0.0"), "h2": t("h2", "2.0.0", "staged", up=False)}
+    asked: list[list[str]] = []
+    monkeypatch.setattr(truth, "read_truth", lambda spec, names, log=None: (
+        asked.append(list(names)) or {n: seen[n] for n in names}))
+    outcomes = [StageOutcome("fort", ("h0",), ("h0",), ()),
+                StageOutcome("batch_1", ("h1", "h2"), (), ("h1", "h2"), (),
+                             (("h1", "h1 failed@report"), ("h2", "h2 failed@health")))]
+    fixed, late = truth.reconcile(None, outcomes, "2.0.0", "r1")  # type: ignore[arg-type]
+    assert asked == [["h1", "h2"]]  # only failed hosts are read
+    assert late == ["h1"]
+    assert fixed[1].succeeded == ("h1",) and fixed[1].failed == ("h2",)
+    assert fixed[1].why == (("h2", "h2 failed@health"),)
+    assert fixed[0] == outcomes[0]
+    assert truth.reconcile(None, [outcomes[0]], "2.0.0", "r1") == ([outcomes[0]], [])  # type: ignore[arg-type]
