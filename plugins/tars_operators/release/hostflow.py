@@ -57,6 +57,7 @@ class HostJob:
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
     session: Any = None  # one SSH connection for the whole chain (see ``connected``)
+    lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
 
     @property
     def steps_done(self) -> list[str]:
@@ -119,13 +120,19 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
 
+    from tars_operators.release.leases import phase, take
+
     spec, host = job.spec, job.host
     with connected(job) as session:
+        # One writer per host: nothing is changed before the run holds the host's lease.
+        take(session, spec, host, job.lease, phase="staging", version=job.version, log=log)
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:
             check_capacity(lb, spec, [host.name])
             job.add(pull_out(lb, spec, host), log)
+        phase(session, spec, host, job.lease, "activating", job.version)
         job.add(activate_release(session, spec, host, job.version, job.run_id), log)
+        phase(session, spec, host, job.lease, "checking", job.version)
         return _health(job, session, log)
 
 
@@ -173,12 +180,15 @@ def finish(job: HostJob, *, log: Any = log_) -> None:
     from tars_operators.steps.checks import run_checks
     from tars_operators.steps.traffic import pull_in
 
+    from tars_operators.release.leases import phase
+
     spec, host = job.spec, job.host
     with connected(job) as session:
         job.add(run_checks(session, spec, host, job.version, kind="smoke"), log)
         job.add(mark_release(session, spec, host, job.version, "good"), log)
         with _lb(spec) as lb:
             job.add(pull_in(lb, spec, host), log)
+        phase(session, spec, host, job.lease, "in rotation", job.version)
         try:
             job.add(prune_releases(session, spec, host), log)
         except TarsError as exc:  # pruning is housekeeping: never fail a good release for it
@@ -230,6 +240,7 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
     (stop + start) and checked again, and the host always ends back in rotation.
     """
     from tars_operators.hooks.ssh import open_session
+    from tars_operators.release.restore import Restore, next_hint, rotation_word
     from tars_operators.release.rollback_target import resolve_rollback
     from tars_operators.steps.state import layout_for, read_host_state
 
@@ -241,108 +252,20 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
         log.info("%s", chosen.line(host.name))
         if chosen.refused:
             raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
-                              f"({_rotation_word(lb, host)}). {_next_hint(spec, host)}")
-        restore = _Restore(spec, host, session, lb, run_id, log)
+                              f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
+        restore = Restore(spec, host, session, lb, run_id, log)
         try:
             restore.run(state, chosen.version, undo=chosen.undo)
         except TarsError as exc:
-            where = "OUT OF ROTATION" if restore.out else _rotation_word(lb, host)
+            where = "OUT OF ROTATION" if restore.out else rotation_word(lb, host)
             raise RemoteError(host.name, "rollback", (
                 f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
                 f"— host {where}, current: {restore.current or state.describe_current()}. "
-                f"{_next_hint(spec, host)}")) from exc
+                f"{next_hint(spec, host)}")) from exc
     return {"host": host.name, "state": "restored" if restore.changed else "unchanged",
             "version": chosen.version, "from": state.current, "moved": state.current != chosen.version,
             "why": chosen.why, "seconds": round(time.monotonic() - started, 3),
             "steps": [s.as_dict() for s in restore.steps]}
-
-
-@dataclass
-class _Restore:
-    """The steps of one restore, tracking whether the host is out of rotation right now."""
-
-    spec: AppSpec
-    host: Host
-    session: Any
-    lb: Any
-    run_id: str
-    log: Any
-    steps: list[StepResult] = field(default_factory=list)
-    out: bool = False
-    changed: bool = False
-    current: str | None = None
-
-    def add(self, result: StepResult) -> None:
-        self.steps.append(result)
-        self.log.info("%s %s: %s %s", self.host.name, result.step, result.state, result.detail)
-
-    def run(self, state: Any, version: str, *, undo: str | None) -> None:
-        from tars_operators.errors import HealthCheckFailed
-        from tars_operators.steps.activate import service_running
-
-        self.current = state.current
-        if state.current != version:
-            self._activate(version, restart=False)
-        elif not service_running(self.session, self.spec, self.host, version):
-            self.log.info("%s: %s is current but its service is not running", self.host.name, version)
-            self._activate(version, restart=True)
-        else:
-            try:
-                self.add(self._health(version))
-            except HealthCheckFailed as exc:
-                self.log.warning("%s: %s is current but unhealthy (%s); restarting it",
-                                 self.host.name, version, exc)
-                self._activate(version, restart=True)
-        if undo is not None and undo != version:
-            self._mark_failed(state, undo)
-        self._pull_in()
-
-    def _activate(self, version: str, *, restart: bool) -> None:
-        from tars_operators.steps.activate import activate_release
-        from tars_operators.steps.traffic import pull_out
-
-        wait_capacity(self.lb, self.spec, self.host, self.log)
-        self.add(pull_out(self.lb, self.spec, self.host))
-        self.out, self.changed = True, True
-        self.add(activate_release(self.session, self.spec, self.host, version, self.run_id,
-                                  restore=True, restart=restart))
-        self.current = version
-        self.add(self._health(version))
-
-    def _health(self, version: str) -> StepResult:
-        from tars_operators.steps.checks import run_checks
-
-        return run_checks(self.session, self.spec, self.host, version, kind="health")
-
-    def _mark_failed(self, state: Any, version: str) -> None:
-        from tars_operators.steps.activate import mark_release
-
-        meta = state.release(version)
-        if meta is not None and meta.status != "failed" and not meta.derived:
-            self.add(mark_release(self.session, self.spec, self.host, version, "failed"))
-
-    def _pull_in(self) -> None:
-        from tars_operators.steps.traffic import pull_in
-
-        self.add(pull_in(self.lb, self.spec, self.host))
-        self.out = False
-
-
-def _rotation_word(lb: Any, host: Host) -> str:
-    """What the load balancer says about ``host``, for messages (never raises)."""
-    if getattr(lb, "provider", "none") == "none":
-        return "no load balancer"
-    try:
-        state = lb.state(host)
-    except Exception as exc:  # noqa: BLE001 — a message must not hide the original error
-        return f"rotation unknown: {exc}"
-    return ("in rotation" if state.in_service else "OUT OF ROTATION") + f", LB: {state.describe()}"
-
-
-def _next_hint(spec: AppSpec, host: Host) -> str:
-    return (f"Next: fix the cause, then `tars rollback {spec.name} --hosts {host.name} --reason …` "
-            f"(tars_rollback__{spec.name} with hosts=[{host.name}]; its `version` param picks a "
-            "good release on the host), or deploy a release to it.")
 
 
 def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
