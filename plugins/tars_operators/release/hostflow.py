@@ -57,7 +57,6 @@ class HostJob:
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
     session: Any = None  # one SSH connection for the whole chain (see ``connected``)
-    lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
 
     @property
     def steps_done(self) -> list[str]:
@@ -120,19 +119,13 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
 
-    from tars_operators.release.leases import phase, take
-
     spec, host = job.spec, job.host
     with connected(job) as session:
-        # One writer per host: nothing is changed before the run holds the host's lease.
-        take(session, spec, host, job.lease, phase="staging", version=job.version, log=log)
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:
             check_capacity(lb, spec, [host.name])
             job.add(pull_out(lb, spec, host), log)
-        phase(session, spec, host, job.lease, "activating", job.version)
         job.add(activate_release(session, spec, host, job.version, job.run_id), log)
-        phase(session, spec, host, job.lease, "checking", job.version)
         return _health(job, session, log)
 
 
@@ -180,15 +173,12 @@ def finish(job: HostJob, *, log: Any = log_) -> None:
     from tars_operators.steps.checks import run_checks
     from tars_operators.steps.traffic import pull_in
 
-    from tars_operators.release.leases import phase
-
     spec, host = job.spec, job.host
     with connected(job) as session:
         job.add(run_checks(session, spec, host, job.version, kind="smoke"), log)
         job.add(mark_release(session, spec, host, job.version, "good"), log)
         with _lb(spec) as lb:
             job.add(pull_in(lb, spec, host), log)
-        phase(session, spec, host, job.lease, "in rotation", job.version)
         try:
             job.add(prune_releases(session, spec, host), log)
         except TarsError as exc:  # pruning is housekeeping: never fail a good release for it
