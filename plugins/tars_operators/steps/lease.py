@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from tars_operators.errors import LeaseHeld, LeaseLost, RemoteCommandError
 from tars_operators.remote.layout import ReleaseLayout, rand_token
@@ -101,6 +101,24 @@ class LeaseEvent:
     phase: str
     version: str
     detail: str
+
+
+class RunCounter(Protocol):
+    """What ``active_runs`` needs of a task instance (``context["ti"]`` in a task)."""
+
+    def get_dr_count(self, dag_id: str, logical_dates: list[datetime] | None = None,
+                     run_ids: list[str] | None = None, states: list[str] | None = None) -> int: ...
+
+
+def active_runs(ti: RunCounter) -> Callable[[Holder], bool]:
+    """``is_active`` for tasks: the holder's run is queued or running (a deleted run is not).
+
+    Counts instead of ``get_dagrun_state``, which fails on a run that no longer exists.
+    """
+    def is_active(holder: Holder) -> bool:
+        return holder.dag_id != "?" and ti.get_dr_count(
+            dag_id=holder.dag_id, run_ids=[holder.run_id], states=["queued", "running"]) > 0
+    return is_active
 
 
 def _ago(seconds: float) -> str:

@@ -20,6 +20,7 @@ from tars_operators.steps.lease import (
     Holder,
     Lease,
     acquire,
+    active_runs,
     parse_log,
     read_lease,
     read_lease_log,
@@ -222,3 +223,15 @@ def test_the_takeover_compare_is_exact(session: LocalSession, layout: ReleaseLay
     proc = subprocess.run(["sh", "-c", acquire_command(layout, wrong)], capture_output=True, text=True)
     assert proc.returncode == 80 and proc.stdout.startswith("@@held\nholder\ttars_deploy__demo\tmanual__1\n")
     assert sorted(os.listdir(root / ".tars")) == ["lease", "lease.lock", "lease.log"]
+
+
+def test_active_runs_asks_airflow_for_queued_or_running_runs() -> None:
+    class Ti:  # the one Task SDK call active_runs makes, answered for run r1 only
+        def get_dr_count(self, dag_id: str, logical_dates: object = None, run_ids: list[str] | None = None,
+                         states: list[str] | None = None) -> int:
+            assert states == ["queued", "running"]
+            return int(dag_id == "tars_deploy__demo" and run_ids == ["r1"])
+
+    is_active = active_runs(Ti())
+    assert is_active(Holder("tars_deploy__demo", "r1")) and not is_active(Holder("tars_deploy__demo", "r2"))
+    assert not is_active(Holder("?", "?"))
