@@ -39,6 +39,16 @@ class RemoteCommandError(RemoteError):
         super().__init__(host, step, f"{what}" + (f"; last lines of stderr:\n{tail}" if tail else ""))
 
 
+class RemoteCommandTimeout(RemoteCommandError):
+    """A command ran past its timeout; its process group on the host was killed with it."""
+
+    def __init__(self, host: str, step: str, timeout: float, stderr: str = ""):
+        self.exit_code, self.timeout = None, timeout
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        RemoteError.__init__(self, host, step, f"timed out after {timeout:g}s; the remote process group "
+                             "was killed (TERM, then KILL)" + (f"; last lines of stderr:\n{tail}" if tail else ""))
+
+
 class HostUnreachable(RemoteError):
     """Could not connect (refused, timed out, host key rejected, auth failed)."""
 

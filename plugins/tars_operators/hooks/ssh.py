@@ -4,7 +4,9 @@ The connection (``ssh.conn_id``) carries login and key only; address and port co
 inventory. Host keys are always verified: the ``known_hosts`` extra names a file loaded into
 paramiko, unknown hosts are refused (RejectPolicy), and a connection asking to skip the check
 is refused. Timeouts are always explicit: ``connect_timeout`` is one deadline for TCP
-connect, banner, auth and retries; ``command_timeout`` bounds a command's whole run time.
+connect, banner, auth and retries; ``command_timeout`` bounds a command's whole run time, on
+both ends: every command runs on the host in its own process group, killed at the timeout or
+when this side goes away (``remote.watchdog``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ import paramiko
 from airflow.providers.ssh.hooks.ssh import SSHHook
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import HostUnreachable, InvalidValue, RemoteCommandError, RemoteError
+from tars_operators.errors import (
+    HostUnreachable,
+    InvalidValue,
+    RemoteCommandError,
+    RemoteCommandTimeout,
+    RemoteError,
+)
 from tars_operators.remote.layout import rand_token
 from tars_operators.remote.validate import validate_address
+from tars_operators.remote.watchdog import guarded
 
 log = logging.getLogger(__name__)
 _FATAL = (paramiko.BadHostKeyException, paramiko.AuthenticationException)
@@ -186,10 +195,13 @@ class HostSession:
                                   f"{_reason(exc)}") from exc
 
     def run(self, command: str, *, step: str, timeout: float | None = None, check: bool = True,
-            watch_stdin: bool = False, label: str | None = None) -> CommandResult:
-        """Run ``command``; raise RemoteCommandError on a non-zero exit (if ``check``) or timeout.
+            label: str | None = None) -> CommandResult:
+        """Run ``command`` in its own process group on the host; raise on a non-zero exit (if
+        ``check``) or at ``timeout`` (default ``command_timeout``).
 
-        ``watch_stdin`` keeps the command's stdin open so it can notice the controller is gone.
+        The command is sent inside ``remote.watchdog.guarded`` and the channel's stdin stays
+        open: the group dies when this side closes the channel (at the timeout), when the
+        connection drops or the worker dies, and at the host-side deadline in any case.
         """
         client = self.connect(step)
         limit = timeout if timeout is not None else self.params.command_timeout
@@ -197,19 +209,16 @@ class HostSession:
         started = time.monotonic()
         try:
             chan = client.get_transport().open_session(timeout=self.params.connect_timeout)  # type: ignore[union-attr]
-            chan.exec_command(command)
-            if not watch_stdin:
-                chan.shutdown_write()
+            chan.exec_command(guarded(command, limit))
             code, out, err = _collect(chan, started + limit)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostUnreachable(self.host, step, f"connection to {self.params.address}:"
                                   f"{self.params.port} lost: {_reason(exc)}") from exc
-        result = CommandResult(code if code is not None else -1, out, err, time.monotonic() - started)
         if code is None:
-            raise RemoteCommandError(self.host, step, None, err + f"\n(timed out after {limit:g}s)")
+            raise RemoteCommandTimeout(self.host, step, limit, err)
         if check and code != 0:
             raise RemoteCommandError(self.host, step, code, err)
-        return result
+        return CommandResult(code, out, err, time.monotonic() - started)
 
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
@@ -269,7 +278,7 @@ def _collect(chan: paramiko.Channel, deadline: float) -> tuple[int | None, str, 
             if chan.closed and not chan.exit_status_ready():
                 raise EOFError("channel closed without an exit status")
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0:  # closing the channel is what stops the command on the host
                 chan.close()
                 return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
             sel.select(min(left, 1.0))

@@ -166,26 +166,16 @@ class InstallPlan:
     cleanup: Sequence[str] = ()  # paths removed at the end (staged template dir)
 
 
-# The client keeps stdin open while this runs: EOF on it means the controller is gone (worker
-# killed, connection cut), and the whole process group stops instead of finishing unattended
-# and racing the retry. sshd makes the command's shell a session (and group) leader.
-WATCHDOG = [
-    "exec 3<&0",
-    "( while read -r _; do :; done; kill -TERM -$$ ) <&3 >/dev/null 2>&1 &",
-    "watchdog=$!",
-    "trap 'kill $watchdog 2>/dev/null' EXIT",
-]
-
-
 def install_command(plan: InstallPlan) -> str:
     """Unpack into releases/.tmp-<version>-<rand>, install, then rename to releases/<version>.
 
-    Run it with stdin kept open (``HostSession.run(..., watch_stdin=True)``).
+    ``HostSession.run`` stops it with the step (``remote.watchdog``): it never finishes
+    unattended after a timeout or a dead worker and races the retry.
     """
     layout, version = plan.layout, validate_version(plan.version)
     tmp, final = layout.tmp_release_dir(version, plan.token), layout.release_dir(version)
     old = f"{tmp}-old"
-    lines = ["set -e", *WATCHDOG, f"cd {q(layout.deploy_root)}", "mkdir -p releases shared"]
+    lines = ["set -e", f"cd {q(layout.deploy_root)}", "mkdir -p releases shared"]
     if plan.download_url:
         lines += download_lines(plan.download_url, plan.tarball, plan.token, plan.download_timeout)
     lines += verify_lines(plan.tarball, plan.sha256)

@@ -53,7 +53,7 @@ def stage_release(
         cleanup=[f"{layout.uploads}/tpl-{token}"],
     )
     timeout = spec.config.steps.stage.timeout or spec.config.ssh.command_timeout
-    session.run(install_command(plan), step=STEP, timeout=timeout, watch_stdin=True,
+    session.run(install_command(plan), step=STEP, timeout=timeout,
                 label=f"install {version} into {layout.release_dir(version)}")
     how = "pushed" if artifact.path is not None else "pulled"
     return StepResult(host.name, STEP, "ok", version, time.monotonic() - started,

@@ -20,6 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from tars_operators.config.schema import CommandCheck, HttpCheck, TcpCheck
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.hooks.ssh import HostSession, SessionParams
+from tars_operators.remote.watchdog import guarded
 from tars_operators.steps.evaluator import (
     CheckProgress,
     Observation,
@@ -126,7 +127,9 @@ class _Prober:
         if self._ssh is None:
             self._ssh = await asyncio.wait_for(self._async_connect(), self.params.connect_timeout)
         try:
-            result = await asyncio.wait_for(self._ssh.run(check.command, check=False), budget)
+            # Guarded like HostSession.run; asyncssh keeps stdin open, so the host kills the
+            # command when this connection closes, or at its own deadline after a timeout here.
+            result = await asyncio.wait_for(self._ssh.run(guarded(check.command, budget), check=False), budget)
         except asyncio.TimeoutError:
             return judge_command(check, None, "", f"no exit within {budget:g}s")
         return judge_command(check, result.exit_status, str(result.stdout or ""), str(result.stderr or ""))
