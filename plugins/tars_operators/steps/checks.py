@@ -94,7 +94,7 @@ def _smoke(resolved: list[ResolvedCheck], session: HostSession | None, host: Hos
            http: httpx.Client, started: float) -> StepResult:
     outputs = []
     for check in resolved:
-        obs = probe(check, session, check.request_timeout if check.kind != "command" else check.timeout, http)
+        obs = probe(check, session, check.attempt_timeout, http)
         outputs.append({"name": check.name, "ok": obs.ok, "output": obs.summary})
     failed = [o for o in outputs if not o["ok"]]
     if failed:

@@ -43,6 +43,12 @@ class ResolvedCheck:
     def from_dict(cls, data: dict[str, Any]) -> ResolvedCheck:
         return cls(**data)
 
+    @property
+    def attempt_timeout(self) -> float:
+        """Limit of one attempt: http its ``request_timeout``; a command may run for the check's
+        whole ``timeout`` (it has no per-request field); tcp a connect of ``request_timeout``."""
+        return self.timeout if self.kind == "command" else self.request_timeout
+
 
 def resolve_checks(
     spec: AppSpec, host: Host, version: str, checks: Sequence[HttpCheck | TcpCheck | CommandCheck]
@@ -136,7 +142,7 @@ class CheckProgress:
 
     def probe_timeout(self, now: float) -> float:
         """Time budget for one probe: the check's own limit, capped by the deadline (≥ 0.5 s)."""
-        return max(0.5, min(self.check.request_timeout, self.remaining(now)))
+        return max(0.5, min(self.check.attempt_timeout, self.remaining(now)))
 
     def failure_message(self, kind: str) -> str:
         last = self.last.summary if self.last else "no response"

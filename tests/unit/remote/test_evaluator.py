@@ -63,3 +63,12 @@ def test_judge_command() -> None:
 def test_round_trips_through_trigger_kwargs() -> None:
     c = check(kind="tcp", address="127.0.0.1", port=80)
     assert ResolvedCheck.from_dict(c.as_dict()) == c
+
+
+def test_a_command_attempt_may_use_the_whole_check_timeout() -> None:
+    # A command check has no per-request field: one attempt may run until the check's deadline
+    # (a 7 s command under timeout 10 passes), never the http request_timeout of 5 s.
+    p = CheckProgress(check(kind="command", command="sleep 7", timeout=10.0, successes=1), 0.0)
+    assert p.probe_timeout(0.0) == 10.0 and p.probe_timeout(2.5) == 7.5 and p.probe_timeout(9.9) == 0.5
+    http = CheckProgress(check(timeout=10.0, request_timeout=2.0), 0.0)
+    assert http.probe_timeout(0.0) == 2.0 and check(kind="command", timeout=30.0).attempt_timeout == 30.0
