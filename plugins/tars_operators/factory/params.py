@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from tars_operators.config.spec import AppSpec
+from tars_operators.plan.conf import COUNT, PERCENT
 
 RELEASE, SCOPE, SAFETY = "Release", "Scope", "Safety overrides"
 
@@ -28,7 +29,9 @@ def whole(pattern: str) -> str:
     return rf"^(?:{pattern})$(?!\n)"
 
 
-BATCHES_PATTERN = whole(r"\s*|\s*[0-9]{1,4}%?(\s*,\s*[0-9]{1,4}%?)*\s*")
+_SIZE = f"(?:{PERCENT}|{COUNT})"
+# Empty (the app's ramp) or sizes separated by commas: what ``prepare``'s parse_batches takes.
+BATCHES_PATTERN = whole(rf"\s*|\s*{_SIZE}(?:\s*,\s*{_SIZE})*\s*")
 TICKET_PATTERN = whole(r"[A-Za-z0-9_.#/:-]*")
 
 

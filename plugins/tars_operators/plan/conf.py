@@ -18,9 +18,11 @@ from tars_operators.remote.validate import validate_version
 LATEST = ("", "latest")
 # Stricter than the config loader's 0.6: conf keys are short, and 'version' → 'reason' misleads.
 HINT_CUTOFF = 0.7
-# One size of a ramp: a host count > 0 or a percentage in 1..100 (ASCII digits only).
-_COUNT = re.compile(r"0*[1-9][0-9]{0,3}")
-_PERCENT = re.compile(r"0*(?:100|[1-9][0-9]?)%")
+# One size of a ramp: a host count > 0 or a percentage in 1..100 (ASCII digits only). Written
+# so JavaScript reads them the same: the trigger form's ``batches`` pattern is built from them.
+COUNT = r"0*[1-9][0-9]{0,3}"
+PERCENT = r"0*(?:100|[1-9][0-9]?)%"
+_COUNT, _PERCENT = re.compile(COUNT), re.compile(PERCENT)
 
 
 def unknown_keys(conf: Mapping[str, Any], known: Iterable[str]) -> list[str]:
@@ -63,7 +65,7 @@ def check_run_conf(conf: Mapping[str, Any] | None, known: Iterable[str], dag_id:
 
 def parse_batches(raw: Any) -> list[int | str] | None:
     """``"1, 25%, 100%"`` or a list → ramp sizes; empty → None (use the app's strategy)."""
-    if raw in (None, "", []):
+    if raw is None or raw == [] or (isinstance(raw, str) and not raw.strip()):
         return None
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     out: list[int | str] = []

@@ -77,6 +77,29 @@ def test_batches_that_prepare_refuses(raw: object) -> None:
         parse_batches(raw)
 
 
+SAMPLES = ["1, 25%, 100%", "0%,50%", "0", "101%", "1,,2", "", " ", "10000", "0050%", "2,50%\n",
+           "1.5", "25 %", "100%,", "9999", "²", "1;2"]
+
+
+@pytest.mark.parametrize("raw", SAMPLES)
+def test_the_forms_batches_pattern_takes_what_prepare_takes(dags: dict[str, object],
+                                                             raw: str) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    param = dags["deploy"].params.get_param("batches")  # type: ignore[attr-defined]
+    try:
+        parse_batches(raw)
+        prepare_takes = True
+    except PlanError:
+        prepare_takes = False
+    try:
+        param.resolve(raw)
+        form_takes = True
+    except ParamValidationError:
+        form_takes = False
+    assert form_takes == prepare_takes
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("version", "2.0.0\n"), ("version", "latest\n"), ("version", "2.0.0 "), ("ticket", "OPS-1\n"),
 ])
