@@ -182,12 +182,13 @@ def test_the_phase_is_on_the_host_for_anyone_and_only_the_holder_changes_it(host
 
 
 def test_each_operation_is_one_round_trip(host: SbHost) -> None:
-    timings: dict[str, list[float]] = {"acquire": [], "set_phase": [], "release": []}
+    timings: dict[str, list[float]] = {"true": [], "acquire": [], "set_phase": [], "release": []}
     with session(host) as s:
         s.connect()
         for i in range(15):
             holder = Holder("tars_deploy__demo", f"manual__{i}")
             for name, call in (
+                ("true", lambda: s.run("true", step="baseline")),  # the floor: an empty command
                 ("acquire", lambda: acquire(s, layout(host), holder, phase="staging", version="2.0.0",
                                             is_active=active(), wait=0)),
                 ("set_phase", lambda: set_phase(s, layout(host), holder, "activating")),

@@ -218,8 +218,8 @@ def acquire(
         if result.exit_code != EXIT_HELD:
             raise _unexpected(session, result)
         other, stale = parse_lease(session.host, sections.get("held", "")), None
-        if other is None:
-            continue
+        if other is None:  # "held" with no lease shown: only a hand-edited host can say that
+            raise _unexpected(session, result)
         if takeovers and not is_active(other.holder):
             stale, takeovers = other, takeovers - 1
             continue
