@@ -240,6 +240,9 @@ class Steps(Model):
     host_retries: Annotated[int, Field(ge=0, le=5)] = 0  # Airflow retries of a host's task
     # Health checks wait inline this long, then hand the wait to the triggerer (no worker slot).
     health_defer_after: Annotated[float, Field(ge=0)] = 10.0
+    # How long a run waits for a host held by another Tars run of the app (deploy, canary,
+    # rollback) before that host counts as failed, untouched.
+    lease_wait: Annotated[float, Field(ge=0)] = 300.0
 
 
 class Webhook(Model):

@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from tars_operators.errors import TarsError
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
+from tars_operators.release.leases import RunLease
 from tars_operators.release.runtime import load_spec, run_plan
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
@@ -118,7 +119,7 @@ class ReleaseHostOperator(_SpecOperator):
         return hostflow.HostJob(
             spec=self.spec, host=self.spec.host(self.host), version=plan.version,
             run_id=context["dag_run"].run_id, artifact=hostflow.artifact_from_dict(art),
-            index=context["ti"].map_index,
+            index=context["ti"].map_index, lease=RunLease.from_context(context, self.spec),
         )
 
     def _run(self, context: Any) -> dict[str, Any]:

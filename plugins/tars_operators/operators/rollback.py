@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.release import hostflow
+from tars_operators.release.leases import RunLease, wait_until_free
 from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
@@ -42,7 +43,9 @@ class RollbackPlanOperator(_SpecOperator):
     def execute(self, context: Any) -> list[str]:
         plan = run_plan(context)
         outcomes = stage_outcomes(context, plan)
-        hosts = touched_hosts(outcomes)
+        # A host that failed waiting for its lease was never touched by this run.
+        held = {h for o in outcomes for h, msg in o.why if f"{h} failed@lease:" in msg}
+        hosts = [h for h in touched_hosts(outcomes) if h not in held]
         reason = decision_reason(context, "rollback")
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(
@@ -76,14 +79,18 @@ class RollbackHostOperator(_SpecOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         spec = self.spec
         run_id = context["dag_run"].run_id
+        # The rollback DAG holds each host only while restoring it; a release's rollback keeps
+        # the lease its run took until the rollback report gives every host back.
+        own = {"lease": RunLease.from_context(context, spec),
+               "give_back_lease": self.whole_app or self.target is not None, "log": self.log}
         try:
             if self.target is not None:
                 return hostflow.restore_host(spec, spec.host(self.host), None, run_id,
-                                             target=RollbackTarget.from_dict(self.target), log=self.log)
+                                             target=RollbackTarget.from_dict(self.target), **own)
             if self.whole_app:
-                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, log=self.log)
-            return hostflow.restore_host(spec, spec.host(self.host), run_plan(context).version, run_id,
-                                         undo_run=run_id, log=self.log)
+                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, **own)
+            return hostflow.restore_host(spec, spec.host(self.host), run_plan(context).version,
+                                         run_id, undo_run=run_id, **own)
         except TarsError as exc:
             why = hostflow.short_reason(str(exc), self.host, "rollback")
             # The report names the reason, not just "see its log".
@@ -123,6 +130,7 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.release.runtime import _failures
     from tars_operators.release.truth import problems, read_truth, repair_hint
+    from tars_operators.steps.lease import Holder
 
     ti = context["ti"]
     dr = context["dag_run"]
@@ -133,7 +141,8 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
     by_host = {r["host"]: r for r in ([results] if isinstance(results, dict) else results)
                if isinstance(r, dict)}
-    seen = read_truth(spec, hosts)
+    dr_ = context["dag_run"]
+    seen = read_truth(spec, hosts, release_for=Holder(dr_.dag_id, dr_.run_id))  # run over
     wrong = [f"{h}: still runs {plan.version}, the release being undone"
              for h in hosts if seen[h].on(plan.version)]
     wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})
@@ -178,6 +187,11 @@ class AppRollbackPlanOperator(_SpecOperator):
             raise AirflowFailException("params.reason: a rollback needs a reason")
         explicit = _explicit_version(params.get("version"))
         names = list(params.get("hosts") or []) or [h.name for h in self.spec.hosts]
+        try:  # never resolve targets from hosts another run (a release) is changing
+            wait_until_free(self.spec, [h.name for h in self.spec.hosts],
+                            RunLease.from_context(context, self.spec), log=self.log)
+        except TarsError as exc:
+            raise AirflowFailException(f"rollback refused: {exc}") from None
         states, unread = read_states(self.spec, self.log)
         run = latest_release_run(states.values()) if explicit is None else None
         targets = {name: (RollbackTarget(None, False, f"could not read the host: {unread[name]}")

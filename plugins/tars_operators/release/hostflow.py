@@ -57,6 +57,7 @@ class HostJob:
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
     session: Any = None  # one SSH connection for the whole chain (see ``connected``)
+    lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
 
     @property
     def steps_done(self) -> list[str]:
@@ -119,13 +120,19 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
 
+    from tars_operators.release.leases import phase, take
+
     spec, host = job.spec, job.host
     with connected(job) as session:
+        # One writer per host: nothing is changed before the run holds the host's lease.
+        take(session, spec, host, job.lease, phase="staging", version=job.version, log=log)
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:
             check_capacity(lb, spec, [host.name])
             job.add(pull_out(lb, spec, host), log)
+        phase(session, spec, host, job.lease, "activating", job.version)
         job.add(activate_release(session, spec, host, job.version, job.run_id), log)
+        phase(session, spec, host, job.lease, "checking", job.version)
         return _health(job, session, log)
 
 
@@ -173,12 +180,15 @@ def finish(job: HostJob, *, log: Any = log_) -> None:
     from tars_operators.steps.checks import run_checks
     from tars_operators.steps.traffic import pull_in
 
+    from tars_operators.release.leases import phase
+
     spec, host = job.spec, job.host
     with connected(job) as session:
         job.add(run_checks(session, spec, host, job.version, kind="smoke"), log)
         job.add(mark_release(session, spec, host, job.version, "good"), log)
         with _lb(spec) as lb:
             job.add(pull_in(lb, spec, host), log)
+        phase(session, spec, host, job.lease, "in rotation", job.version)
         try:
             job.add(prune_releases(session, spec, host), log)
         except TarsError as exc:  # pruning is housekeeping: never fail a good release for it
@@ -220,6 +230,7 @@ def short_reason(text: str, host: str, step: str = "") -> str:
 
 def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
                  undo_run: str | None = None, target: Any = None, explicit: str | None = None,
+                 lease: Any = None, give_back_lease: bool = False,
                  log: Any = log_) -> dict[str, Any]:
     """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
     host, where it stands and what to run next.
@@ -228,34 +239,53 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
     the host's state: undo ``undo_run`` / ``bad_version``, or go to ``explicit``. A host
     already on its target is still checked: a stopped or unhealthy service is restarted
     (stop + start) and checked again, and the host always ends back in rotation.
+
+    ``lease`` (a ``RunLease``): taken before the host is read or changed; with
+    ``give_back_lease`` it is released when the restore ends, whatever the outcome.
     """
     from tars_operators.hooks.ssh import open_session
+    from tars_operators.release import leases
+
+    started = time.monotonic()
+    with open_session(spec, host) as session, _lb(spec) as lb:
+        leases.take(session, spec, host, lease, phase="restoring", log=log)
+        try:
+            return _restore(spec, host, session, lb, bad_version, run_id, started,
+                            undo_run=undo_run, target=target, explicit=explicit, log=log)
+        finally:
+            if give_back_lease and lease is not None:
+                leases.give_back(session, spec, host, lease.holder, log=log)
+
+
+def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str | None,
+             run_id: str, started: float, *, undo_run: str | None, target: Any,
+             explicit: str | None, log: Any) -> dict[str, Any]:
     from tars_operators.release.restore import Restore, next_hint, rotation_word
     from tars_operators.release.rollback_target import resolve_rollback
     from tars_operators.steps.state import layout_for, read_host_state
 
-    started = time.monotonic()
-    with open_session(spec, host) as session, _lb(spec) as lb:
-        state = read_host_state(session, layout_for(spec, host), step="rollback")
-        chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
-                                            explicit=explicit)
-        log.info("%s", chosen.line(host.name))
-        if chosen.refused:
-            raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
-                              f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
-        restore = Restore(spec, host, session, lb, run_id, log)
-        try:
-            restore.run(state, chosen.version, undo=chosen.undo)
-        except TarsError as exc:
-            where = "OUT OF ROTATION" if restore.out else rotation_word(lb, host)
-            raise RemoteError(host.name, "rollback", (
-                f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
-                f"— host {where}, current: {restore.current or state.describe_current()}. "
-                f"{next_hint(spec, host)}")) from exc
+    state = read_host_state(session, layout_for(spec, host), step="rollback")
+    chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
+                                        explicit=explicit)
+    log.info("%s", chosen.line(host.name))
+    if chosen.refused:
+        raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
+                          f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
+    restore = Restore(spec, host, session, lb, run_id, log)
+    try:
+        restore.run(state, chosen.version, undo=chosen.undo)
+    except TarsError as exc:
+        where = "OUT OF ROTATION" if restore.out else rotation_word(lb, host)
+        raise RemoteError(host.name, "rollback", (
+            f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
+            f"— host {where}, current: {restore.current or state.describe_current()}. "
+            f"{next_hint(spec, host)}")) from exc
     return {"host": host.name, "state": "restored" if restore.changed else "unchanged",
-            "version": chosen.version, "from": state.current, "moved": state.current != chosen.version,
-            "why": chosen.why, "seconds": round(time.monotonic() - started, 3),
+            "version": chosen.version, "from": state.current,
+            "moved": state.current != chosen.version, "why": chosen.why,
+            "seconds": round(time.monotonic() - started, 3),
             "steps": [s.as_dict() for s in restore.steps]}
+
 
 
 def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
@@ -276,13 +306,14 @@ def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float =
 
 
 def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
-                  log: Any = log_) -> dict[str, str]:
+                  lease: Any = None, log: Any = log_) -> dict[str, str]:
     """Hosts that failed within the budget: undo this run where it switched them, and bring
     every one of them back running, healthy and in rotation."""
     out = {}
     for name in hosts:
         try:
-            r = restore_host(spec, spec.host(name), version, run_id, undo_run=run_id, log=log)
+            r = restore_host(spec, spec.host(name), version, run_id, undo_run=run_id,
+                             lease=lease, log=log)
             how = "restored to" if r["moved"] else "kept on"
             out[name] = f"{how} {r['version']}, in rotation"
         except TarsError as exc:

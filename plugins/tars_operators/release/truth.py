@@ -55,13 +55,19 @@ class HostTruth:
         return runs + (f"; load balancer: {self.lb}" if self.lb else "")
 
 
-def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_) -> dict[str, HostTruth]:
-    """Each host's current release (SSH, in parallel) and LB state (one read). Never raises."""
+def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
+               release_for: Any = None) -> dict[str, HostTruth]:
+    """Each host's current release (SSH, in parallel) and LB state (one read). Never raises.
+
+    ``release_for`` (a lease ``Holder``): the run is over, give back its leases in the same
+    SSH session, after the read.
+    """
     names = list(dict.fromkeys(names))
     if not names:
         return {}
     with ThreadPoolExecutor(max_workers=min(READ_AT_ONCE, len(names))) as pool:
-        hosts = dict(zip(names, pool.map(lambda n: _read_host(spec, n), names)))
+        hosts = dict(zip(names, pool.map(lambda n: _read_host(spec, n, release_for, log),
+                                         names)))
     lb = _read_lb(spec, names)
     out = {}
     for name in names:
@@ -79,14 +85,16 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_) -> dict[
     return out
 
 
-def _read_host(spec: AppSpec, name: str) -> dict[str, Any]:
+def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
+    from tars_operators.release.leases import give_back
     from tars_operators.steps.state import layout_for, read_host_state
 
     host = spec.host(name)
     try:
         with open_session(spec, host) as session:
             state = read_host_state(session, layout_for(spec, host), step="verify")
+            give_back(session, spec, host, release_for, log=log)
     except TarsError as exc:
         return {"host": name, "error": _short(str(exc), name)}
     meta = state.release(state.current) if state.current else None
