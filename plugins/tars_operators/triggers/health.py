@@ -33,6 +33,11 @@ from tars_operators.steps.evaluator import (
 )
 
 CLASSPATH = "tars_operators.triggers.health.HealthCheckTrigger"
+# Airflow 3.3.2 can fail a task whose trigger fires within a few seconds of its deferral: the
+# executor's stale "success" for the deferring attempt is processed after the resumed attempt
+# is already running, and the scheduler marks it failed (apache/airflow#71580, #72716, open).
+# So the trigger never resumes a task sooner than this after it started waiting.
+RESUME_GUARD_SECONDS = 8.0
 
 
 class HealthCheckTrigger(BaseTrigger):
@@ -70,16 +75,25 @@ class HealthCheckTrigger(BaseTrigger):
                 progress = await _wait_for(check, prober)
                 summaries.append(progress.summary(time.monotonic()))
                 if progress.consecutive < check.successes:
+                    await _resume_guard(started)
                     yield self._event("failed", progress.failure_message(self.kind), started, summaries)
                     return
         finally:
             await prober.close()
+        await _resume_guard(started)
         yield self._event("passed", f"{len(summaries)} {self.kind} checks passed", started, summaries)
 
     def _event(self, status: str, message: str, started: float, checks: list[dict[str, Any]]) -> TriggerEvent:
         return TriggerEvent({"status": status, "host": self.host, "kind": self.kind,
                              "version": self.version, "message": message,
                              "seconds": round(time.monotonic() - started, 3), "checks": checks})
+
+
+async def _resume_guard(started: float) -> None:
+    """Hold the event until RESUME_GUARD_SECONDS after the wait began (see the constant)."""
+    left = started + RESUME_GUARD_SECONDS - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left)
 
 
 async def _wait_for(check: ResolvedCheck, prober: _Prober) -> CheckProgress:
