@@ -78,6 +78,19 @@ def test_a_version_with_a_newline_or_spaces_is_a_400(e2e: E2E, version: str) -> 
     assert run_ids(e2e, dag_id) == before
 
 
+@pytest.mark.parametrize(("key", "value"), [("batches", "0%,50%"), ("batches", "1,101%"),
+                                            ("ticket", "OPS-1\n")])
+def test_the_forms_patterns_refuse_what_prepare_would(e2e: E2E, key: str, value: str) -> None:
+    """The form's JSON Schema (Airflow's own check, after the guard) refuses them: 400."""
+    dag_id = e2e.add_app("demo")
+    before = run_ids(e2e, dag_id)
+    r = post_run(e2e, dag_id, {"version": "2.0.0", key: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith(f"Invalid input for param {key}: {value!r} does not "
+                                         "match"), r.text
+    assert run_ids(e2e, dag_id) == before
+
+
 def test_a_good_conf_still_triggers(e2e: E2E) -> None:
     dag_id = e2e.add_app("demo")
     r = post_run(e2e, dag_id, {"version": "2.0.0", "dry_run": True, "reason": "e2e: good",
