@@ -47,14 +47,14 @@ def test_unknown_conf_key_is_a_400_naming_every_known_key_and_no_run(e2e: E2E) -
     r = post_run(e2e, dag_id, {"version": "2.0.0", "dryrun": True})
     assert r.status_code == 400, r.text
     assert r.json() == {"detail": "conf: unknown key 'dryrun' (did you mean 'dry_run'?); "
-                                  f"{dag_id} knows: {DEPLOY_KEYS}. Nothing was run"}
+                                  f"{dag_id} knows: {DEPLOY_KEYS}"}
     # The rollback DAG has its own, smaller form: the keys come from the DAG itself.
     e2e.wait_dag("tars_rollback__demo")
     known = ", ".join(sorted(e2e.api.dag_details("tars_rollback__demo")["params"]))
     r = post_run(e2e, "tars_rollback__demo", {"reason": "r", "dry_run": True})
     assert r.status_code == 400, r.text
     assert r.json()["detail"] == ("conf: unknown key 'dry_run'; tars_rollback__demo knows: "
-                                  f"{known}. Nothing was run")
+                                  f"{known}")
     assert run_ids(e2e, dag_id) == before
     assert run_ids(e2e, "tars_rollback__demo") == set()
     assert_untouched(e2e)
@@ -114,7 +114,7 @@ def test_a_run_made_around_the_api_server_is_refused_by_prepare(e2e: E2E) -> Non
     assert run["state"] == "failed", run.get("note")
     assert run["note"].startswith(
         "refused before any host was touched: conf: unknown key 'dryrun' (did you mean "
-        f"'dry_run'?); {dag_id} knows: {DEPLOY_KEYS}. Nothing was run"), run["note"]
+        f"'dry_run'?); {dag_id} knows: {DEPLOY_KEYS}"), run["note"]
     states = e2e.task_states(dag_id, run_id)
     assert states["prepare"] == "failed" and states["fetch"] in ("skipped", "upstream_failed")
     assert_untouched(e2e)

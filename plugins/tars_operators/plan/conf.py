@@ -40,7 +40,7 @@ def unknown_keys_message(dag_id: str, unknown: list[str], known: Iterable[str]) 
         shown.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     noun = "key" if len(unknown) == 1 else "keys"
     return (f"conf: unknown {noun} {', '.join(shown)}; {dag_id} knows: "
-            f"{', '.join(names) or 'no keys'}. Nothing was run")
+            f"{', '.join(names) or 'no keys'}")
 
 
 def check_run_conf(conf: Mapping[str, Any] | None, known: Iterable[str], dag_id: str) -> None:

@@ -32,7 +32,7 @@ def test_dryrun_is_refused_with_a_hint_and_every_known_key(dags: dict[str, objec
     assert message == (
         "conf: unknown key 'dryrun' (did you mean 'dry_run'?); tars_deploy__demo knows: "
         "batches, dry_run, force, force_reason, hosts, reason, skip_fort, skip_fort_reason, "
-        "ticket, version. Nothing was run")
+        "ticket, version")
 
 
 def test_each_dag_knows_its_own_form(dags: dict[str, object]) -> None:
@@ -45,7 +45,7 @@ def test_each_dag_knows_its_own_form(dags: dict[str, object]) -> None:
     assert message.startswith("conf: unknown keys 'dry_run', 'hostz' (did you mean 'hosts'?);")
     known = ", ".join(sorted(rollback.params.keys()))  # type: ignore[attr-defined]
     assert "skip_fort" not in known
-    assert message.endswith(f"tars_rollback__demo knows: {known}. Nothing was run")
+    assert message.endswith(f"tars_rollback__demo knows: {known}")
 
 
 @pytest.mark.parametrize("conf", [
