@@ -98,7 +98,8 @@ class HaltOperator(_SpecOperator):
     def execute(self, context: Any) -> None:
         plan = run_plan(context)
         reason = decision_reason(context, "halt")
-        outcomes = stage_outcomes(context, plan)
+        outcomes, _ = reconcile(self.spec, stage_outcomes(context, plan), plan.version,
+                                context["dag_run"].run_id, log=self.log)
         failed = [h for o in outcomes for h in o.failed]
         read_truth(self.spec, plan.all_hosts, log=self.log, release_for=_holder(context))
         problems = hostflow.rotation_problems(self.spec, plan.in_rotation)

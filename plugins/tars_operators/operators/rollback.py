@@ -129,20 +129,19 @@ class RollbackReportOperator(_SpecOperator):
 def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.release.runtime import _failures
-    from tars_operators.release.truth import problems, read_truth, repair_hint
+    from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
     from tars_operators.steps.lease import Holder
 
     ti = context["ti"]
     dr = context["dag_run"]
-    outcomes = stage_outcomes(context, plan)
+    outcomes, _ = reconcile(spec, stage_outcomes(context, plan), plan.version, dr.run_id)
     reasons = _failures(ti, ROLLBACK_HOSTS, len(hosts)) if hosts else {}
     states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
                                 task_ids=[ROLLBACK_HOSTS]).get(dr.run_id, {})
     results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
     by_host = {r["host"]: r for r in ([results] if isinstance(results, dict) else results)
                if isinstance(r, dict)}
-    dr_ = context["dag_run"]
-    seen = read_truth(spec, hosts, release_for=Holder(dr_.dag_id, dr_.run_id))  # run over
+    seen = read_truth(spec, hosts, release_for=Holder(dr.dag_id, dr.run_id))  # the run is over
     wrong = [f"{h}: still runs {plan.version}, the release being undone"
              for h in hosts if seen[h].on(plan.version)]
     wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})

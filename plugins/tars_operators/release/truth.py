@@ -33,6 +33,7 @@ class HostTruth:
     lb: str = ""  # the LB's words ("UP (admin ready, …)"); "" without a load balancer
     in_service: bool = True  # confirmed UP (True when there is no LB to ask)
     error: str = ""
+    phase: str = ""  # where the last run's work on the host stood (its lease), "" when free
 
     def on(self, version: str) -> bool:
         return self.current == version and not self.error
@@ -88,19 +89,22 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
 def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
+    from tars_operators.steps.lease import read_lease
     from tars_operators.steps.state import layout_for, read_host_state
 
     host = spec.host(name)
     try:
         with open_session(spec, host) as session:
             state = read_host_state(session, layout_for(spec, host), step="verify")
+            lease = read_lease(session, layout_for(spec, host))
             give_back(session, spec, host, release_for, log=log)
     except TarsError as exc:
         return {"host": name, "error": _short(str(exc), name)}
     meta = state.release(state.current) if state.current else None
     extra: Mapping[str, Any] = getattr(meta, "extra", {}) or {}
     return {"host": name, "current": state.current, "status": getattr(meta, "status", None),
-            "activated_run": extra.get("activated_run_id")}
+            "activated_run": extra.get("activated_run_id"),
+            "phase": f"{lease.phase} ({lease.holder})" if lease else ""}
 
 
 def _read_lb(spec: AppSpec, names: list[str]) -> dict[str, Any]:
@@ -170,6 +174,8 @@ def reconcile(spec: AppSpec, outcomes: list[Any], version: str, run_id: str, *,
         return outcomes, []
     seen = read_truth(spec, failed, log=log)
     late = [h for h in failed if seen[h].finished_by(version, run_id)]
+    outcomes = [replace(o, why=tuple((h, _explained(h, m, seen[h])) for h, m in o.why))
+                for o in outcomes]
     if not late:
         return outcomes, []
     for h in late:
@@ -179,3 +185,12 @@ def reconcile(spec: AppSpec, outcomes: list[Any], version: str, run_id: str, *,
                    failed=tuple(h for h in o.failed if h not in late),
                    why=tuple((h, m) for h, m in o.why if h not in late)) for o in outcomes]
     return out, late
+
+
+def _explained(host: str, message: str, truth: HostTruth) -> str:
+    """A task that died outside Tars code left no reason: say where the host stands instead."""
+    if message != "see the task log":
+        return message
+    where = f" in phase {truth.phase}" if truth.phase else ""
+    return (f"{host}: its task died without a report{where} (see the task log); the host "
+            f"{truth.describe()}")

@@ -81,3 +81,19 @@ def test_reconcile_counts_a_finished_host_whose_report_was_lost(monkeypatch: pyt
     assert fixed[1].why == (("h2", "h2 failed@health"),)
     assert fixed[0] == outcomes[0]
     assert truth.reconcile(None, [outcomes[0]], "2.0.0", "r1") == ([outcomes[0]], [])  # type: ignore[arg-type]
+
+
+def test_a_task_that_died_without_a_reason_is_explained_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from tars_operators.release import truth
+
+    dead = replace(t("h1", "1.0.0", up=False), phase="activating (tars_deploy__demo run r1)")
+    monkeypatch.setattr(truth, "read_truth", lambda spec, names, log=None: {"h1": dead})
+    outcomes = [StageOutcome("fort", ("h1",), (), ("h1",), (), (("h1", "see the task log"),))]
+    fixed, late = truth.reconcile(None, outcomes, "2.0.0", "r1")  # type: ignore[arg-type]
+    assert late == []
+    (why,) = fixed[0].why
+    assert why[1] == ("h1: its task died without a report in phase activating (tars_deploy__demo "
+                      "run r1) (see the task log); the host runs 1.0.0 (good); load balancer: "
+                      "DRAIN (admin drain)")
