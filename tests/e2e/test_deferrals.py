@@ -92,3 +92,26 @@ def test_dry_run_plans_and_touches_no_host(e2e: E2E) -> None:
     assert all(v == "skipped" for k, v in states.items() if k.startswith(("fort.", "batch_")))
     for host in e2e.sandbox.hosts:
         assert e2e.releases_on(host.name) == ["1.0.0"], f"{host.name} was touched"
+
+
+def test_ten_releases_with_every_health_wait_deferred_all_succeed(e2e: E2E) -> None:
+    """apache/airflow#71580/#72716: a task resumed within seconds of its deferral can be failed
+    by the executor's stale success. Ten releases of 10 hosts, every health wait deferred
+    (9 at once in the second stage): none may fail (the trigger's resume guard)."""
+    dag_id = e2e.add_app("demo_defer10", **{"steps.health_defer_after": 1,
+                                             "strategy.batches": ["100%"],
+                                             "traffic.min_in_service": "10%"})
+    outcomes = []
+    for i in range(10):
+        if i:
+            e2e.sandbox.reset()  # every host back on 1.0.0, UP
+        log: list = []
+        run = e2e.api.trigger(dag_id, {"version": "2.0.0-slow", "reason": f"e2e: deferral {i}"})
+        final = seen_states(e2e, dag_id, run["dag_run_id"], log)
+        deferred = {(t, m) for t, m, s in log if s == "deferred"}
+        outcomes.append((final["state"], len(deferred), (final.get("note") or "").splitlines()[0]))
+        print(f"run {i}: {outcomes[-1]}")
+        assert final["state"] == "success", (i, final.get("note"))
+        assert e2e.versions() == {h.name: "2.0.0-slow" for h in e2e.sandbox.hosts}
+        assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    assert all(n >= 5 for _, n, _ in outcomes), f"health waits were not deferred: {outcomes}"
