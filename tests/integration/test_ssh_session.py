@@ -155,3 +155,30 @@ def test_secrets_in_templates_reach_the_host_but_not_the_log(
     assert written.read_text() == f"db=app:{secret}\ntoken=tok-987654321\n"
     assert written.stat().st_mode & 0o777 == 0o600
     assert secret not in caplog.text and "tok-987654321" not in caplog.text
+
+
+def test_commands_keep_their_own_output_exit_code_and_stdin(params: SessionParams) -> None:
+    """Every command runs inside the host-side guard; what it prints and returns is its own."""
+    script = "set -e\necho \"$(cat)|\"\nprintf 'a\\tb\\n' >&2\ntrap 'echo bye' EXIT\nfalse\necho never"
+    with HostSession(params) as s:
+        result = s.run(script, step="t", check=False)
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "|\nbye\n", "a\tb\n")
+        assert s.run("exit 7", step="t", check=False).exit_code == 7
+        assert s.run("cat <<'EOF'\n$HOME ')'\nEOF", step="t").stdout == "$HOME ')'\n"
+        with pytest.raises(RemoteCommandError, match="t: exit code 3; last lines of stderr:\nboom"):
+            s.run("echo boom >&2; exit 3", step="t")
+
+
+def test_a_daemon_started_on_purpose_outlives_its_command(params: SessionParams) -> None:
+    """A service start (setsid + nohup, like demo-ctl) is not killed when its command ends."""
+    import signal
+    import subprocess
+
+    marker = f"tars-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    with HostSession(params) as s:
+        s.run(f"nohup setsid sh -c 'sleep 60; : {marker}' </dev/null >/dev/null 2>&1 & echo started", step="start")
+        # The sandbox host is local: look from here (a remote pgrep would also see its own shell).
+        survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+        assert survivors, "the daemon was killed with its command"
+        for pid in survivors:
+            os.kill(int(pid), signal.SIGKILL)
