@@ -15,7 +15,8 @@ EOF: same exit code, stdout and stderr. The watcher kills the whole group (TERM,
   gives up first; this catches a controller that hangs without closing anything).
 
 When the command ends normally the guard stops the watcher and nothing else is touched.
-Needs a POSIX login shell and ``timeout`` and ``cat`` (coreutils or busybox) on the host.
+Needs a POSIX login shell, ``cat`` and ``sleep`` on the host, and ``timeout`` (coreutils or a
+recent busybox) for the host-side deadline; without it only the controller-gone kill works.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def guarded(command: str, timeout: float, *, grace: float = DEADLINE_GRACE, kill
     is gone). ``timeout`` is the controller's own limit for the command, in seconds.
     """
     deadline = host_deadline(timeout, grace)
-    # `timeout … cat` ends at stdin EOF or at the deadline, whichever comes first; the watcher
-    # then ignores TERM so that it survives the group TERM long enough to send KILL.
+    # `timeout … cat` ends at stdin EOF (0) or at the deadline (124), whichever comes first. Any
+    # other status means `timeout` is missing or unlike GNU's: watch for EOF alone rather than
+    # kill a command at once. The watcher then ignores TERM to survive the group TERM and KILL.
     watcher = (f"timeout {deadline} cat <&3 >/dev/null 2>&1; "
+               "case $? in 0|124) ;; *) cat <&3 >/dev/null 2>&1 ;; esac; "
                f"trap '' TERM; kill -TERM -$$; sleep {int(kill_after)}; kill -KILL -$$")
     return "\n".join([
         "exec 3<&0 </dev/null",

@@ -129,6 +129,22 @@ def test_host_deadline_kills_the_group_even_with_the_controller_still_there(
     assert proc.wait(5) != 0  # stdin was never closed
 
 
+def test_without_timeout_on_the_host_commands_still_run_and_die_with_the_controller(
+    tmp_path: Path, started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("cat", "sleep", "sh"):  # everything the guard and the command use, but `timeout`
+        (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    monkeypatch.setenv("PATH", str(bin_dir))
+    proc = spawn("/bin/sh", "sleep 1; echo still here", 30, started)
+    assert finish(proc) == (0, "still here\n", "")
+    proc = spawn("/bin/sh", "sleep 300; echo never", 30, started)
+    poll(lambda: len(live_in_session(proc.pid)) >= 4, 5, "the command to start")
+    proc.stdin.close()  # type: ignore[union-attr]
+    poll(lambda: not live_in_session(proc.pid), 5, "the command to be killed")
+
+
 def test_host_deadline_is_the_timeout_plus_grace_in_whole_seconds() -> None:
     assert host_deadline(300) == 300 + DEADLINE_GRACE
     assert host_deadline(0.2, grace=0.5) == 1 and host_deadline(2.1, grace=0) == 3
