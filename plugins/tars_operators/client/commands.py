@@ -177,11 +177,15 @@ def started(api: Airflow, args: argparse.Namespace, dag_id: str, run: dict[str, 
 
 
 @command(
-    "rollback", "roll APP back to each host's previous good release (tars_rollback__APP)",
+    "rollback", "undo the app's latest release (each host back to what it ran before it) and "
+    "repair: every listed host ends running a good release, healthy and UP (tars_rollback__APP); "
+    "the command Tars names in a note to repair hosts",
     arg("app", help="app name (app.name)"),
     arg("--reason", required=True, help="why (run note, audit trail)"),
     arg("--ticket", default="", help="change ticket"),
     arg("--hosts", default=None, help="only these hosts, comma separated"),
+    arg("--version", default=None,
+        help="go to this version on every listed host instead (it must be staged there as good)"),
     *WAIT_ARGS,
 )
 def rollback(args: argparse.Namespace) -> int:
@@ -192,6 +196,8 @@ def rollback(args: argparse.Namespace) -> int:
     conf: dict[str, Any] = {"reason": args.reason, "ticket": args.ticket}
     if args.hosts:
         conf["hosts"] = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    if args.version is not None:
+        conf["version"] = args.version
     try:
         problem = form_refusal(runnable(api, args.app, dag_id), conf)
         if problem:
