@@ -20,6 +20,7 @@ from tars_operators.errors import TarsError
 log_ = logging.getLogger(__name__)
 GOOD = ("good", "adopted")  # releases a host may be left on
 READ_AT_ONCE = 16  # SSH reads in parallel at the end of a run
+RELEASE_PHASES = ("staging", "out of rotation", "activating", "checking", "in rotation")
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,9 @@ def _explained(host: str, message: str, truth: HostTruth) -> str:
     """A task that died outside Tars code left no reason: say where the host stands instead."""
     if message != "see the task log":
         return message
-    where = f" in phase {truth.phase}" if truth.phase else ""
+    # The lease's phase is the dead task's own only until an undo records its own there (a
+    # rollback of the same run re-enters the lease: "restoring", "done"): name only a phase
+    # a release task writes.
+    where = f" in phase {truth.phase}" if truth.phase.split(" (")[0] in RELEASE_PHASES else ""
     return (f"{host}: its task died without a report{where} (see the task log); the host "
             f"{truth.describe()}")

@@ -97,3 +97,18 @@ def test_a_task_that_died_without_a_reason_is_explained_from_the_host(monkeypatc
     assert why[1] == ("h1: its task died without a report in phase activating (tars_deploy__demo "
                       "run r1) (see the task log); the host runs 1.0.0 (good); load balancer: "
                       "DRAIN (admin drain)")
+
+
+def test_a_dead_task_is_not_said_to_have_died_in_the_phase_its_rollback_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rollback report reads the lease after the run's own rollback re-entered it."""
+    from dataclasses import replace
+
+    from tars_operators.release import truth
+
+    for phase in ("restoring", "done"):
+        after = replace(t("h1", "1.0.0"), phase=f"{phase} (tars_deploy__demo run r1)")
+        monkeypatch.setattr(truth, "read_truth", lambda spec, names, log=None, a=after: {"h1": a})
+        outcomes = [StageOutcome("fort", ("h1",), (), ("h1",), (), (("h1", "see the task log"),))]
+        (why,) = truth.reconcile(None, outcomes, "2.0.0", "r1")[0][0].why  # type: ignore[arg-type]
+        assert why[1].startswith("h1: its task died without a report (see the task log); the "
+                                 "host runs 1.0.0 (good)"), why
