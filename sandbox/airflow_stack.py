@@ -40,6 +40,9 @@ class AirflowStack:
     dags_folder: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Process groups of components killed alone (``kill(group=False)``): their children
+    # (LocalExecutor workers, task processes) may outlive them; ``stop`` ends them too.
+    orphan_groups: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -110,18 +113,74 @@ class AirflowStack:
         logs.mkdir(exist_ok=True)
         try:
             for comp in COMPONENTS:
-                out = open(logs / f"{comp}.out", "ab")
-                self.procs[comp] = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", comp], env=self.env(), stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            (self.home / "pids.json").write_text(
-                json.dumps({c: p.pid for c, p in self.procs.items()})
-            )
+                self._spawn(comp)
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self, comp: str) -> subprocess.Popen:
+        """Start one component in its own session (its process group id is its pid)."""
+        out = open(self.home / "logs" / f"{comp}.out", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", comp], env=self.env(), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        out.close()  # the child has its own copy
+        self.procs[comp] = proc
+        (self.home / "pids.json").write_text(json.dumps({c: p.pid for c, p in self.procs.items()}))
+        return proc
+
+    def pid(self, comp: str) -> int:
+        """Pid of a running component this stack started (fails if it is not running)."""
+        proc = self.procs.get(comp)
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"airflow {comp} is not running (started: {sorted(self.procs)})")
+        return proc.pid
+
+    def kill(self, comp: str, sig: int = signal.SIGKILL, *, group: bool = True,
+             timeout: float = 30) -> int:
+        """Signal one component — its whole process group, or only its own pid — and wait
+        until it has exited; returns its exit code. Restart it with ``restart``.
+
+        ``group=False`` is a crash of the component alone: its children keep running
+        (recorded in ``orphan_groups``, ended by ``end_orphans`` and ``stop``).
+        """
+        proc = self.procs[comp]
+        pid = self.pid(comp)
+        try:
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(pid, signal.SIGKILL)
+            code = proc.wait(10)
+        if not group:
+            self.orphan_groups.append(pid)
+        return code
+
+    def restart(self, comp: str, timeout: float = 120) -> int:
+        """Start a component again (same home, ports and settings) and wait until Airflow
+        reports every component healthy; returns the new pid."""
+        proc = self.procs.get(comp)
+        if proc is not None and proc.poll() is None:
+            raise RuntimeError(f"airflow {comp} is still running (pid {proc.pid})")
+        pid = self._spawn(comp).pid
+        self.wait_healthy(timeout)
+        return pid
+
+    def end_orphans(self, timeout: float = 10) -> None:
+        """TERM then KILL what is left of the process groups of components killed alone."""
+        for pgid in self.orphan_groups:
+            _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_group_alive(g) for g in self.orphan_groups):
+            time.sleep(0.1)
+        for pgid in self.orphan_groups:
+            _signal_group(pgid, signal.SIGKILL)
+        self.orphan_groups.clear()
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -164,6 +223,7 @@ class AirflowStack:
                     pass
                 proc.wait(5)
         self.procs.clear()
+        self.end_orphans()
 
     def token(self) -> str:
         r = httpx.post(
@@ -177,3 +237,24 @@ class AirflowStack:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
         )
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process of the group exists."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False

@@ -7,18 +7,24 @@ dag-processor picks them up and the test waits until the DAG is visible through 
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
+import psutil
 import yaml
 
 from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
 from sandbox.localstack import REPO
+from sandbox.procs import descendants, is_alive
+from tars_operators.steps.lease import Lease, parse_lease
 from tars_operators.client.api import Airflow
 from tests import polling
 
@@ -91,6 +97,96 @@ class E2E:
     def releases_on(self, host_name: str) -> list[str]:
         root = Path(self.sandbox.host(host_name).deploy_root) / "releases"
         return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+    # -- faults: the processes behind a host's work, found by their connections ---------------
+    def lease(self, host_name: str) -> Lease | None:
+        """The host's lease as its file says now (None: no run holds it)."""
+        path = Path(self.sandbox.host(host_name).deploy_root) / ".tars" / "lease"
+        try:
+            return parse_lease(host_name, path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def phase(self, host_name: str) -> str | None:
+        lease = self.lease(host_name)
+        return lease.phase if lease else None
+
+    def ssh_clients(self, host_name: str) -> list[int]:
+        """Pids of Airflow processes with an open SSH connection to the host (task processes:
+        descendants of the scheduler or triggerer this stack started)."""
+        host = self.sandbox.host(host_name)
+        ours = {p for comp in ("scheduler", "triggerer") if comp in self.stack.procs
+                for p in descendants(self.stack.procs[comp].pid)}
+        ours |= {p for g in self.stack.orphan_groups for p in _group_members(g)}
+        return sorted({c.pid for c in _connections()
+                       if c.pid in ours and c.raddr and c.status == psutil.CONN_ESTABLISHED
+                       and (c.raddr.ip, c.raddr.port) == (host.address, host.ssh_port)})
+
+    def kill_task_on(self, host_name: str, timeout: float = 30) -> int:
+        """``kill -9`` the one task process connected to the host over SSH; its pid."""
+        pids = poll(lambda: self.ssh_clients(host_name), timeout,
+                    f"a task process connected to {host_name}", interval=0.05)
+        assert len(pids) == 1, f"several processes connected to {host_name}: {pids}"
+        os.kill(pids[0], signal.SIGKILL)
+        poll(lambda: not is_alive(pids[0]), 10, f"task process {pids[0]} to die", interval=0.05)
+        return pids[0]
+
+    def cut_off(self, host_name: str) -> list[int]:
+        """The host unreachable over SSH: new connections refused (``block_ssh``) and the
+        sshd sessions already serving it killed; returns the session pids killed."""
+        host = self.sandbox.host(host_name)
+        self.sandbox.block_ssh(host_name)
+        shards = [p.pid() for p in self.sandbox.infra_processes() if p.label.startswith("sshd")]
+        sshd_children = {c for s in shards if s for c in descendants(s)}
+        sessions = sorted({c.pid for c in _connections()
+                           if c.pid in sshd_children and c.laddr and c.raddr
+                           and (c.laddr.ip, c.laddr.port) == (host.address, host.ssh_port)})
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        poll(lambda: not any(is_alive(p) for p in sessions), 10, f"sshd sessions of {host_name} to die")
+        return sessions
+
+    @contextmanager
+    def component_down(self, comp: str, sig: int = signal.SIGKILL, *,
+                       group: bool = True) -> Iterator[int]:
+        """An Airflow component killed (its pid yielded) and started again on the way out,
+        even when the body fails."""
+        pid = self.stack.pid(comp)
+        self.stack.kill(comp, sig, group=group)
+        try:
+            yield pid
+        finally:
+            self.stack.restart(comp)
+
+
+def processes_running(*argv: str) -> list[int]:
+    """Pids whose command line is exactly ``argv`` (e.g. a marker ``sleep`` of a test)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] == list(argv) and is_alive(proc.pid):
+            found.append(proc.pid)
+    return found
+
+
+def _connections() -> list[Any]:
+    try:
+        return psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return []
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                out.append(pid)
+        except ProcessLookupError:
+            continue
+    return out
 
 
 @dataclass
