@@ -81,3 +81,39 @@ def test_artifact_server_down_is_retried_then_fails_the_run(e2e: E2E) -> None:
     failed_before_hosts(e2e, dag_id, {"version": "2.0.0"}, "ConnectError",
                         "still failing after artifact.retry_for=3s")
     untouched(e2e, "2.0.0")
+
+
+# ---- hosts installed by another tool ------------------------------------------------------
+
+
+def as_another_tool_left_it(e2e: E2E) -> None:
+    """No Tars metadata anywhere, ``current`` an ABSOLUTE link: what another tool leaves."""
+    for host in e2e.sandbox.hosts:
+        root = Path(host.deploy_root)
+        shutil.rmtree(root / "releases" / OLD / ".tars")
+        tmp = root / "current.tmp-adopt"
+        tmp.symlink_to(root / "releases" / OLD)
+        tmp.replace(root / "current")
+
+
+def test_a_broken_first_release_on_adopted_hosts_restores_the_fort_host(e2e: E2E) -> None:
+    from tests.e2e.harness import Load
+
+    as_another_tool_left_it(e2e)
+    dag_id = e2e.add_app("demo")
+    fort = e2e.sandbox.hosts[0].name
+    with Load(e2e.sandbox.frontend_url + "/", rate=50) as load:
+        run = e2e.release(dag_id, {"version": "2.0.0-broken", "reason": "e2e: adopted fleet"})
+    note = run.get("note") or ""
+    print(f"\n{run['state']}: {note}\nload: {load.ok} ok, {load.failed} failed")
+    assert run["state"] == "failed" and note.startswith("rolled back: fort: 1 host(s) failed"), note
+    assert f"{fort}: restored to {OLD}, in rotation" in note, note
+    assert "1/1 touched host(s) on a good release and UP." in note and "; NOT:" not in note, note
+    assert e2e.versions() == {h.name: OLD for h in e2e.sandbox.hosts}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    assert load.failed == 0, f"{load.failed} failed requests: {load.errors[:5]}"
+    assert load.ok > 50, "the load generator did not run during the release"
+    meta = Path(e2e.sandbox.host(fort).deploy_root) / "releases" / OLD / ".tars" / "release.json"
+    assert '"adopted"' in meta.read_text(), "the adopted release was not recorded as a target"
+    for host in e2e.sandbox.hosts[1:]:
+        assert "2.0.0-broken" not in e2e.releases_on(host.name), f"{host.name} was touched"

@@ -105,3 +105,32 @@ def test_rollback_after_a_halted_fort_moves_only_the_fort_host_and_twice_is_a_no
     after = {h.name: sorted(e2e.releases_on(h.name)) for h in e2e.sandbox.hosts}
     assert {h: after[h] for h in after if h != "host01"} == {h: before[h] for h in before if h != "host01"}
     assert_one_writer(e2e, [h.name for h in e2e.sandbox.hosts])
+
+
+def test_a_release_triggered_during_a_rollback_waits_for_the_hosts_it_holds(e2e: E2E) -> None:
+    app = "demo_lease2"
+    dag_id = e2e.add_app(app, **{"strategy.batches": [1, 2, "100%"]})
+    rb_dag = f"tars_rollback__{app}"
+    e2e.wait_dag(rb_dag)
+    hosts = names(e2e, 4)
+    first = e2e.release(dag_id, {"version": "2.0.0-slow", "reason": "e2e: before", "hosts": hosts})
+    assert first["state"] == "success", first["note"]
+    api = e2e.api
+    rollback = api.trigger(rb_dag, {"reason": "e2e: undo 2.0.0-slow", "hosts": hosts})["dag_run_id"]
+    # the rollback holds host01 (restoring) when the next release starts
+    poll(lambda: any(ev.holder.run_id == rollback for ev in lease_log(e2e, "host01")), 240,
+         "the rollback to take host01", interval=0.2)
+    release = api.trigger(dag_id, {"version": "2.1.0", "reason": "e2e: after", "hosts": hosts})["dag_run_id"]
+    back = finished(e2e, rb_dag, rollback)
+    rel = finished(e2e, dag_id, release)
+    print(f"\nrollback {back['state']}: {back['note']}\nrelease {rel['state']}: {rel['note']}")
+    assert back["state"] == "success", back["note"]
+    assert rel["state"] == "success", rel["note"]
+    assert rel["note"].startswith("succeeded · 4/4 hosts on 2.1.0"), rel["note"]
+    versions = e2e.versions()
+    assert {h: versions[h] for h in hosts} == {h: "2.1.0" for h in hosts}, versions
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    order = assert_one_writer(e2e, hosts)
+    for host in hosts:  # the rollback had each host before the release
+        runs = [h.run_id for h in order[host]]
+        assert runs.index(rollback) < runs.index(release), (host, runs)
