@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from sandbox.procs import descendants, is_alive, terminate
+
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -40,9 +42,10 @@ class AirflowStack:
     dags_folder: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    # Process groups of components killed alone (``kill(group=False)``): their children
-    # (LocalExecutor workers, task processes) may outlive them; ``stop`` ends them too.
-    orphan_groups: list[int] = field(default_factory=list)
+    # Children of components killed alone (``kill(group=False)``): LocalExecutor workers and
+    # task processes (in groups of their own) outlive them. (pid, start time) as seen at the
+    # kill, so a reused pid is never signalled; ``end_orphans`` and ``stop`` end them.
+    orphans: list[tuple[int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -144,12 +147,17 @@ class AirflowStack:
         until it has exited; returns its exit code. Restart it with ``restart``.
 
         ``group=False`` is a crash of the component alone: its children keep running
-        (recorded in ``orphan_groups``, ended by ``end_orphans`` and ``stop``).
+        (recorded in ``orphans``, ended by ``end_orphans`` and ``stop``).
         """
         proc = self.procs[comp]
         pid = self.pid(comp)
+        if not group:
+            self.orphans += [(p, _start_time(p)) for p in descendants(pid)]
         try:
-            os.killpg(pid, sig) if group else os.kill(pid, sig)
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             pass
         try:
@@ -157,8 +165,6 @@ class AirflowStack:
         except subprocess.TimeoutExpired:
             os.killpg(pid, signal.SIGKILL)
             code = proc.wait(10)
-        if not group:
-            self.orphan_groups.append(pid)
         return code
 
     def restart(self, comp: str, timeout: float = 120) -> int:
@@ -171,16 +177,15 @@ class AirflowStack:
         self.wait_healthy(timeout)
         return pid
 
+    def orphan_pids(self) -> list[int]:
+        """Children of components killed alone that are still running."""
+        return [p for p, started in self.orphans if started and _start_time(p) == started
+                and is_alive(p)]
+
     def end_orphans(self, timeout: float = 10) -> None:
-        """TERM then KILL what is left of the process groups of components killed alone."""
-        for pgid in self.orphan_groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_group_alive(g) for g in self.orphan_groups):
-            time.sleep(0.1)
-        for pgid in self.orphan_groups:
-            _signal_group(pgid, signal.SIGKILL)
-        self.orphan_groups.clear()
+        """TERM, then KILL, the children of components killed alone that still run."""
+        terminate(self.orphan_pids(), timeout)
+        self.orphans.clear()
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -239,22 +244,10 @@ class AirflowStack:
         )
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+
+def _start_time(pid: int) -> str:
+    """Start time of a process (/proc/<pid>/stat field 22), '' when it is gone."""
     try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process of the group exists."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""

@@ -117,7 +117,7 @@ class E2E:
         host = self.sandbox.host(host_name)
         ours = {p for comp in ("scheduler", "triggerer") if comp in self.stack.procs
                 for p in descendants(self.stack.procs[comp].pid)}
-        ours |= {p for g in self.stack.orphan_groups for p in _group_members(g)}
+        ours |= {p for o in self.stack.orphan_pids() for p in (o, *descendants(o))}
         return sorted({c.pid for c in _connections()
                        if c.pid in ours and c.raddr and c.status == psutil.CONN_ESTABLISHED
                        and (c.raddr.ip, c.raddr.port) == (host.address, host.ssh_port)})
@@ -176,17 +176,6 @@ def _connections() -> list[Any]:
         return psutil.net_connections(kind="tcp")
     except psutil.Error:
         return []
-
-
-def _group_members(pgid: int) -> list[int]:
-    out = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid:
-                out.append(pid)
-        except ProcessLookupError:
-            continue
-    return out
 
 
 @dataclass
