@@ -183,7 +183,7 @@ def test_a_reload_nginx_does_not_apply_is_caught_and_undone(
             lb.drain(target)
     message = str(err.value)
     assert message.startswith(f"{target.name}: nginx reload not applied on {fleet.hosts[9].name} (")
-    assert "started no new workers within 10s of the reload" in message
+    assert "did not replace its workers within 10s of the reload" in message
     assert "restored to its previous content" in message
     assert nginx.upstream.read_text() == before, "the file says down while nginx still routes"
     assert target.name in serving(nginx)

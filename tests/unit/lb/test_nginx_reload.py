@@ -32,16 +32,23 @@ pytestmark = pytest.mark.unit
 FAKE_MASTER = r"""
 import os, pathlib, signal, subprocess, sys, time
 d = pathlib.Path(sys.argv[1])
+# A worker retitles itself (same pid, like nginx) when told to stop accepting (USR1 here).
+# (Spelled "$s down" so the title only appears once the worker is retitled.)
+WORKER = ("s=shutting; trap 'exec -a \"nginx: worker process is $s down\" sleep 600' USR1; "
+          "while :; do sleep 0.02; done")
 def spawn():
-    return [subprocess.Popen(["bash", "-c", "exec -a 'nginx: worker process' sleep 600"])
+    return [subprocess.Popen(["nginx: worker process", "-c", WORKER], executable="/bin/bash")
             for _ in range(2)]
 workers, retired = spawn(), []
 def hup(*_):
     global workers
     if (d / "reject").exists():  # like a master that cannot apply the new file
         return
-    retired.extend(workers)
-    workers = spawn()
+    old, workers = workers, spawn()
+    if not (d / "slow-quit").exists():  # else: the old ones keep accepting (the test checks)
+        for w in old:
+            w.send_signal(signal.SIGUSR1)
+    retired.extend(old)
 def term(*_):
     for w in workers + retired:
         w.kill(); w.wait()
@@ -159,7 +166,7 @@ def test_a_master_that_does_not_apply_the_file_is_caught(master: Path, make_spec
     original = conf.read_text()
     with pytest.raises(LoadBalancerError) as err:
         lb.drain(lb.spec.hosts[0])
-    assert "started no new workers within 0.5s of the reload: it did not apply the file" in str(err.value)
+    assert "did not replace its workers within 0.5s of the reload: it did not apply the file" in str(err.value)
     assert "restored to its previous content" in str(err.value)
     assert conf.read_text() == original
 
@@ -197,3 +204,14 @@ def test_old_workers_are_parsed() -> None:
     assert parse_old_workers("@@old-workers 12 13 \n") == (12, 13)
     assert parse_old_workers("@@old-workers ?\n") is None
     assert parse_old_workers("") is None
+
+
+def test_new_workers_are_not_enough_while_old_ones_still_accept(master: Path, make_spec: MakeSpec) -> None:
+    """Between starting new workers and telling the old ones to stop, nginx still routes with
+    the old file: a reload counts as applied only once every old worker is shutting down."""
+    lb = _balancer(make_spec, master)
+    lb.renew_timeout = 0.5
+    (master / "slow-quit").touch()
+    (master / "inflight").touch()  # the old workers stay (accepting) past the renew timeout
+    with pytest.raises(LoadBalancerError, match="did not replace its workers within 0.5s"):
+        lb.drain(lb.spec.hosts[0])

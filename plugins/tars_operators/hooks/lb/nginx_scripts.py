@@ -5,7 +5,8 @@ compare-and-swap under `flock`. A reload is verified twice: its command must exi
 master (``pid_file``) must start a new generation of workers — nginx answers `-s reload` with
 exit 0 even when the master then fails to apply the file. Either failure puts the previous file
 back (only if the file is still the one written: sha-guarded) so the file never says what nginx
-does not do. The old workers' pids are printed: they finish the requests in flight and exit,
+does not do. New workers alone are not enough: until the master tells the old ones to stop, they
+still accept requests with the old file, so each old worker must be gone or "shutting down". The old workers' pids are printed: they finish the requests in flight and exit,
 which is what a drain waits for.
 """
 
@@ -30,6 +31,16 @@ _CHILDREN = r"""children() {
     read -r line 2>/dev/null < "$s" || continue
     set -- ${line##*) }
     if [ "$2" = "$want" ]; then p=${s#/proc/}; echo "${p%/stat}"; fi
+  done
+  return 0
+}
+renewed() {  # $1: the master now; $old: the workers before the reload
+  fresh=""
+  for p in $(children "$1"); do case " $old " in *" $p "*) ;; *) fresh=1;; esac; done
+  [ -n "$fresh" ] || return 1
+  for p in $old; do  # each old worker gone, or no longer accepting ("is shutting down")
+    grep -qs nginx "/proc/$p/cmdline" || continue
+    grep -qs "shutting down" "/proc/$p/cmdline" || return 1
   done
   return 0
 }
@@ -83,12 +94,11 @@ def write_command(path: str, expected_sha: str, new_text: str, reload: str, *,
         f'if [ -z "$master" ]; then echo "{WORKERS_MARK} {UNSEEN}"; exit 0; fi',
         f"i=0; while [ $i -lt {polls} ]; do",
         '  now=$(master_pid) || now=""',
-        '  if [ -n "$now" ]; then for p in $(children "$now"); do',
-        f'    case " $old " in *" $p "*) ;; *) echo "{WORKERS_MARK} $old"; exit 0;; esac; done; fi',
+        f'  if [ -n "$now" ] && renewed "$now"; then echo "{WORKERS_MARK} $old"; exit 0; fi',
         "  i=$((i+1)); sleep 0.05",
         "done",
-        f'echo "nginx (master $master) started no new workers within {renew_timeout:g}s of the '
-        f'reload: it did not apply the file (see its error log)" >&2',
+        f'echo "nginx (master $master) did not replace its workers within {renew_timeout:g}s of '
+        f'the reload: it did not apply the file (see its error log)" >&2',
         restore,
         f"exit {EXIT_NOT_RENEWED}",
     ])
