@@ -6,6 +6,8 @@ One sandbox host, one SSH connection per side, ``true`` run ``--commands`` times
 sequentially. ``HostSession.run`` wraps every command in the host-side guard (own process
 group, deadline, killed when the controller goes away); the bare side sends ``true`` as is and
 is the floor. Prints the median round's ms per command for each side and the difference.
+Then what one writer per host costs a release per host: the lease taken, three phases
+recorded, given back (5 commands), beside 5 bare ``true`` commands.
 Takes the test sandbox lock (``TARS_TEST_LOCK``) so it never overlaps a test session's fleets.
 """
 
@@ -65,6 +67,28 @@ def bare_side(sb: Sandbox, commands: int) -> float:
         client.close()
 
 
+def lease_side(sb: Sandbox, hosts: int) -> float:
+    """ms per host for the lease cycle a release does: acquire, 3 phases, release."""
+    from tars_operators.remote.layout import ReleaseLayout
+    from tars_operators.steps.lease import Holder, acquire, release, set_phase
+
+    h = sb.hosts[0]
+    params = SessionParams(host=h.name, address=h.address, port=h.ssh_port, conn_id="tars_bench_ssh",
+                           connect_timeout=5.0, command_timeout=60.0)
+    layout = ReleaseLayout(str(h.deploy_root))
+    with HostSession(params) as session:
+        session.run("true", step="warm-up")
+        started = time.perf_counter()
+        for i in range(hosts):
+            holder = Holder("tars_deploy__bench", f"run{i}")
+            acquire(session, layout, holder, phase="staging", version="2.0.0",
+                    is_active=lambda _: True, wait=0)
+            for phase in ("activating", "checking", "in rotation"):
+                set_phase(session, layout, holder, phase, "2.0.0")  # type: ignore[arg-type]
+            release(session, layout, holder)
+        return (time.perf_counter() - started) * 1000 / hosts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=300)
@@ -82,6 +106,7 @@ def main() -> None:
         try:
             tars = [tars_side(sb, args.commands) for _ in range(args.rounds)]
             bare = [bare_side(sb, args.commands) for _ in range(args.rounds)]
+            leases = [lease_side(sb, args.commands // 5) for _ in range(args.rounds)]
         finally:
             if owned:
                 sb.down()
@@ -89,6 +114,9 @@ def main() -> None:
     print(f"HostSession.run: {t:.2f} ms/command (rounds: {', '.join(f'{x:.2f}' for x in tars)})")
     print(f"bare paramiko:   {b:.2f} ms/command (rounds: {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"overhead:        {t - b:+.2f} ms/command ({t / b:.2f}x)")
+    lz = statistics.median(leases)
+    print(f"lease per host (acquire, 3 phases, release): {lz:.2f} ms; floor 5 x bare true: "
+          f"{5 * b:.2f} ms (rounds: {', '.join(f'{x:.2f}' for x in leases)})")
 
 
 if __name__ == "__main__":

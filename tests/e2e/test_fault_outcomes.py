@@ -65,10 +65,16 @@ def test_wrong_checksum_fails_the_run(e2e: E2E) -> None:
 
 
 def test_truncated_download_fails_the_run(e2e: E2E, tmp_path: Path) -> None:
-    src = e2e.sandbox.artifacts_dir / "demo-2.0.0.tar.gz"
+    # An artifact no earlier test has cached (the cache is keyed by sha256, and a verified
+    # copy of the same bytes would rightly be used): 2.0.0's bytes plus a unique tail.
+    import hashlib
+    import uuid
+
+    whole = (e2e.sandbox.artifacts_dir / "demo-2.0.0.tar.gz").read_bytes() + uuid.uuid4().bytes
     cut = tmp_path / "demo-2.0.0.tar.gz"
-    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    shutil.copy(src.with_name(src.name + ".sha256"), tmp_path / (cut.name + ".sha256"))
+    cut.write_bytes(whole[: len(whole) // 2])
+    (tmp_path / (cut.name + ".sha256")).write_text(
+        f"{hashlib.sha256(whole).hexdigest()}  {cut.name}\n")
     dag_id = e2e.add_app("truncated", **{"artifact.url": f"file://{tmp_path}/demo-{{{{ version }}}}.tar.gz"})
     failed_before_hosts(e2e, dag_id, {"version": "2.0.0"}, "sha256 is", "corrupt")
     untouched(e2e, "2.0.0")
@@ -117,3 +123,51 @@ def test_a_broken_first_release_on_adopted_hosts_restores_the_fort_host(e2e: E2E
     assert '"adopted"' in meta.read_text(), "the adopted release was not recorded as a target"
     for host in e2e.sandbox.hosts[1:]:
         assert "2.0.0-broken" not in e2e.releases_on(host.name), f"{host.name} was touched"
+
+
+# ---- the load balancer's admin API gone for a while ----------------------------------------
+
+
+def test_haproxy_admin_socket_gone_20s_mid_batch_is_waited_out(e2e: E2E) -> None:
+    """traffic.api_deadline (60 s by default) outlasts a 20 s outage of the runtime API."""
+    import threading
+    import time
+
+    from tests.e2e.harness import Load, poll
+
+    dag_id = e2e.add_app("demo_lbgone", **{"strategy.batches": [1, 2, "100%"]})
+    hosts = [h.name for h in e2e.sandbox.hosts[:4]]
+    sock = Path(e2e.sandbox.haproxy_socket)
+    away = sock.with_name(sock.name + ".away")
+    gone: dict[str, float] = {}
+
+    def outage() -> None:
+        poll(lambda: "2.0.0" in e2e.releases_on("host02"), 240, "batch 1 to start", interval=0.1)
+        sock.rename(away)
+        gone["at"] = time.monotonic()
+        try:
+            time.sleep(20)
+        finally:
+            away.rename(sock)
+            gone["for"] = time.monotonic() - gone["at"]
+
+    cut = threading.Thread(target=outage, daemon=True)
+    try:
+        with Load(e2e.sandbox.frontend_url + "/", rate=50) as load:
+            cut.start()
+            run = e2e.release(dag_id, {"version": "2.0.0", "reason": "e2e: LB API outage",
+                                       "hosts": hosts}, timeout=400)
+            cut.join(60)
+    finally:
+        if away.exists() and not sock.exists():
+            away.rename(sock)
+    note = run.get("note") or ""
+    print(f"\n{run['state']}: {note}\nsocket gone {gone.get('for', 0):.1f}s; "
+          f"load: {load.ok} ok, {load.failed} failed")
+    assert gone.get("for", 0) >= 20, "the outage did not happen during the release"
+    assert run["state"] == "success", note
+    assert note.startswith("succeeded · 4/4 hosts on 2.0.0"), note
+    versions = e2e.versions()
+    assert {h: versions[h] for h in hosts} == {h: "2.0.0" for h in hosts}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    assert load.failed == 0, f"{load.failed} failed requests: {load.errors[:5]}"

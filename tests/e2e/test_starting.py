@@ -121,7 +121,9 @@ def test_trigger_form_fields_come_through_the_dag_details(e2e: E2E) -> None:
     version = params["version"]["schema"]
     assert version["title"] == "Version" and version["section"] == "Release"
     assert "2.1.0" not in str(params["version"].get("value"))  # no default: a person chooses
-    assert version["pattern"].startswith("^latest$|^(?:^[0-9]+")
+    # whole-string: "latest" or the app's version_pattern, and no trailing newline
+    assert version["pattern"].startswith("^(?:latest|^[0-9]+"), version["pattern"]
+    assert version["pattern"].endswith("$(?!\\n)"), version["pattern"]
     hosts = params["hosts"]["schema"]
     assert hosts["items"]["enum"] == [h.name for h in e2e.sandbox.hosts]
     assert params["batches"]["value"] == "1, 25%, 100%"  # the app's strategy.batches

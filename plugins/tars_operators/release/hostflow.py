@@ -125,6 +125,8 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
     spec, host = job.spec, job.host
     with connected(job) as session:
         # One writer per host: nothing is changed before the run holds the host's lease.
+        # (Connected first: an unreachable host fails at its first step, not at the lease.)
+        session.connect("stage")
         take(session, spec, host, job.lease, phase="staging", version=job.version, log=log)
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:
@@ -248,6 +250,7 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
 
     started = time.monotonic()
     with open_session(spec, host) as session, _lb(spec) as lb:
+        session.connect("rollback")
         leases.take(session, spec, host, lease, phase="restoring", log=log)
         try:
             return _restore(spec, host, session, lb, bad_version, run_id, started,
