@@ -81,16 +81,19 @@ class RollbackHostOperator(_SpecOperator):
         run_id = context["dag_run"].run_id
         # The rollback DAG holds each host only while restoring it; a release's rollback keeps
         # the lease its run took until the rollback report gives every host back.
-        own = {"lease": RunLease.from_context(context, spec),
-               "give_back_lease": self.whole_app or self.target is not None, "log": self.log}
+        lease = RunLease.from_context(context, spec)
+        give_back = self.whole_app or self.target is not None
         try:
             if self.target is not None:
                 return hostflow.restore_host(spec, spec.host(self.host), None, run_id,
-                                             target=RollbackTarget.from_dict(self.target), **own)
+                                             target=RollbackTarget.from_dict(self.target),
+                                             lease=lease, give_back_lease=give_back, log=self.log)
             if self.whole_app:
-                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, **own)
+                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, lease=lease,
+                                             give_back_lease=give_back, log=self.log)
             return hostflow.restore_host(spec, spec.host(self.host), run_plan(context).version,
-                                         run_id, undo_run=run_id, **own)
+                                         run_id, undo_run=run_id, lease=lease,
+                                         give_back_lease=give_back, log=self.log)
         except TarsError as exc:
             why = hostflow.short_reason(str(exc), self.host, "rollback")
             # The report names the reason, not just "see its log".

@@ -271,7 +271,7 @@ def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str 
     chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
                                         explicit=explicit)
     log.info("%s", chosen.line(host.name))
-    if chosen.refused:
+    if chosen.refused or chosen.version is None:
         raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
                           f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
     restore = Restore(spec, host, session, lb, run_id, log)
