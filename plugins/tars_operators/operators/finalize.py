@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.operators.rollback import decision_reason
 from tars_operators.release import hostflow
-from tars_operators.release.leases import RunLease
+from tars_operators.release.leases import RunLease, run_holder
 from tars_operators.release.machine import FETCH, PREPARE
 from tars_operators.release.notes import Progress, compose, set_run_note
 from tars_operators.release.runtime import run_plan, stage_outcomes
@@ -38,7 +38,7 @@ class FinalizeOperator(_SpecOperator):
         repaired = hostflow.repair_failed(spec, failed, plan.version, run_id, log=self.log,
                                           lease=RunLease.from_context(context, spec))
         # The run is over: read every planned host and give its lease back in one session.
-        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=_holder(context))
+        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
         expect = {h: (None if h in failed else plan.version) for h in plan.all_hosts}
         wrong = problems(seen, expect)
         others = [h for h in plan.in_rotation if h not in expect]
@@ -67,14 +67,6 @@ class FinalizeOperator(_SpecOperator):
         return {"version": plan.version, "hosts": done, "failed": failed, "late": late}
 
 
-def _holder(context: Any) -> Any:
-    """The run's lease identity: its hosts are given back when the run ends."""
-    from tars_operators.steps.lease import Holder
-
-    dr = context["dag_run"]
-    return Holder(dr.dag_id, dr.run_id)
-
-
 def _repairs(repaired: dict[str, str], seen: dict[str, Any]) -> list[str]:
     """One line per host that failed within budget: what its repair did.
 
@@ -101,7 +93,7 @@ class HaltOperator(_SpecOperator):
         outcomes, _ = reconcile(self.spec, stage_outcomes(context, plan), plan.version,
                                 context["dag_run"].run_id, log=self.log)
         failed = [h for o in outcomes for h in o.failed]
-        read_truth(self.spec, plan.all_hosts, log=self.log, release_for=_holder(context))
+        read_truth(self.spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
         problems = hostflow.rotation_problems(self.spec, plan.in_rotation)
         text = (f"halted: {reason}. Hosts are left as they are; failed: "
                 f"{', '.join(failed) or 'none'}.")

@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.release import hostflow
-from tars_operators.release.leases import RunLease, wait_until_free
+from tars_operators.release.leases import RunLease, run_holder, wait_until_free
 from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
@@ -133,7 +133,6 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.release.runtime import _failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
-    from tars_operators.steps.lease import Holder
 
     ti = context["ti"]
     dr = context["dag_run"]
@@ -144,7 +143,7 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
     by_host = {r["host"]: r for r in ([results] if isinstance(results, dict) else results)
                if isinstance(r, dict)}
-    seen = read_truth(spec, hosts, release_for=Holder(dr.dag_id, dr.run_id))  # the run is over
+    seen = read_truth(spec, hosts, release_for=run_holder(context))  # the run is over
     wrong = [f"{h}: still runs {plan.version}, the release being undone"
              for h in hosts if seen[h].on(plan.version)]
     wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})

@@ -339,44 +339,6 @@ def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[
     return [f"{name}: {why}" for name, why in report.not_in_rotation]
 
 
-def rollback_summary(context: Any, plan: Any, hosts: list[str], task_id: str) -> tuple[str, list[str]]:
-    """After rollback: which hosts failed, which were restored, which could not be."""
-    from tars_operators.release.runtime import _failures, stage_outcomes
-
-    ti = context["ti"]
-    dr = context["dag_run"]
-    outcomes = stage_outcomes(context, plan)
-    reasons = _failures(ti, task_id, len(hosts)) if hosts else {}
-    failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
-    why = [msg for o in outcomes for _, msg in o.why]
-    states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
-                                task_ids=[task_id]).get(dr.run_id, {})
-    results = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(len(hosts)))) or []
-    if isinstance(results, dict):
-        results = [results]
-    by_host = {r["host"]: r for r in results if isinstance(r, dict)}
-    details = list(why)
-    for i, h in enumerate(hosts):
-        if h in by_host:
-            details.append(f"{h}: restored to {by_host[h]['version']}, in rotation")
-        else:
-            state = states.get(f"{task_id}_{i}", "unknown")
-            reason = reasons.get(h, "see its log")
-            details.append(f"{h}: NOT restored (rollback task {state}): {reason}")
-    problems = rotation_problems(_spec_of(context), plan.in_rotation)
-    details += [f"NOT IN ROTATION: {p}" for p in problems]
-    message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
-               f"Restored {len(by_host)}/{len(hosts)} touched host(s).")
-    return message, details
-
-
-def _spec_of(context: Any) -> AppSpec:
-    task = context["task"]
-    from tars_operators.release.runtime import load_spec
-
-    return load_spec(task.config_path, task.defaults_path)
-
-
 def notify(spec: AppSpec, event: str, headline: str, details: list[str]) -> None:
     """POST the outcome to the app's webhooks that want ``event``; never fails the release."""
     hooks = [w for w in spec.config.notify.webhooks if event in w.events]

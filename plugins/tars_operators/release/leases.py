@@ -31,9 +31,13 @@ class RunLease:
     def from_context(cls, context: Any, spec: AppSpec) -> RunLease:
         from tars_operators.steps.lease import active_runs
 
-        dr = context["dag_run"]
-        return cls(Holder(dr.dag_id, dr.run_id), active_runs(context["ti"]),
-                   spec.config.steps.lease_wait)
+        return cls(run_holder(context), active_runs(context["ti"]), spec.config.steps.lease_wait)
+
+
+def run_holder(context: Any) -> Holder:
+    """The run's identity on hosts (its leases are given back under it when it ends)."""
+    dr = context["dag_run"]
+    return Holder(dr.dag_id, dr.run_id)
 
 
 def take(session: Any, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Any,
