@@ -41,6 +41,19 @@ class Checksum(Model):
     sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = {}  # version -> hex
 
 
+class ArchiveLimits(Model):
+    """What an artifact may unpack to: checked on the controller (push) or the host (pull)
+    before anything is unpacked, while the host still serves the live release."""
+
+    max_members: Annotated[int, Field(ge=1)] = 20_000
+    max_member_mb: Annotated[float, Field(gt=0)] = 2048.0  # one member, unpacked
+    max_unpacked_mb: Annotated[float, Field(gt=0)] = 4096.0  # all members, unpacked
+    # Free space left under deploy_root after unpacking, or staging is refused.
+    min_free_mb: Annotated[float, Field(ge=0)] = 256.0
+    # setuid/setgid/sticky bits in the archive: stripped on unpack, or the archive refused.
+    special_bits: Literal["strip", "refuse"] = "strip"
+
+
 class Artifact(Model):
     url: str  # template with {{ version }}; http://, https:// or file://
     checksum: Checksum
@@ -50,6 +63,7 @@ class Artifact(Model):
     # How long fetch retries (with backoff) while the artifact server is unreachable or
     # answers 5xx; a 404 or a checksum mismatch fails at once.
     retry_for: Annotated[float, Field(ge=0)] = 60.0
+    limits: ArchiveLimits = ArchiveLimits()
 
     @field_validator("version_pattern")
     @classmethod
@@ -258,6 +272,14 @@ class Notify(Model):
     webhooks: tuple[Webhook, ...] = ()
 
 
+class Secrets(Model):
+    """The only Airflow Variables and Connections that install templates and hooks may read
+    (``{{ var.<name> }}``, ``{{ conn.<id>.password }}``); anything else is refused at lint."""
+
+    variables: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,249}$")], ...] = ()
+    connections: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,249}$")], ...] = ()
+
+
 class AirflowSettings(Model):
     paused_on_creation: bool = False
     max_active_tasks: Annotated[int, Field(ge=1)] = 32
@@ -271,6 +293,7 @@ class AppConfig(Model):
     hosts: Hosts
     ssh: SSH = SSH()
     install: Install = Install()
+    secrets: Secrets = Secrets()
     service: Service
     health: tuple[Check, ...] = ()
     smoke: tuple[Check, ...] = ()
