@@ -18,12 +18,16 @@ from sandbox.airflow_stack import AirflowStack
 from sandbox.localstack import wired_env
 from tests.e2e.harness import E2E
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="session")
 def e2e_stack(sandbox: Sandbox) -> Iterator[E2E]:
     home = Path(tempfile.mkdtemp(prefix="tars-e2e-af-"))
     config_dir = home / "configs" / "apps"
     config_dir.mkdir(parents=True)
+    # A config repository like configs/: templates beside apps/ (sources stay inside it).
+    shutil.copytree(REPO / "configs" / "templates", config_dir.parent / "templates")
     stack = AirflowStack(home=home, parallelism=16)
     stack.extra_env.update(wired_env(sandbox, stack))
     stack.extra_env["TARS_CONFIG_DIR"] = str(config_dir)

@@ -32,11 +32,14 @@ DEMO = REPO / "configs" / "apps" / "demo.yaml"
 
 
 def demo_config(name: str, inventory: Path, **overrides: Any) -> dict[str, Any]:
-    """The demo app config under another name, with ``section.key`` overrides."""
+    """The demo app config under another name, with ``section.key`` overrides.
+
+    Its template ``src`` stays relative (``../templates/…``): the config directory must sit in
+    a config repository that has the demo's templates (``E2E`` copies them there).
+    """
     data = yaml.safe_load(DEMO.read_text())
     data["app"]["name"] = name
     data["hosts"]["inventory"] = str(inventory)
-    data["install"]["templates"][0]["src"] = str(REPO / "configs/templates/demo/app.json.j2")
     for dotted, value in overrides.items():
         node = data
         *path, last = dotted.split(".")

@@ -20,7 +20,8 @@ def spec_for(tmp_path: Path, hosts: int = 10, **strategy: object):
                                "vars": {"deploy_root": f"/srv/h{i}", "app_port": 8080}}
                               for i in range(1, hosts + 1)],
                      "vars": {"artifact_base": "http://127.0.0.1:1", "haproxy_socket": "/x.sock"}}
-    data["install"]["templates"][0]["src"] = str(REPO / "configs/templates/demo/app.json.j2")
+    (tmp_path / "app.json.j2").write_text((REPO / "configs/templates/demo/app.json.j2").read_text())
+    data["install"]["templates"][0]["src"] = "app.json.j2"  # sources stay in the config repository
     data["strategy"].update(strategy)
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(data))
