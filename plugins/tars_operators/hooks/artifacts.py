@@ -23,6 +23,7 @@ from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.spec import template_context
 from tars_operators.config.templating import render
 from tars_operators.errors import ArtifactUnavailable, ChecksumMismatch, InvalidValue, TarsError
+from tars_operators.redaction import mask_url, redact_url, scrub
 from tars_operators.remote.validate import validate_version
 
 CHUNK = 1 << 20
@@ -78,11 +79,11 @@ def resolve_latest(spec: AppSpec, *, timeout: float = 30.0) -> str:
     text = b"".join(_read_url(url, timeout)).decode("utf-8", "replace")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
-        raise InvalidValue(f"{url}: the latest-version pointer is empty")
+        raise InvalidValue(f"{redact_url(url)}: the latest-version pointer is empty")
     try:
         return validate_version(lines[0], spec.config.artifact.version_pattern)
     except InvalidValue as exc:
-        raise InvalidValue(f"{url}: {exc}") from exc
+        raise InvalidValue(f"{redact_url(url)}: {exc}") from exc
 
 
 def parse_checksum_file(text: str, file_name: str) -> str:
@@ -112,7 +113,7 @@ def expected_sha256(spec: AppSpec, version: str, url: str, *, timeout: float = 3
     try:
         return parse_checksum_file(text, _file_name(url))
     except InvalidValue as exc:
-        raise InvalidValue(f"{sums_url}: {exc}") from exc
+        raise InvalidValue(f"{redact_url(sums_url)}: {exc}") from exc
 
 
 def fetch_artifact(
@@ -146,7 +147,7 @@ def cached_or_download(url: str, sha256: str, cache_dir: Path, timeout: float) -
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
-            raise ChecksumMismatch(f"{url}: sha256 is {digest.hexdigest()}, expected {sha256}; "
+            raise ChecksumMismatch(f"{redact_url(url)}: sha256 is {digest.hexdigest()}, expected {sha256}; "
                                    "the artifact is corrupt or the checksum is wrong — nothing was sent to any host")
         os.replace(tmp_name, final)
     finally:
@@ -174,21 +175,23 @@ def _read_url(url: str, timeout: float) -> Iterator[bytes]:
             with open(unquote(parsed.path), "rb") as handle:
                 yield from iter(lambda: handle.read(CHUNK), b"")
         except OSError as exc:
-            raise TarsError(f"cannot read {url}: {exc}") from exc
+            raise TarsError(f"cannot read {redact_url(url)}: {exc}") from exc
         return
     if parsed.scheme not in ("http", "https"):
-        raise InvalidValue(f"artifact URL {url!r}: only file://, http:// and https:// are supported")
+        raise InvalidValue(f"artifact URL {redact_url(url)!r}: only file://, http:// and https:// are supported")
+    shown = redact_url(url)  # a pre-signed URL's query is a credential
+    mask_url(url)
     try:
         with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             code = response.status_code
             if code >= 500 or code == 429:
-                raise ArtifactUnavailable(f"GET {url}: HTTP {code} (the artifact server is failing)")
+                raise ArtifactUnavailable(f"GET {shown}: HTTP {code} (the artifact server is failing)")
             if code == 404:
-                raise TarsError(f"GET {url}: HTTP 404: not found (is this version published?)")
+                raise TarsError(f"GET {shown}: HTTP 404: not found (is this version published?)")
             if code != 200:
-                raise TarsError(f"GET {url}: HTTP {code}")
+                raise TarsError(f"GET {shown}: HTTP {code}")
             yield from response.iter_bytes(CHUNK)
     except httpx.TransportError as exc:
-        raise ArtifactUnavailable(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        raise ArtifactUnavailable(f"GET {shown} failed: {type(exc).__name__}: {scrub(str(exc), url)}") from exc
     except httpx.HTTPError as exc:
-        raise TarsError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        raise TarsError(f"GET {shown} failed: {type(exc).__name__}: {scrub(str(exc), url)}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from tars_operators.errors import TarsError
+from tars_operators.redaction import redact_url
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
@@ -61,7 +62,7 @@ class FetchOperator(_SpecOperator):
             message = f"fetch {plan.version}: {exc} (no host was touched)"
             context["ti"].xcom_push(key="failure", value={"message": message})
             raise hostflow.StepFailed(message) from None
-        self.log.info("artifact %s sha256 %s (%.2fs)", art.url, art.sha256, art.seconds)
+        self.log.info("artifact %s sha256 %s (%.2fs)", redact_url(art.url), art.sha256, art.seconds)
         return hostflow.artifact_to_dict(art)
 
     def _fetch(self, version: str) -> Any:

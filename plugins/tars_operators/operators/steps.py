@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import InvalidValue
+from tars_operators.redaction import redact_url
 from tars_operators.results import StepResult
 
 SpecLoader = Callable[[], AppSpec]
@@ -79,7 +80,7 @@ class FetchArtifactOperator(TarsStepOperator):
         spec = load_spec(self.spec_loader, self.spec_path, self.defaults_path)
         art = fetch_artifact(spec, self.version, cache_dir=Path(self.cache_dir) if self.cache_dir else None)
         result = StepResult("controller", "fetch", "ok", self.version, art.seconds,
-                            f"{art.url} sha256 {art.sha256[:12]}…", {"artifact": art.as_dict()})
+                            f"{redact_url(art.url)} sha256 {art.sha256[:12]}…", {"artifact": art.as_dict()})
         return result.as_dict()
 
 
