@@ -94,3 +94,8 @@ class LeaseHeld(RemoteError):
 
 class LeaseLost(RemoteError):
     """The run's lease on a host is gone (released or taken over): it must stop changing the host."""
+
+
+class TemplateRefused(InvalidValue):
+    """A template reads a secret its app does not list (``secrets``), or its source lies outside
+    the config repository; the message names the template and the name or path."""
