@@ -19,7 +19,7 @@ from croniter import croniter
 from tars_operators.config.problems import Problem, did_you_mean
 from tars_operators.config.schema import AppConfig, Freeze
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.config.templatecheck import check_template_fields, check_template_files
+from tars_operators.config.templatecheck import check_template_fields, check_template_files, check_template_secrets
 from tars_operators.errors import PlanError
 
 SCHEMES = ("http", "https", "file")
@@ -212,3 +212,4 @@ def _timezone_hint(name: str) -> str | None:
 # Template checks look at each valid section themselves.
 check()(check_template_fields)
 check()(check_template_files)
+check()(check_template_secrets)
