@@ -18,5 +18,6 @@ class TarsPlugin(AirflowPlugin):
     # Scheduled canaries use it; the scheduler and api-server deserialize it from here.
     timetables = [WindowTimetable]
     # A page to pull / release the brake and read the audit trail, in the UI's navigation.
+    # url_route: the UI shows it inside its own layout (an iframe at /plugin/tars-brake).
     external_views = [{"name": "Tars brake", "href": "/tars/ui", "destination": "nav",
-                       "category": "browse"}]
+                       "category": "browse", "url_route": "tars-brake"}]

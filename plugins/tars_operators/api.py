@@ -15,17 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from airflow.api_fastapi.core_api.security import GetUserDep
 from tars_operators.release.brake import (
     append_audit, audit_entry, audit_key, brake_key, brake_value, parse_brake,
 )
+from tars_operators.web.pages import SecurityHeaders, static_response
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="Tars", description="Brake, audit trail and plan preview of Tars releases")
+# CSP, nosniff and Referrer-Policy on every Tars response: pages, static files, JSON, errors.
+app.add_middleware(SecurityHeaders)
 
 
 def _variables() -> Any:
@@ -65,11 +68,18 @@ def _audit(app_name: str, entry: dict[str, Any]) -> None:
 
 
 @app.get("/ui", response_class=HTMLResponse)
-def brake_page(user: GetUserDep) -> HTMLResponse:
+def brake_page(request: Request, user: GetUserDep,
+               app_name: str = Query("", alias="app", max_length=100)) -> HTMLResponse:
     """The brake page linked from the Airflow UI's navigation (needs a logged-in user)."""
     from tars_operators.ui import page
 
-    return page()
+    return page(base=request.scope.get("root_path", ""), app=app_name)
+
+
+@app.get("/static/{name}", include_in_schema=False)
+def static_file(name: str, user: GetUserDep) -> Response:
+    """A script or style sheet of the Tars pages: fixed names only, 404 for any other."""
+    return static_response(name)
 
 
 @app.get("/apps/{app_name}/brake")

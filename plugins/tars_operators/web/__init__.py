@@ -1,0 +1,1 @@
+"""Tars's pages in the Airflow UI: server templates (autoescaped), static files, security headers."""

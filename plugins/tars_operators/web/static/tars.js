@@ -1,0 +1,51 @@
+// Shared by every Tars page. Data only ever becomes text: el() builds DOM nodes from strings,
+// never HTML, so a reason like <img onerror=...> is shown as typed.
+
+/** The Tars mount path (e.g. "/tars"), set by the server on <body data-base>. */
+export const base = document.body.dataset.base;
+
+/** Call a Tars route with the browser's Airflow session cookie; throws with the server's reason. */
+export async function api(method, path, body) {
+  const r = await fetch(base + path, {
+    method, credentials: "same-origin",
+    headers: body === undefined ? {} : {"Content-Type": "application/json"},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    throw new Error(`${r.status}: ${reasonOf(data.detail) || r.statusText}`);
+  }
+  return data;
+}
+
+// FastAPI answers a string, or for a refused body a list of {loc, msg}.
+function reasonOf(detail) {
+  if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).at(-1)}: ${d.msg}`).join("; ");
+  return typeof detail === "string" ? detail : "";
+}
+
+/** An element with attributes (names from code only, no on* handlers) and text/node children. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (/^on/i.test(name)) throw new Error(`el: event handler attribute ${name} not allowed`);
+    if (name === "class") node.className = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.map(text));
+  return node;
+}
+
+/** Replace what `target` shows with text/node children. */
+export function show(target, ...children) {
+  target.replaceChildren(...children.map(text));
+}
+
+function text(child) {
+  return child instanceof Node ? child : String(child ?? "");
+}
+
+/** Run `action` for a form's submit (Enter or button) without leaving the page. */
+export function onSubmit(form, action) {
+  form.addEventListener("submit", (event) => { event.preventDefault(); action(); });
+}
