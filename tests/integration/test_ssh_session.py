@@ -140,13 +140,17 @@ def test_secrets_in_templates_reach_the_host_but_not_the_log(
     from tars_operators.steps.stage import stage_release
 
     secret = "s3cr3t-Pa55word-xyz"
-    os.environ["AIRFLOW_CONN_TARS_DB"] = json.dumps({"conn_type": "postgres", "login": "app", "password": secret})
-    os.environ["AIRFLOW_VAR_TARS_TOKEN"] = "tok-987654321"
+    os.environ["AIRFLOW_CONN_APP_DB"] = json.dumps({"conn_type": "postgres", "login": "app", "password": secret})
+    os.environ["AIRFLOW_VAR_APP_TOKEN"] = "tok-987654321"
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "secret.conf.j2").write_text("db={{ conn.tars_db.login }}:{{ conn.tars_db.password }}\ntoken={{ var.tars_token }}\n")
+    (tmp_path / "config" / "secret.conf.j2").write_text("db={{ conn.app_db.login }}:{{ conn.app_db.password }}\ntoken={{ var.app_token }}\n")
     spec = demo_spec(fleet, tmp_path / "config", install={"templates": [
         {"src": "app.json.j2", "dest": "config/app.json"},
         {"src": "secret.conf.j2", "dest": "config/secret.conf", "mode": "0600"}]})
+    from tars_operators.config.schema import Secrets
+
+    spec = replace(spec, config=spec.config.model_copy(
+        update={"secrets": Secrets(variables=("app_token",), connections=("app_db",))}))
     host = spec.hosts[0]
     caplog.set_level(logging.DEBUG)
     with open_session(spec, host) as s:

@@ -18,7 +18,7 @@ from tars_operators.remote.layout import ReleaseLayout, rand_token
 from tars_operators.remote.validate import validate_sha256, validate_version
 from tars_operators.results import StepResult
 from tars_operators.steps.state import HostState, ReleaseMeta, now_iso, read_host_state
-from tars_operators.steps.templates import RenderedFile, install_context, render_templates, render_text
+from tars_operators.steps.templates import RenderedFile, Script, install_context, render_commands, render_templates
 
 STEP = "stage"
 
@@ -35,19 +35,18 @@ def stage_release(
     artifact = artifact or fetch_artifact(spec, version, host=host)
     _check_artifact(artifact, version)
     files = render_templates(spec, host, ctx)
-    install = spec.config.install
-    pre = [render_text(c, ctx, f"install.pre_install[{i}]", host) for i, c in enumerate(install.pre_install)]
-    post = [render_text(c, ctx, f"install.post_install[{i}]", host) for i, c in enumerate(install.post_install)]
+    commands = render_commands(spec, host, ctx)
     # Everything above is local; the first remote call is here.
     state = read_host_state(session, layout, step=STEP, cleanup=True)
     done = _already_staged(session, layout, state, artifact, host, started)
     if done is not None:
         return done
     token = rand_token()
+    pre, post, scripts = commands.lines(f"{layout.uploads}/tpl-{token}")
     plan = InstallPlan(
         layout=layout, version=version, token=token, tarball=layout.tarball(artifact.sha256),
         sha256=artifact.sha256, meta=_meta(spec, artifact, run_id), pre_install=pre, post_install=post,
-        templates=_upload(session, layout, artifact, files, token),
+        templates=_upload(session, layout, artifact, files, token, scripts),
         check_on_host=artifact.path is None, download_url=artifact.url if artifact.path is None else None,
         download_timeout=spec.config.ssh.command_timeout,
         cleanup=[f"{layout.uploads}/tpl-{token}"],
@@ -105,11 +104,12 @@ def _already_staged(
 
 def _upload(
     session: HostSession, layout: ReleaseLayout, artifact: FetchedArtifact,
-    files: list[RenderedFile], token: str,
+    files: list[RenderedFile], token: str, scripts: list[Script],
 ) -> list[TemplateFile]:
-    """Push the tarball (unless already complete on the host) and the rendered templates."""
+    """Push the tarball (unless already complete on the host), the rendered templates and the
+    scripts of commands that read secrets (0600, in a 0700 dir removed by the install command)."""
     tpl_dir = f"{layout.uploads}/tpl-{token}"
-    if artifact.path is None and not files:
+    if artifact.path is None and not files and not scripts:
         return []
     session.run(f"mkdir -p {q(tpl_dir)} && chmod 700 {q(layout.uploads)} {q(tpl_dir)}", step=STEP,
                 label="prepare upload dir")
@@ -122,6 +122,8 @@ def _upload(
         path = f"{tpl_dir}/{i}"
         session.put_bytes(rendered.content, path, step=STEP)
         staged.append(TemplateFile(path, rendered.dest, rendered.mode))
+    for script in scripts:
+        session.put_bytes(script.content, script.path, step=STEP, mode=0o600)
     return staged
 
 
