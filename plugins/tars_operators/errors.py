@@ -62,7 +62,18 @@ class ChecksumMismatch(TarsError):
 
 
 class UnsafeArchive(TarsError):
-    """The release archive has absolute paths, '..' or links escaping the release directory."""
+    """The artifact could write outside its release, ship Tars's metadata, special files or bits,
+    or exceeds ``artifact.limits``; nothing was unpacked. The message names the members."""
+
+
+class UnsafeArchiveOnHost(RemoteCommandError, UnsafeArchive):
+    """The host's own check refused the archive (pull delivery, or a template dest leading out
+    of the release); the tarball was removed, nothing was unpacked."""
+
+
+class InsufficientSpace(RemoteCommandError):
+    """Too little free space under ``deploy_root`` to unpack the release and keep
+    ``artifact.limits.min_free_mb``; the tarball was removed, nothing was unpacked."""
 
 
 class HealthCheckFailed(RemoteError):

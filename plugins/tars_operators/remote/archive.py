@@ -1,55 +1,168 @@
-"""Release archive safety: refuse anything that could write outside the release directory.
+"""Release archive safety: an artifact is data, never authority.
 
-``member_problem`` is self-contained on purpose: its source is also shipped to hosts (pull
-delivery) so the controller and the host apply exactly the same rules.
+``scan_archive`` reads a ``.tar.gz`` member by member the way tar would unpack it (a virtual
+tree: links resolve through earlier links) and says what is unsafe. It is self-contained on
+purpose: its source is also shipped to hosts (pull delivery), so the controller and the host
+apply exactly the same rules — there is no second copy of them.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import shlex
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tars_operators.config.schema import ArchiveLimits
 from tars_operators.errors import UnsafeArchive
 
-MAX_PROBLEMS_SHOWN = 5
+
+def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int]:
+    """Check a .tar.gz as tar would unpack it: (problems, members read, bytes unpacked).
+
+    ``limits``: ``ArchiveLimits`` as a dict. Reading stops at the first limit crossed, so a
+    huge archive is refused without reading it all. Own imports, no module globals: shipped.
+    """
+    import gzip
+    import tarfile
+    import zlib
+
+    max_hops, trailing_cap, mib = 40, 64 << 20, float(1 << 20)
+    max_member = int(limits["max_member_mb"] * mib)
+    max_total = int(limits["max_unpacked_mb"] * mib)
+    problems: list[str] = []
+    tree: dict[str, Any] = {"": "dir"}  # what tar would have built so far: "dir", "file" or ("link", target)
+    links: list[str] = []
+
+    def resolve(base: list[str], target: str, hops: list[int]) -> tuple[list[str] | None, str]:
+        """Where ``target`` leads from directory ``base``: (parts, ""), or (None, why unsafe)."""
+        if target.startswith("/"):
+            return None, "is an absolute link; use a relative link inside the release"
+        parts = list(base)
+        for comp in target.split("/"):
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if not parts:
+                    return None, "leaves the release directory (resolved through the archive's links)"
+                parts.pop()
+                continue
+            parts.append(comp)
+            node = tree.get("/".join(parts))
+            if isinstance(node, tuple):
+                hops[0] += 1
+                if hops[0] > max_hops:
+                    return None, f"is a link loop or a chain of more than {max_hops} links"
+                resolved, why = resolve(parts[:-1], node[1], hops)
+                if resolved is None:
+                    return None, why
+                parts = resolved
+        return parts, ""
+
+    class Tracked:
+        """The decompressed stream, remembering the last block tarfile read (its end marker)."""
+
+        def __init__(self, raw: Any) -> None:
+            self.raw, self.last = raw, b""
+
+        def read(self, size: int = -1) -> bytes:
+            self.last = self.raw.read(size)
+            return self.last
+
+        def seek(self, pos: int, whence: int = 0) -> int:
+            return self.raw.seek(pos, whence)
+
+        def tell(self) -> int:
+            return self.raw.tell()
+
+    def check(info: Any) -> str | None:
+        """Why one member is unsafe given the members before it; records it in the tree."""
+        name, kinds = info.name, ("file", "dir", "symlink")
+        kind = ("file" if info.isreg() else "dir" if info.isdir() else "symlink" if info.issym()
+                else "hard link" if info.islnk() else "character device" if info.ischr()
+                else "block device" if info.isblk() else "FIFO" if info.isfifo() else f"type {info.type!r}")
+        if name.startswith("/"):
+            return f"{name!r}: absolute path; build the archive with relative paths"
+        if ".." in name.split("/"):
+            return f"{name!r}: '..' in the path; build the archive from inside the release directory"
+        parts = [c for c in name.split("/") if c not in ("", ".")]
+        key = "/".join(parts)
+        if parts and parts[0] == ".tars":
+            return f"{name!r}: under .tars/, which only Tars writes; remove it from the artifact"
+        if kind not in kinds:
+            extra = f" to {info.linkname!r}" if kind == "hard link" else ""
+            return f"{name!r}: {kind}{extra} not allowed; ship regular files, directories and relative symlinks"
+        if not parts:
+            return None if kind == "dir" else f"{name!r}: a {kind} named like the release directory itself"
+        for i in range(1, len(parts)):
+            if isinstance(tree.get("/".join(parts[:i])), tuple):
+                return (f"{name!r}: its path passes through the symlink {'/'.join(parts[:i])!r}, so tar "
+                        "would write through it; ship a real directory")
+        prev = tree.get(key)
+        if prev is not None and (kind == "symlink" or isinstance(prev, tuple) or prev != kind):
+            return f"{name!r}: replaces an earlier member of the same name; ship each path once"
+        if kind != "symlink" and info.mode & 0o7000 and limits["special_bits"] == "refuse":
+            return (f"{name!r}: setuid/setgid/sticky bits (mode {info.mode & 0o7777:o}) and "
+                    "artifact.limits.special_bits is refuse; clear them in the artifact or set it to strip")
+        for i in range(1, len(parts)):
+            tree.setdefault("/".join(parts[:i]), "dir")
+        if kind == "symlink":
+            tree[key] = ("link", info.linkname)
+            links.append(key)
+            why = resolve(parts[:-1], info.linkname, [0])[1] if info.linkname else "has an empty target"
+            return f"{name!r} -> {info.linkname!r}: symlink {why}" if why else None
+        tree[key] = kind
+        return None
+
+    count = total = 0
+    try:
+        with gzip.open(path, "rb") as raw:
+            stream: Any = Tracked(raw)
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                for info in tar:
+                    count += 1
+                    if count > limits["max_members"]:
+                        problems.append(f"member #{count} {info.name!r}: the archive has more than "
+                                        f"{limits['max_members']} members (artifact.limits.max_members); "
+                                        "ship fewer files or raise the limit")
+                        return problems, count, total
+                    problem = check(info)
+                    if problem:
+                        problems.append(problem)
+                    if info.isreg():
+                        total += info.size  # sparse members: tarfile gives their real size
+                        if info.size > max_member:
+                            problems.append(f"{info.name!r}: unpacks to {info.size / mib:.1f} MiB, more than "
+                                            f"artifact.limits.max_member_mb ({limits['max_member_mb']:g})")
+                            return problems, count, total
+                        if total > max_total:
+                            problems.append(f"{info.name!r}: the archive unpacks to more than "
+                                            f"artifact.limits.max_unpacked_mb ({limits['max_unpacked_mb']:g}) "
+                                            "at this member")
+                            return problems, count, total
+                # tar skips an unreadable header and unpacks what follows; tarfile stops there.
+                rest = stream.last + raw.read(trailing_cap)
+                if rest.strip(b"\0") or raw.read(1):
+                    problems.append("data after the end of the archive (an unreadable header?): tar could "
+                                    "unpack members this check cannot see; rebuild the archive")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        problems.append(f"not a readable .tar.gz archive: {exc}")
+        return problems, count, total
+    for key in links:  # a later member may change where an earlier link leads
+        why = resolve(key.split("/")[:-1], tree[key][1], [0])[1] if tree[key][1] else ""
+        message = f"{key!r} -> {tree[key][1]!r}: symlink {why}"
+        if why and not any(p.startswith(f"{key!r} -> ") for p in problems):
+            problems.append(message)
+    return problems, count, total
 
 
-def member_problem(name: str, kind: str, linkname: str) -> str | None:
-    """Why one tar member is unsafe, or None. kind: file, dir, symlink, hardlink, device, other."""
-    import posixpath
-
-    if not name or name.startswith("/"):
-        return f"{name!r}: absolute path"
-    if ".." in name.split("/"):
-        return f"{name!r}: '..' in path"
-    if kind in ("device", "other"):
-        return f"{name!r}: {kind} file not allowed"
-    if kind in ("symlink", "hardlink"):
-        if not linkname or linkname.startswith("/"):
-            return f"{name!r}: {kind} to absolute path {linkname!r}"
-        base = posixpath.dirname(name) if kind == "symlink" else ""
-        target = posixpath.normpath(posixpath.join(base, linkname))
-        if target == ".." or target.startswith("../"):
-            return f"{name!r}: {kind} to {linkname!r} escapes the release directory"
-    return None
-
-
-def member_kind(info: tarfile.TarInfo) -> str:
-    """Classify a member for ``member_problem``."""
-    if info.isreg():
-        return "file"
-    if info.isdir():
-        return "dir"
-    if info.issym():
-        return "symlink"
-    if info.islnk():
-        return "hardlink"
-    if info.ischr() or info.isblk():
-        return "device"
-    return "other"  # fifos, sparse/unknown types
+def refusal(problems: list[str]) -> str:
+    """One line naming the first problems (shipped with ``scan_archive``)."""
+    shown = "; ".join(problems[:5])
+    more = " (and %d more)" % (len(problems) - 5) if len(problems) > 5 else ""
+    return "refusing unsafe archive: %s%s; nothing was unpacked" % (shown, more)
 
 
 @dataclass(frozen=True)
@@ -58,49 +171,32 @@ class ArchiveInfo:
     unpacked_bytes: int
 
 
-def check_members(members: list[tarfile.TarInfo], source: str) -> ArchiveInfo:
-    """Raise UnsafeArchive listing the first unsafe members, else return a summary."""
-    problems = [p for m in members if (p := member_problem(m.name, member_kind(m), m.linkname))]
+def check_archive(path: Path, limits: ArchiveLimits | None = None) -> ArchiveInfo:
+    """Check a .tar.gz on the controller before it is sent anywhere; raise UnsafeArchive."""
+    problems, members, size = scan_archive(str(path), (limits or ArchiveLimits()).model_dump())
     if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        raise UnsafeArchive(f"{source}: refusing unsafe archive: {shown}{more}")
-    return ArchiveInfo(len(members), sum(m.size for m in members if m.isreg()))
-
-
-def check_archive(path: Path) -> ArchiveInfo:
-    """Check a .tar.gz on the controller before it is sent anywhere."""
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            members = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise UnsafeArchive(f"{path}: not a readable tar archive: {exc}") from exc
-    return check_members(members, str(path))
+        raise UnsafeArchive(f"{path}: {refusal(problems)}")
+    return ArchiveInfo(members, size)
 
 
 _HOST_DRIVER = '''
-import sys, tarfile
-kinds = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir",
-         tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "device",
-         tarfile.BLKTYPE: "device", tarfile.CONTTYPE: "file"}
-try:
-    with tarfile.open(sys.argv[1], "r:*") as tar:
-        bad = [p for m in tar.getmembers()
-               if (p := member_problem(m.name, kinds.get(m.type, "other"), m.linkname))]
-except Exception as exc:
-    sys.stderr.write("tars: not a readable tar archive: %s\\n" % exc)
+import json, sys
+problems, members, size = scan_archive(sys.argv[1], json.loads(sys.argv[2]))
+if problems:
+    sys.stderr.write("tars: %s\\n" % refusal(problems))
     sys.exit(66)
-if bad:
-    sys.stderr.write("tars: refusing unsafe archive: %s\\n" % "; ".join(bad[:5]))
-    sys.exit(66)
+print(size)
 '''
 
 
 def host_check_script() -> str:
-    """Python source checking ``sys.argv[1]`` with the same rules; exits 66 if unsafe."""
-    return "from __future__ import annotations\n" + inspect.getsource(member_problem) + _HOST_DRIVER
+    """Python checking ``argv[1]`` with ``argv[2]`` (limits JSON): prints the unpacked bytes,
+    or exits 66 naming the problems."""
+    return ("from __future__ import annotations\nfrom typing import Any\n"
+            + inspect.getsource(scan_archive) + inspect.getsource(refusal) + _HOST_DRIVER)
 
 
-def host_check_command(tarball: str) -> str:
+def host_check_command(tarball: str, limits: ArchiveLimits) -> str:
     """Shell command running the archive check on the host (needs python3 >= 3.8)."""
-    return f"python3 -c {shlex.quote(host_check_script())} {shlex.quote(tarball)}"
+    return (f"python3 -c {shlex.quote(host_check_script())} {shlex.quote(tarball)} "
+            f"{shlex.quote(json.dumps(limits.model_dump()))}")

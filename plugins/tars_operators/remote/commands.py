@@ -2,19 +2,22 @@
 
 User commands from the config (install hooks, service commands) are passed whole, quoted, to
 ``sh -ec`` so that our own script around them keeps its control flow and error messages.
-Exit codes of our own refusals: 65 sha256 mismatch, 66 unsafe archive, 67 would replace the
-current release, 68 release not staged, 69 no download tool.
+Exit codes of our own refusals: 65 sha256 mismatch, 66 unsafe archive (or template dest), 67
+would replace the current release, 68 release not staged, 69 no download tool (or no python3 for
+the pull check), 70 not enough free space under the deploy root.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tars_operators.config.schema import ArchiveLimits
 from tars_operators.errors import InvalidValue
 from tars_operators.remote.archive import host_check_command
 from tars_operators.remote.layout import TMP_PREFIX, UPLOAD_DIR, ReleaseLayout, rand_token
@@ -27,7 +30,9 @@ from tars_operators.remote.validate import (
 
 q = shlex.quote
 EXIT_SHA_MISMATCH, EXIT_UNSAFE, EXIT_IS_CURRENT, EXIT_NOT_STAGED, EXIT_NO_TOOL = 65, 66, 67, 68, 69
+EXIT_NO_SPACE = 70
 STATE_MARK = "@@tars-state "  # first line of the state output: the token of its markers
+META_MAX_BYTES = 64 << 10  # a longer release.json is read as corrupt
 
 
 def user_command(command: str, label: str, cwd: str | None = None) -> str:
@@ -42,29 +47,35 @@ def state_command(layout: ReleaseLayout, *, cleanup: bool = False, token: str | 
 
     ``current`` is reported as the directory it resolves to (``cd -P``, whatever mix of
     relative and absolute links leads there) next to the resolved ``releases`` dir, plus the
-    raw link text for messages. Every marker carries a per-call random token announced on the
-    first line, so a release.json cannot forge one. With ``cleanup``, first remove what
-    interrupted stages left behind (temp release dirs, partial uploads, staged templates);
+    raw link text for messages. Framing: every line is ``@@<token> <key> <hex>``, the token
+    random per call and announced on the first line, every value (paths, names, each
+    release.json cut at ``META_MAX_BYTES`` + 1 bytes) hex-encoded on its marker's line, and an
+    ``end`` line last — no content can start a line of its own. With ``cleanup``, first remove
+    what interrupted stages left behind (temp release dirs, partial uploads, staged templates);
     complete uploads are kept for a retry.
     """
     tok = validate_token(token or rand_token(8))
     mark = f"@@{tok} "
+    hexed = "od -An -v -tx1 | tr -d ' \\n'"
     lines = [f"printf '%s\\n' {q(STATE_MARK + tok)}", "unset CDPATH",
+             f'tars_field() {{ printf \'%s%s\\n\' "$1" "$(printf \'%s\' "$2" | {hexed})"; }}',
              f"cd {q(layout.deploy_root)} 2>/dev/null || {{ printf '%s\\n' {q(mark + 'absent')}; exit 0; }}"]
     if cleanup:
         lines.append(
             f"rm -rf releases/{TMP_PREFIX}* {UPLOAD_DIR}/*.part-* {UPLOAD_DIR}/tpl-* 2>/dev/null || true"
         )
     lines += [
-        f"printf '%s%s\\n' {q(mark + 'releases ')} \"$(cd -P releases 2>/dev/null && pwd -P)\"",
-        f"printf '%s%s\\n' {q(mark + 'current ')} \"$(cd -P current 2>/dev/null && pwd -P)\"",
-        f"printf '%s%s\\n' {q(mark + 'link ')} \"$(readlink current 2>/dev/null)\"",
+        f"tars_field {q(mark + 'releases ')} \"$(cd -P releases 2>/dev/null && pwd -P)\"",
+        f"tars_field {q(mark + 'current ')} \"$(cd -P current 2>/dev/null && pwd -P)\"",
+        f"tars_field {q(mark + 'link ')} \"$(readlink current 2>/dev/null)\"",
         "for d in releases/*/; do",
         '  [ -d "$d" ] || continue',
         '  n=${d#releases/}; n=${n%/}',
-        f"  printf '%s%s\\n' {q(mark + 'release ')} \"$n\"",
-        '  cat "$d.tars/release.json" 2>/dev/null; echo',
+        f'  tars_field {q(mark + "release ")} "$n"',
+        f'  if [ -f "$d.tars/release.json" ]; then printf \'%s%s\\n\' {q(mark + "meta ")} '
+        f'"$(head -c {META_MAX_BYTES + 1} "$d.tars/release.json" 2>/dev/null | {hexed})"; fi',
         "done",
+        f"printf '%s\\n' {q(mark + 'end')}",
     ]
     return "\n".join(lines)
 
@@ -149,7 +160,11 @@ def verify_lines(tarball: str, sha256: str) -> list[str]:
 
 @dataclass(frozen=True)
 class InstallPlan:
-    """Everything the install command needs; built by ``steps.stage``."""
+    """Everything the install command needs; built by ``steps.stage``.
+
+    ``unpacked_bytes``: what the archive unpacks to, known when the controller checked it
+    (push); with ``check_on_host`` (pull) the host's check computes it.
+    """
 
     layout: ReleaseLayout
     version: str
@@ -164,13 +179,67 @@ class InstallPlan:
     download_url: str | None = None
     download_timeout: float = 300.0
     cleanup: Sequence[str] = ()  # paths removed at the end (staged template dir)
+    limits: ArchiveLimits = ArchiveLimits()
+    unpacked_bytes: int = 0
+
+
+def refuse_lines(tarball: str, code: int, message: str) -> str:
+    """Remove the tarball (a refused artifact leaves nothing behind), say why, exit ``code``."""
+    return f"{{ rm -f {q(tarball)}; echo {q('tars: ' + message)} >&2; exit {code}; }}"
+
+
+def archive_check_lines(plan: InstallPlan) -> list[str]:
+    """Set ``_size`` (bytes unpacked), checking the archive on the host for pull delivery."""
+    if not plan.check_on_host:
+        return [f"_size={int(plan.unpacked_bytes)}"]
+    return [
+        "command -v python3 >/dev/null 2>&1 || " + refuse_lines(
+            plan.tarball, EXIT_NO_TOOL, "pull delivery checks the archive on the host with python3 (>= 3.8), "
+            "which is missing; install it or use artifact.delivery: push"),
+        f"_size=$({host_check_command(plan.tarball, plan.limits)}) || {{ rm -f {q(plan.tarball)}; exit {EXIT_UNSAFE}; }}",
+    ]
+
+
+def free_space_lines(plan: InstallPlan) -> list[str]:
+    """Refuse (exit 70) unless the deploy root keeps ``min_free_mb`` free after unpacking."""
+    root, min_kb = plan.layout.deploy_root, int(math.ceil(plan.limits.min_free_mb * 1024))
+    garbled = refuse_lines(plan.tarball, EXIT_NO_SPACE, f"cannot read the free space under {root} (df -Pk)")
+    return [
+        "_avail=$(df -Pk . 2>/dev/null | awk 'NR==2 {print $4}')",
+        f'case "$_avail" in ""|*[!0-9]*) {garbled} ;; esac',
+        "_kb=$(( (_size + 1023) / 1024 ))",
+        f'if [ "$_avail" -lt $(( _kb + {min_kb} )) ]; then rm -f {q(plan.tarball)}; '
+        f'echo "tars: not enough free space under "{q(root)}": ${{_avail}} KiB available, the release '
+        f'unpacks to ${{_kb}} KiB and artifact.limits.min_free_mb keeps {min_kb} KiB free; free some '
+        f'space (prune old releases) or lower the limit" >&2; exit {EXIT_NO_SPACE}; fi',
+    ]
+
+
+def template_lines(tmp: str, templates: Sequence[TemplateFile]) -> list[str]:
+    """Move rendered templates in; each dest directory must resolve inside the release
+    (``cd -P``), checked one level at a time before anything is created below it."""
+    if not templates:
+        return []
+    lines = [
+        f"_t=$(cd -P {q(tmp)} && pwd -P)",
+        'tars_dest_dir() { { [ -d "$1" ] || mkdir "$1"; } && _r=$(cd -P "$1" && pwd -P) && '
+        'case "$_r/" in "$_t/"*) true ;; *) false ;; esac || { echo "tars: template dest $2: $1 is '
+        f'not a directory inside the release; refusing" >&2; exit {EXIT_UNSAFE}; }}; }}',
+    ]
+    for tpl in templates:
+        dest, parts = f"{tmp}/{tpl.dest}", tpl.dest.split("/")[:-1]
+        lines += [f"tars_dest_dir {q(tmp + '/' + '/'.join(parts[:i]))} {q(tpl.dest)}" for i in range(1, len(parts) + 1)]
+        lines += [f"mv -f -T {q(tpl.staged)} {q(dest)}", f"chmod {tpl.mode} {q(dest)}"]
+    return lines
 
 
 def install_command(plan: InstallPlan) -> str:
-    """Unpack into releases/.tmp-<version>-<rand>, install, then rename to releases/<version>.
+    """Check, unpack into releases/.tmp-<version>-<rand>, install, rename to releases/<version>.
 
-    ``HostSession.run`` stops it with the step (``remote.watchdog``): it never finishes
-    unattended after a timeout or a dead worker and races the retry.
+    Before anything is unpacked: sha256, the archive check (pull: on the host), free space;
+    each refusal removes the tarball. After unpacking: no ``.tars`` from the artifact, no
+    setuid/setgid/sticky bits. ``HostSession.run`` stops it with the step
+    (``remote.watchdog``): it never finishes unattended after a timeout or a dead worker.
     """
     layout, version = plan.layout, validate_version(plan.version)
     tmp, final = layout.tmp_release_dir(version, plan.token), layout.release_dir(version)
@@ -179,13 +248,13 @@ def install_command(plan: InstallPlan) -> str:
     if plan.download_url:
         lines += download_lines(plan.download_url, plan.tarball, plan.token, plan.download_timeout)
     lines += verify_lines(plan.tarball, plan.sha256)
-    if plan.check_on_host:
-        lines.append(f"{host_check_command(plan.tarball)} || exit {EXIT_UNSAFE}")
-    lines += [f"mkdir {q(tmp)}", f"tar -xzf {q(plan.tarball)} --no-same-owner -C {q(tmp)}"]
-    for tpl in plan.templates:
-        dest = f"{tmp}/{tpl.dest}"
-        lines += [f"mkdir -p {q(posixpath.dirname(dest))}", f"mv -f {q(tpl.staged)} {q(dest)}",
-                  f"chmod {tpl.mode} {q(dest)}"]
+    lines += archive_check_lines(plan) + free_space_lines(plan)
+    lines += [f"mkdir {q(tmp)}", f"tar -xzf {q(plan.tarball)} --no-same-owner -C {q(tmp)}",
+              # Belt and braces: Tars's metadata never comes from the artifact.
+              f"rm -rf {q(tmp + '/.tars')}",
+              f"find {q(tmp)} ! -type l \\( -perm -4000 -o -perm -2000 -o -perm -1000 \\) "
+              "-exec chmod u-s,g-s,o-t {} +"]
+    lines += template_lines(tmp, plan.templates)
     lines += [user_command(cmd, f"pre_install #{i + 1}", tmp) for i, cmd in enumerate(plan.pre_install)]
     lines += [
         f"if {is_current_test(version)}; then "

@@ -6,14 +6,30 @@ Atomic: everything happens in ``releases/.tmp-<version>-<rand>`` and one rename 
 
 from __future__ import annotations
 
+import re
 import time
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import ChecksumMismatch, InvalidValue, RemoteError
+from tars_operators.errors import (
+    ChecksumMismatch,
+    InsufficientSpace,
+    InvalidValue,
+    RemoteCommandError,
+    RemoteError,
+    UnsafeArchiveOnHost,
+)
 from tars_operators.hooks.artifacts import FetchedArtifact, fetch_artifact, sha256_file
 from tars_operators.hooks.ssh import HostSession
 from tars_operators.remote.archive import check_archive
-from tars_operators.remote.commands import InstallPlan, TemplateFile, install_command, q, write_meta_command
+from tars_operators.remote.commands import (
+    EXIT_NO_SPACE,
+    EXIT_UNSAFE,
+    InstallPlan,
+    TemplateFile,
+    install_command,
+    q,
+    write_meta_command,
+)
 from tars_operators.remote.layout import ReleaseLayout, rand_token
 from tars_operators.remote.validate import validate_sha256, validate_version
 from tars_operators.results import StepResult
@@ -33,7 +49,7 @@ def stage_release(
     ctx = install_context(spec, host, version)
     layout = ReleaseLayout(ctx["deploy_root"])
     artifact = artifact or fetch_artifact(spec, version, host=host)
-    _check_artifact(artifact, version)
+    unpacked = _check_artifact(artifact, version, spec)
     files = render_templates(spec, host, ctx)
     commands = render_commands(spec, host, ctx)
     # Everything above is local; the first remote call is here.
@@ -49,19 +65,20 @@ def stage_release(
         templates=_upload(session, layout, artifact, files, token, scripts),
         check_on_host=artifact.path is None, download_url=artifact.url if artifact.path is None else None,
         download_timeout=spec.config.ssh.command_timeout,
-        cleanup=[f"{layout.uploads}/tpl-{token}"],
+        cleanup=[f"{layout.uploads}/tpl-{token}"], limits=spec.config.artifact.limits, unpacked_bytes=unpacked,
     )
-    timeout = spec.config.steps.stage.timeout or spec.config.ssh.command_timeout
-    session.run(install_command(plan), step=STEP, timeout=timeout,
-                label=f"install {version} into {layout.release_dir(version)}")
+    _install(session, plan, spec.config.steps.stage.timeout or spec.config.ssh.command_timeout)
     how = "pushed" if artifact.path is not None else "pulled"
     return StepResult(host.name, STEP, "ok", version, time.monotonic() - started,
                       f"staged {version} ({how}, sha256 {artifact.sha256[:12]}…)",
                       {"sha256": artifact.sha256, "delivery": how, "replaced": state.release(version) is not None})
 
 
-def _check_artifact(artifact: FetchedArtifact, version: str) -> None:
-    """Before any SSH: right version, sha256 of the local copy, archive safety."""
+def _check_artifact(artifact: FetchedArtifact, version: str, spec: AppSpec) -> int:
+    """Before any SSH: right version, sha256 of the local copy, archive safety and limits.
+
+    Returns the bytes the archive unpacks to (push); 0 for pull, where the host checks it.
+    """
     if artifact.version != version:
         raise InvalidValue(f"artifact is for version {artifact.version}, not {version}")
     validate_sha256(artifact.sha256)
@@ -70,7 +87,21 @@ def _check_artifact(artifact: FetchedArtifact, version: str) -> None:
         if actual != artifact.sha256:
             raise ChecksumMismatch(f"{artifact.path}: sha256 is {actual}, expected {artifact.sha256}; "
                                    "refusing to send it to any host")
-        check_archive(artifact.path)
+        return check_archive(artifact.path, spec.config.artifact.limits).unpacked_bytes
+    return 0
+
+
+def _install(session: HostSession, plan: InstallPlan, timeout: float) -> None:
+    """Run the install command; the host's own refusals become typed errors."""
+    result = session.run(install_command(plan), step=STEP, timeout=timeout, check=False,
+                         label=f"install {plan.version} into {plan.layout.release_dir(plan.version)}")
+    if result.exit_code == 0:
+        return
+    # A pre/post_install command may exit 66 or 70 too: that is its failure, not our refusal.
+    last = (result.stderr.strip().splitlines() or [""])[-1]
+    ours = not re.fullmatch(r"tars: (pre|post)_install #\d+ failed \(exit \d+\)", last)
+    errors = {EXIT_UNSAFE: UnsafeArchiveOnHost, EXIT_NO_SPACE: InsufficientSpace} if ours else {}
+    raise errors.get(result.exit_code, RemoteCommandError)(session.host, STEP, result.exit_code, result.stderr)
 
 
 def _already_staged(

@@ -9,6 +9,7 @@ links alike). A current release without Tars metadata (installed by another tool
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templating import host_context
 from tars_operators.errors import InvalidValue, RemoteError
-from tars_operators.remote.commands import STATE_MARK, state_command
+from tars_operators.remote.commands import META_MAX_BYTES, STATE_MARK, state_command
 from tars_operators.remote.layout import ReleaseLayout
 from tars_operators.remote.validate import validate_version
 
@@ -92,19 +93,44 @@ class ReleaseMeta:
         return replace(self, **changes)
 
     @classmethod
-    def from_json(cls, version: str, text: str) -> ReleaseMeta:
-        try:
-            data = json.loads(text) if text.strip() else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+    def from_json(cls, version: str, text: str | bytes) -> ReleaseMeta:
+        """Strict: a JSON object of at most ``META_MAX_BYTES`` whose known fields have their
+        types and whose ``version`` is the directory's; anything else is status ``unknown``."""
+        data = _strict_json(text)
+        if data is None or data.get("version") != version:
             return cls(version=version)
-        known = {"version", "sha256", "installed_at", "activated_at", "run_id", "status"}
+        if not all(data.get(k) is None or isinstance(data.get(k), str) for k in _STRING_FIELDS):
+            return cls(version=version)
+        sha = data.get("sha256")
         raw = data.get("status")
-        status: ReleaseStatus = raw if raw in ("staged", "good", "adopted", "failed") else "unknown"
-        return cls(version=version, sha256=data.get("sha256"), installed_at=data.get("installed_at"),
-                   activated_at=data.get("activated_at"), run_id=data.get("run_id"), status=status,
-                   extra={k: v for k, v in data.items() if k not in known})
+        if (sha is not None and not _SHA256.fullmatch(sha)) or raw not in ("staged", "good", "adopted", "failed"):
+            return cls(version=version)
+        return cls(version=version, sha256=sha, installed_at=data.get("installed_at"),
+                   activated_at=data.get("activated_at"), run_id=data.get("run_id"), status=raw,
+                   extra={k: v for k, v in data.items() if k not in _FIELDS})
+
+
+_FIELDS = ("version", "sha256", "installed_at", "activated_at", "run_id", "status")
+# Every string field Tars writes (null allowed); another type means the file is not ours.
+_STRING_FIELDS = (*_FIELDS, "replaced", "activated_run_id", "restored_by_run", "restored_at",
+                  "adopted_at", "adopted_by_run", "marked_at", "app")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _strict_json(text: str | bytes) -> dict[str, Any] | None:
+    """A JSON object (UTF-8, no NaN/Infinity, not too deep, not too long), else None."""
+    raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > META_MAX_BYTES:
+        return None
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)
@@ -147,8 +173,10 @@ class HostState:
 def parse_state(output: str) -> HostState:
     """Parse the output of ``remote.commands.state_command``.
 
-    Only marker lines signed with the token announced by the first marker line count, so
-    release.json content cannot forge a release or a ``current``.
+    Only ``@@<token> <key> <hex>`` lines count, signed with the token the first marker line
+    announced, and the output must end with the ``end`` line: no release.json content can
+    add a release or change ``current``. A garbled line of ours is an error, a garbled
+    release.json is status ``unknown``.
     """
     lines = output.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith(STATE_MARK)), None)
@@ -156,27 +184,52 @@ def parse_state(output: str) -> HostState:
         raise InvalidValue("the host's state output has no Tars marker line: " + output[:200])
     mark = f"@@{lines[start][len(STATE_MARK):].strip()} "
     fields: dict[str, str] = {}
-    chunks: dict[str, list[str]] = {}
+    metas: dict[str, bytes | None] = {}
     name: str | None = None
+    ended = False
     for line in lines[start + 1:]:
-        if line.startswith(mark):
-            key, _, value = line[len(mark):].partition(" ")
-            if key == "absent":
-                return HostState(current=None, releases=[], deploy_root_exists=False)
-            if key == "release":
-                name = value
-                chunks[name] = []
-            else:
-                fields[key], name = value, None
-        elif name is not None:
-            chunks[name].append(line)
-    releases = [ReleaseMeta.from_json(n, "\n".join(body)) for n, body in sorted(chunks.items())
-                if _is_version(n)]
+        if not line.startswith(mark):
+            continue
+        key, _, value = line[len(mark):].partition(" ")
+        if key == "absent":
+            return HostState(current=None, releases=[], deploy_root_exists=False)
+        if key == "end":
+            ended = True
+            break
+        if key == "meta":
+            if name is not None and metas.get(name) is None:
+                metas[name] = _unhex(value, limit=2 * (META_MAX_BYTES + 1)) or b"\0"
+            name = None
+            continue
+        text = _unhex(value, limit=8192)
+        if text is None:
+            raise InvalidValue(f"the host's state output has a garbled {key!r} line: {line[:200]!r}")
+        value = text.decode("utf-8", "replace")
+        if key == "release":
+            name = value if value not in metas else None  # a name twice: keep the first
+            if name is not None:
+                metas[name] = None
+        elif key in ("releases", "current", "link"):
+            fields[key], name = value, None
+    if not ended:
+        raise InvalidValue("the host's state output is incomplete (no end marker): " + output[-200:])
+    releases = [ReleaseMeta.from_json(n, body) if body is not None else ReleaseMeta(version=n)
+                for n, body in sorted(metas.items()) if _is_version(n)]
     path = fields.get("current") or None
     current = _release_under(path, fields.get("releases") or None)
     releases = [_adopt(r) if r.version == current and r.status == "unknown" else r for r in releases]
     return HostState(current=current, releases=releases, current_path=path,
                      link=fields.get("link") or None)
+
+
+def _unhex(value: str, *, limit: int) -> bytes | None:
+    """Lower-case hex as ``od | tr`` prints it, else None."""
+    if len(value) > limit or len(value) % 2 or not _HEX.fullmatch(value):
+        return None
+    return bytes.fromhex(value)
+
+
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def _release_under(path: str | None, releases_dir: str | None) -> str | None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tars_operators.config.schema import ArchiveLimits
 from tars_operators.remote.commands import (
     EXIT_IS_CURRENT,
+    EXIT_NO_SPACE,
     EXIT_SHA_MISMATCH,
     EXIT_UNSAFE,
     InstallPlan,
@@ -38,13 +40,14 @@ def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def tarball(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> tuple[Path, str]:
+def tarball(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None,
+            modes: dict[str, int] | None = None) -> tuple[Path, str]:
     import hashlib
 
     with tarfile.open(path, "w:gz") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
+            info.size, info.mode = len(data), (modes or {}).get(name, 0o755)
             tar.addfile(info, io.BytesIO(data))
         for name, target in (links or {}).items():
             info = tarfile.TarInfo(name)
@@ -105,9 +108,51 @@ def test_sha_mismatch_on_host_leaves_nothing(root: Path, tmp_path: Path) -> None
 
 def test_host_side_archive_check_refuses_escaping_links(root: Path, tmp_path: Path) -> None:
     tar, sha = tarball(tmp_path / "a.tar.gz", {"VERSION": b"1\n"}, {"etc": "../../../etc"})
-    result = sh(install_command(plan_for(root, "1.0.0", tar, sha, check_on_host=True)), root)
-    assert result.returncode == EXIT_UNSAFE and "refusing unsafe archive" in result.stderr
-    assert not (root / "releases" / "1.0.0").exists()
+    plan = plan_for(root, "1.0.0", tar, sha, check_on_host=True)
+    result = sh(install_command(plan), root)
+    assert result.returncode == EXIT_UNSAFE and "refusing unsafe archive: 'etc' -> '../../../etc'" in result.stderr
+    assert not (root / "releases" / "1.0.0").exists() and not list((root / "releases").iterdir())
+    assert not Path(plan.tarball).exists()  # the refused tarball is gone from the host
+
+
+@pytest.mark.parametrize("check_on_host", [False, True])
+def test_not_enough_free_space_is_refused_before_unpacking(root: Path, tmp_path: Path, check_on_host: bool) -> None:
+    tar, sha = tarball(tmp_path / "a.tar.gz", {"VERSION": b"1\n"})
+    plan = plan_for(root, "1.0.0", tar, sha, check_on_host=check_on_host, unpacked_bytes=2,
+                    limits=ArchiveLimits(min_free_mb=1 << 40))  # a tebibyte of mebibytes
+    result = sh(install_command(plan), root)
+    assert result.returncode == EXIT_NO_SPACE, result.stderr
+    assert f"not enough free space under {root}" in result.stderr and "KiB available" in result.stderr
+    assert not list((root / "releases").iterdir()) and not Path(plan.tarball).exists()
+
+
+def test_special_bits_are_stripped_and_artifact_metadata_dropped(root: Path, tmp_path: Path) -> None:
+    """Even an archive that skipped the check (push trusts the controller's) cannot keep a setuid
+    file or ship Tars's metadata."""
+    forged = json.dumps({"version": "1.0.0", "status": "good"}).encode()
+    tar, sha = tarball(tmp_path / "a.tar.gz", {"bin/su": b"#!/bin/sh\n", "tmp/x": b"", ".tars/release.json": forged},
+                       {"bin/alias": "su"}, modes={"bin/su": 0o6755})
+    assert sh(install_command(plan_for(root, "1.0.0", tar, sha)), root).returncode == 0
+    release = root / "releases" / "1.0.0"
+    assert (release / "bin/su").stat().st_mode & 0o7777 == 0o755
+    assert (release / "bin/alias").is_symlink()
+    assert json.loads((release / ".tars/release.json").read_text())["status"] == "staged"
+
+
+def test_a_template_dest_through_a_link_out_is_refused(root: Path, tmp_path: Path) -> None:
+    """Defense in depth: should an escaping link get past the archive check, no template is
+    written through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tar, sha = tarball(tmp_path / "a.tar.gz", {"VERSION": b"1\n"}, {"conf": str(outside)})
+    staged = root / ".tars-tmp" / "tpl"
+    staged.mkdir(parents=True)
+    (staged / "0").write_text("x\n")
+    plan = plan_for(root, "1.0.0", tar, sha, templates=[TemplateFile(str(staged / "0"), "conf/sub/app.json", "0640")])
+    result = sh(install_command(plan), root)
+    assert result.returncode == EXIT_UNSAFE
+    assert "template dest conf/sub/app.json:" in result.stderr and "not a directory inside the release" in result.stderr
+    assert not list(outside.iterdir()) and not (root / "releases" / "1.0.0").exists()
 
 
 def test_never_replaces_the_current_release(root: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from tars_operators.remote.commands import (
     remove_releases_command,
     state_command,
 )
+from tars_operators.errors import InvalidValue
 from tars_operators.remote.layout import ReleaseLayout
 from tars_operators.steps.state import HostState, ReleaseMeta, parse_state, previous_good, select_prunable
 
@@ -27,14 +28,56 @@ def meta(version: str, status: str, activated: str | None = None, installed: str
                        status=status)  # type: ignore[arg-type]
 
 
+def framed(tok: str, *lines: tuple[str, str | bytes]) -> str:
+    """State output as ``state_command`` prints it: ``@@<tok> <key> <hex>`` lines, then ``end``."""
+    body = [f"@@{tok} {key} {(v.encode() if isinstance(v, str) else v).hex()}" for key, v in lines]
+    return "\n".join([f"@@tars-state {tok}", *body, f"@@{tok} end"]) + "\n"
+
+
 def test_parse_state_output() -> None:
     body = json.dumps({"version": "1.0.0", "sha256": "b" * 64, "status": "good", "activated_at": "2024-01-01T00:00:00Z"})
-    out = ("@@tars-state abcd\n@@abcd releases /srv/app/releases\n@@abcd current /srv/app/releases/1.0.0\n"
-           f"@@abcd link releases/1.0.0\n@@abcd release 1.0.0\n{body}\n\n@@abcd release 2.0.0\n\n"
-           "@@abcd release bad;name\n{}\n")
+    out = framed("abcd", ("releases", "/srv/app/releases"), ("current", "/srv/app/releases/1.0.0"),
+                 ("link", "releases/1.0.0"), ("release", "1.0.0"), ("meta", body), ("release", "2.0.0"),
+                 ("release", "bad;name"), ("meta", "{}"))
     state = parse_state(out)
-    assert state.current == "1.0.0"
+    assert state.current == "1.0.0" and state.link == "releases/1.0.0"
     assert [(r.version, r.status) for r in state.releases] == [("1.0.0", "good"), ("2.0.0", "unknown")]
+
+
+GOOD = {"version": "2.0.0", "sha256": "c" * 64, "status": "good", "activated_at": "2030-01-01T00:00:00Z"}
+CORRUPT = {
+    "not an object": b"[1, 2]",
+    "a string": b'"good"',
+    "NaN": json.dumps({**GOOD, "run_id": float("nan")}).encode(),
+    "status not a string": json.dumps({**GOOD, "status": ["good"]}).encode(),
+    "unknown status": json.dumps({**GOOD, "status": "excellent"}).encode(),
+    "sha256 not hex": json.dumps({**GOOD, "sha256": "x" * 64}).encode(),
+    "time not a string": json.dumps({**GOOD, "activated_at": 5}).encode(),
+    "replaced not a string": json.dumps({**GOOD, "replaced": {"v": 1}}).encode(),
+    "another version": json.dumps({**GOOD, "version": "1.0.0"}).encode(),
+    "too long": json.dumps({**GOOD, "pad": "x" * (64 << 10)}).encode(),
+    "deeply nested": b'{"a": ' + b"[" * 60_000 + b"]" * 60_000 + b"}",
+    "not UTF-8": json.dumps(GOOD).encode()[:-1] + b"\xff}",
+    "two objects": (json.dumps(GOOD) + "\n" + json.dumps(GOOD)).encode(),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_a_corrupt_release_json_is_unknown_never_a_target(case: str) -> None:
+    out = framed("abcd", ("releases", "/srv/app/releases"), ("current", "/srv/app/releases/1.0.0"),
+                 ("release", "1.0.0"), ("meta", json.dumps({**GOOD, "version": "1.0.0"})),
+                 ("release", "2.0.0"), ("meta", CORRUPT[case]))
+    state = parse_state(out)
+    assert state.release("2.0.0") == ReleaseMeta(version="2.0.0")  # status unknown, nothing read
+    assert previous_good(state, exclude="1.0.0") is None and state.current == "1.0.0"
+
+
+def test_state_output_without_its_end_marker_is_refused() -> None:
+    out = framed("abcd", ("releases", "/srv/app/releases"), ("current", "/srv/app/releases/1.0.0"))
+    with pytest.raises(InvalidValue, match="incomplete"):
+        parse_state(out.replace("@@abcd end\n", ""))
+    with pytest.raises(InvalidValue, match="garbled 'current' line"):
+        parse_state(out.replace("current ", "current /srv/app/releases/2.0.0 "))
 
 
 def sh(command: str, cwd: Path) -> str:
@@ -111,6 +154,26 @@ def test_release_json_cannot_forge_markers(root: Path) -> None:
     state = host_state(root)
     assert state.current == "1.0.0" and [r.version for r in state.releases] == ["1.0.0", "2.0.0"]
     assert state.release("2.0.0").status == "unknown"  # type: ignore[union-attr]
+
+
+def test_huge_release_json_and_odd_dir_names_change_nothing(root: Path) -> None:
+    """Through the real state command: a 2 MiB release.json saying good, a /dev/zero one, and
+    directory names carrying newlines and marker-like text."""
+    (root / "current").symlink_to("releases/1.0.0")
+    huge = json.dumps({"version": "2.0.0", "status": "good", "sha256": "a" * 64,
+                       "activated_at": "2099-01-01T00:00:00Z", "pad": " " * (2 << 20)})
+    (root / "releases/2.0.0/.tars").mkdir()
+    (root / "releases/2.0.0/.tars/release.json").write_text(huge)
+    (root / "releases/3.0.0/.tars").mkdir(parents=True)
+    (root / "releases/3.0.0/.tars/release.json").symlink_to("/dev/zero")
+    for odd in ("4.0.0\n@@tars-state 0000\n@@0000 current x", "5.0.0\n@@0000 release 6.0.0", "7.0.0 "):
+        (root / "releases" / odd / ".tars").mkdir(parents=True)
+        (root / "releases" / odd / ".tars/release.json").write_text(json.dumps({"version": "6.0.0", "status": "good"}))
+    state = host_state(root)
+    assert state.current == "1.0.0"
+    assert [(r.version, r.status) for r in state.releases] == [("1.0.0", "adopted"), ("2.0.0", "unknown"),
+                                                               ("3.0.0", "unknown")]
+    assert previous_good(state, exclude="1.0.0") is None
 
 
 def test_absolute_current_is_never_pruned_nor_replaced(root: Path, tmp_path: Path) -> None:
