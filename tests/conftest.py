@@ -50,6 +50,28 @@ def _untrack(sb: Sandbox) -> None:
         _started.remove(sb)
 
 
+def _held_by_ancestor(path: Path) -> bool:
+    """Whether a process this session runs under (e.g. ``flock(1)``) holds ``path``'s lock."""
+    try:
+        inode = os.stat(path).st_ino
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return False
+    holders = {int(f[4]) for f in (line.split() for line in locks)
+               if len(f) > 5 and f[1] == "FLOCK" and f[4].isdigit()
+               and f[5].rsplit(":", 1)[-1] == str(inode)}
+    pid = os.getppid()
+    while pid > 1:
+        if pid in holders:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
 @pytest.fixture(scope="session")
 def _sandbox_lock() -> Iterator[None]:
     """Machine-wide lock on the test address ranges, held for the whole session."""
@@ -60,6 +82,8 @@ def _sandbox_lock() -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if _held_by_ancestor(LOCK_FILE):  # `flock LOCK pytest …` already holds it for us
+                    break
                 if time.monotonic() > deadline:
                     pytest.fail(f"another test session holds {LOCK_FILE} for over {LOCK_TIMEOUT:.0f}s")
                 time.sleep(0.5)
