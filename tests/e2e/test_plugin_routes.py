@@ -11,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 ROUTES = [("GET", "/tars/ui"), ("GET", "/tars/apps/demo/brake"),
           ("POST", "/tars/apps/demo/brake"), ("DELETE", "/tars/apps/demo/brake"),
-          ("GET", "/tars/apps/demo/audit"), ("GET", "/tars/apps/demo/plan")]
+          ("GET", "/tars/apps/demo/audit"), ("GET", "/tars/apps/demo/plan"),
+          ("GET", "/tars/static/brake.js")]
 
 
 @pytest.mark.parametrize("method,path", ROUTES)
