@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -98,7 +98,7 @@ def _construct(loader: Any, node: Node, memo: dict[int, Any]) -> Any:
     # node so aliases share one object (no alias-bomb blow-up).
     cls = node.__class__
     if cls is ScalarNode:
-        return node.value if node.tag == _STR else _scalar(loader, node)
+        return node.value if node.tag == _STR else _scalar(loader, cast(ScalarNode, node))
     done = memo.get(id(node))
     if done is not None:
         return done

@@ -42,7 +42,8 @@ class FetchedArtifact:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "url": self.url, "sha256": self.sha256,
+        """For XCom: the URL without its secrets (a pull-delivery host renders its own)."""
+        return {"version": self.version, "url": redact_url(self.url), "sha256": self.sha256,
                 "path": str(self.path) if self.path else None, "size": self.size,
                 "seconds": self.seconds}
 

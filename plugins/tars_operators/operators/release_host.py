@@ -63,7 +63,7 @@ class FetchOperator(_SpecOperator):
             context["ti"].xcom_push(key="failure", value={"message": message})
             raise hostflow.StepFailed(message) from None
         self.log.info("artifact %s sha256 %s (%.2fs)", redact_url(art.url), art.sha256, art.seconds)
-        return hostflow.artifact_to_dict(art)
+        return art.as_dict()  # its URL without secrets
 
     def _fetch(self, version: str) -> Any:
         """Fetch, waiting out an unreachable or failing artifact server up to ``retry_for``."""
@@ -115,11 +115,13 @@ class ReleaseHostOperator(_SpecOperator):
         return self._run(context)
 
     def _job(self, context: Any) -> hostflow.HostJob:
+        from tars_operators.hooks.artifacts import FetchedArtifact
+
         plan = run_plan(context)
         art = context["ti"].xcom_pull(task_ids="fetch")
         return hostflow.HostJob(
             spec=self.spec, host=self.spec.host(self.host), version=plan.version,
-            run_id=context["dag_run"].run_id, artifact=hostflow.artifact_from_dict(art),
+            run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,
             index=context["ti"].map_index, lease=RunLease.from_context(context, self.spec),
         )
 

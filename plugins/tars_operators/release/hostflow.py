@@ -12,7 +12,6 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
@@ -24,20 +23,6 @@ log_ = logging.getLogger(__name__)
 
 class StepFailed(TarsError):
     """A host step failed; the message is the whole story (host, step, why, where it is)."""
-
-
-def artifact_to_dict(art: Any) -> dict[str, Any]:
-    return {"version": art.version, "url": art.url, "sha256": art.sha256,
-            "path": str(art.path) if art.path else None, "size": art.size}
-
-
-def artifact_from_dict(d: dict[str, Any] | None) -> Any:
-    from tars_operators.hooks.artifacts import FetchedArtifact
-
-    if not d:
-        return None
-    return FetchedArtifact(d["version"], d["url"], d["sha256"],
-                           Path(d["path"]) if d.get("path") else None, d.get("size"))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from tars_operators.errors import (
     RemoteError,
     UnsafeArchiveOnHost,
 )
-from tars_operators.hooks.artifacts import FetchedArtifact, fetch_artifact, sha256_file
+from tars_operators.hooks.artifacts import FetchedArtifact, artifact_url, fetch_artifact, sha256_file
 from tars_operators.hooks.ssh import HostSession
 from tars_operators.remote.archive import check_archive
 from tars_operators.remote.commands import (
@@ -63,7 +63,7 @@ def stage_release(
         layout=layout, version=version, token=token, tarball=layout.tarball(artifact.sha256),
         sha256=artifact.sha256, meta=_meta(spec, artifact, run_id), pre_install=pre, post_install=post,
         templates=_upload(session, layout, artifact, files, token, scripts),
-        check_on_host=artifact.path is None, download_url=artifact.url if artifact.path is None else None,
+        check_on_host=artifact.path is None, download_url=artifact_url(spec, version, host) if artifact.path is None else None,
         download_timeout=spec.config.ssh.command_timeout,
         cleanup=[f"{layout.uploads}/tpl-{token}"], limits=spec.config.artifact.limits, unpacked_bytes=unpacked,
     )
