@@ -3,6 +3,10 @@
 Starts the real api-server, scheduler, dag-processor and triggerer on loopback with a fresh
 SQLite home, a preset admin user and a LocalExecutor sized for a small machine, and stops
 exactly the processes it started.
+
+``auth_manager="fab"`` runs it with the FAB auth manager instead of the simple one (which
+knows only roles): users and roles with per-DAG permissions (``DAG:<dag_id>``), made with
+``fab_role`` and ``fab_user`` once the stack is up.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -24,6 +29,7 @@ from sandbox.procs import descendants, is_alive, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -41,6 +47,7 @@ class AirflowStack:
     parallelism: int = 16
     dags_folder: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
+    auth_manager: Literal["simple", "fab"] = "simple"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Children of components killed alone (``kill(group=False)``): LocalExecutor workers and
     # task processes (in groups of their own) outlive them. (pid, start time) as seen at the
@@ -69,8 +76,7 @@ class AirflowStack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
+            **self._auth_env(),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
@@ -95,6 +101,15 @@ class AirflowStack:
         env.update(self.extra_env)
         return env
 
+    def _auth_env(self) -> dict[str, str]:
+        if self.auth_manager == "fab":
+            # The dag-processor checks this setting too: it creates each DAG's FAB resources.
+            return {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER}
+        return {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+        }
+
     def _secret(self, name: str) -> str:
         path = self.home / f".{name}-secret"
         if not path.exists():
@@ -111,7 +126,13 @@ class AirflowStack:
     def start(self, timeout: float = 120) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({self.user: self.password}))
-        self.airflow("db", "migrate")
+        self.airflow("db", "migrate")  # with FAB: its user/role tables too
+        if self.auth_manager == "fab":
+            # --option=value: a generated password may start with "-".
+            self._run_cli("users", "create", f"--username={self.user}",
+                          f"--password={self.password}", "--role=Admin",
+                          f"--email={self.user}@tars.invalid", f"--firstname={self.user}",
+                          "--lastname=Tars")
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
         try:
@@ -121,6 +142,13 @@ class AirflowStack:
         except BaseException:
             self.stop()
             raise
+
+    def _run_cli(self, *args: str) -> None:
+        done = self.airflow(*args, check=False)
+        if done.returncode != 0:
+            shown = " ".join(args).replace(self.password, "***")
+            raise RuntimeError(f"airflow {shown} failed ({done.returncode}):\n"
+                               f"{(done.stdout + done.stderr)[-2000:]}")
 
     def _spawn(self, comp: str) -> subprocess.Popen:
         """Start one component in its own session (its process group id is its pid)."""
@@ -237,6 +265,27 @@ class AirflowStack:
         )
         r.raise_for_status()
         return r.json()["access_token"]
+
+    def fab_role(self, name: str, permissions: list[tuple[str, str]]) -> None:
+        """Create a FAB role with ``(action, resource)`` permissions, e.g.
+        ``("can_read", "DAG:tars_deploy__demo")``; a DAG's resources exist once it is parsed."""
+        body = {"name": name, "actions": [{"action": {"name": a}, "resource": {"name": r}}
+                                          for a, r in permissions]}
+        self._fab("/auth/fab/v1/roles", body)
+
+    def fab_user(self, username: str, password: str, roles: list[str]) -> None:
+        """Create a FAB user with these roles (log in with ``POST /auth/token``)."""
+        self._fab("/auth/fab/v1/users", {
+            "username": username, "password": password, "email": f"{username}@tars.invalid",
+            "first_name": username, "last_name": "Tars", "roles": [{"name": r} for r in roles]})
+
+    def _fab(self, path: str, body: dict) -> None:
+        if self.auth_manager != "fab":
+            raise RuntimeError(f"{path}: this stack runs the {self.auth_manager} auth manager")
+        with self.client() as c:
+            r = c.post(path, json=body)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
 
     def client(self) -> httpx.Client:
         return httpx.Client(

@@ -1,7 +1,8 @@
 """Tars's REST routes inside the Airflow api-server (mounted at ``/tars``).
 
-Every route needs an authenticated Airflow user; changing the brake needs permission to
-edit runs of the app's deploy DAG (the role that may release may also stop a release).
+Every route needs an authenticated Airflow user. An app's brake, audit trail and plan need
+permission to read runs of its deploy DAG, changing the brake permission to edit them (the
+role that may release may also stop a release); an app Airflow has no deploy DAG for is 404.
 ``GET /tars/apps/{app}/plan`` previews a release (stages, capacity floor, deploy window) and
 refuses bad input with a 400 saying why, so a client can stop before triggering a run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +20,10 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
 from tars_operators.release.brake import (
     append_audit, audit_entry, audit_key, brake_key, brake_value, parse_brake,
@@ -37,23 +42,50 @@ def _variables() -> Any:
     return Variable
 
 
-def _authorize(app_name: str, user: Any, method: Literal["GET", "PUT"]) -> None:
+def deploy_dag_id(app_name: str) -> str:
+    return f"tars_deploy__{app_name}"
+
+
+def _authorize(app_name: str, user: Any, method: Literal["GET", "PUT"], session: Session) -> None:
+    """403 unless the user may read (GET) or edit (PUT) runs of the app's deploy DAG.
+
+    The same question Airflow's own ``/dags/{dag_id}/dagRuns`` routes ask, team included, so
+    whoever may see (or trigger) an app's releases in the Airflow UI may see (or brake) them here.
+    """
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity, DagDetails,
     )
+    from airflow.models.dag import DagModel
 
+    dag_id = deploy_dag_id(app_name)
+    details = DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id, session=session))
     ok = get_auth_manager().is_authorized_dag(
-        method=method, access_entity=DagAccessEntity.RUN,
-        details=DagDetails(id=f"tars_deploy__{app_name}"), user=user,
+        method=method, access_entity=DagAccessEntity.RUN, details=details, user=user,
     )
     if not ok:
-        raise HTTPException(403, f"{user.get_name()} may not change releases of {app_name}")
+        verb, perm = ("read", "read") if method == "GET" else ("change", "edit")
+        raise HTTPException(403, f"{user.get_name()} may not {verb} releases of {app_name}: "
+                                 f"that needs {perm} permission on the runs of DAG {dag_id}")
 
 
-def _known_app(app_name: str) -> None:
+def _known_app(app_name: str, user: Any, method: Literal["GET", "PUT"], session: Session) -> None:
+    """400 for a malformed name, 403 without permission, 404 when Airflow has no deploy DAG.
+
+    Permission comes before existence (as on Airflow's own DAG routes), so a user who may not
+    read an app cannot probe which apps exist. The DAG lookup is one indexed query: an unknown
+    app is refused without reading any config file. A stale DAG (its config removed) still
+    counts, so its brake and audit trail stay readable.
+    """
+    from airflow.models.dag import DagModel
+
     if not app_name.replace("_", "").isalnum() or not app_name[:1].isalpha():
         raise HTTPException(400, f"not an app name: {app_name!r}")
+    _authorize(app_name, user, method, session)
+    dag_id = deploy_dag_id(app_name)
+    if session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == dag_id)) is None:
+        raise HTTPException(404, f"no app {app_name!r}: Airflow has no DAG {dag_id} "
+                                 "(is its config in the config directory, and parsed?)")
 
 
 class BrakeBody(BaseModel):
@@ -83,26 +115,30 @@ def static_file(name: str, user: GetUserDep) -> Response:
 
 
 @app.get("/apps/{app_name}/brake")
-def get_brake(app_name: str, user: GetUserDep) -> dict[str, Any]:
-    _known_app(app_name)
+def get_brake(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+    _known_app(app_name, user, "GET", session)
+    return _brake_state(app_name)
+
+
+def _brake_state(app_name: str) -> dict[str, Any]:
     brake = parse_brake(_variables().get(brake_key(app_name), default_var=None))
     return {"app": app_name, "brake": brake.__dict__ if brake else None}
 
 
 @app.post("/apps/{app_name}/brake")
-def pull_brake(app_name: str, body: BrakeBody, user: GetUserDep) -> dict[str, Any]:
-    _known_app(app_name)
-    _authorize(app_name, user, "PUT")
+def pull_brake(app_name: str, body: BrakeBody, user: GetUserDep,
+               session: SessionDep) -> dict[str, Any]:
+    _known_app(app_name, user, "PUT", session)
     who = user.get_name()
     _variables().set(brake_key(app_name), brake_value(who, body.reason, body.action))
     _audit(app_name, audit_entry("brake pulled", who, body.reason, action=body.action))
-    return get_brake(app_name, user)
+    return _brake_state(app_name)
 
 
 @app.delete("/apps/{app_name}/brake")
-def release_brake(app_name: str, user: GetUserDep, reason: str = "") -> dict[str, Any]:
-    _known_app(app_name)
-    _authorize(app_name, user, "PUT")
+def release_brake(app_name: str, user: GetUserDep, session: SessionDep,
+                  reason: str = "") -> dict[str, Any]:
+    _known_app(app_name, user, "PUT", session)
     V = _variables()
     was = parse_brake(V.get(brake_key(app_name), default_var=None))
     V.delete(brake_key(app_name))
@@ -113,8 +149,8 @@ def release_brake(app_name: str, user: GetUserDep, reason: str = "") -> dict[str
 
 
 @app.get("/apps/{app_name}/audit")
-def get_audit(app_name: str, user: GetUserDep) -> dict[str, Any]:
-    _known_app(app_name)
+def get_audit(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+    _known_app(app_name, user, "GET", session)
     raw = _variables().get(audit_key(app_name), default_var=None)
     return {"app": app_name, "audit": json.loads(raw) if raw else []}
 
@@ -130,21 +166,92 @@ def config_dir() -> Path:
 
 
 def load_app_spec(app_name: str) -> Any:
-    """The app's spec as the DAG file loads it; 404 unknown app, 422 broken config."""
-    from tars_operators.config.loader import load_all, load_files
+    """The app's spec as the DAG file loads it: 422 broken config, 404 no config for it.
 
+    Only ``<app>.yaml``/``<app>.yml`` is read when it defines the app (the convention). For an
+    app defined in a file named otherwise, a full load finds the file once; later requests
+    read only that file (so the spec, its defaults and inventory are always current).
+    """
     directory = config_dir()
     guess = [p for p in (directory / f"{app_name}.yaml", directory / f"{app_name}.yml")
              if p.is_file()]
-    result = load_files(guess, base_dir=REPO) if guess else None
-    if result is None or app_name not in result.specs:
-        result = load_all(directory, base_dir=REPO) if directory.is_dir() else None
-    if result is not None and app_name in result.specs:
+    spec = _load_from(guess, app_name) if guess else None
+    if spec is not None:
+        return spec
+    spec, broken = _load_elsewhere(directory, app_name)
+    if spec is not None:
+        return spec
+    more = f"; {broken} file(s) there have errors" if broken else ""
+    raise HTTPException(404, f"no config of app {app_name!r} in {directory}{more}")
+
+
+def _load_from(files: list[Path], app_name: str) -> Any:
+    """The app's spec from these files; 422 with their errors; None if they define another app."""
+    from tars_operators.config.loader import load_files
+
+    result = load_files(files, base_dir=REPO)
+    if app_name in result.specs:
         return result.specs[app_name]
-    errors = [line for err in (result.errors.values() if result else ()) for line in err.errors]
-    if guess and errors:
+    errors = [line for err in result.errors.values() for line in err.errors]
+    if errors:
         raise HTTPException(422, f"the config of {app_name} has errors: " + "; ".join(errors[:5]))
-    raise HTTPException(404, f"no app {app_name!r} in {directory}")
+    return None
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Which file defines which app, as of the last full load of a config directory."""
+
+    stamp: tuple[tuple[str, int, int], ...]
+    files: dict[str, Path]
+    broken: int
+
+
+_INDEX: dict[Path, _Index] = {}
+
+
+def _load_elsewhere(directory: Path, app_name: str) -> tuple[Any, int]:
+    """(spec or None, number of broken files) for an app whose file is not named after it.
+
+    Parses every file only when the index does not know the app and a file changed since the
+    index was built, so repeated requests never parse the whole directory again.
+    """
+    from tars_operators.config.loader import load_all
+
+    stamp = _stamp(directory)
+    index = _INDEX.get(directory)
+    if index is not None:
+        known = index.files.get(app_name)
+        if known is not None and known.is_file():
+            spec = _load_from([known], app_name)
+            if spec is not None:
+                return spec, index.broken
+        elif known is None and index.stamp == stamp:
+            return None, index.broken
+    if not directory.is_dir():
+        return None, 0
+    full = load_all(directory, base_dir=REPO)
+    files = {name: spec.source for name, spec in full.specs.items()}
+    _INDEX[directory] = _Index(stamp, files, len(full.errors))
+    return full.specs.get(app_name), len(full.errors)
+
+
+def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of the config files a full load reads (stat only, nothing parsed)."""
+    from tars_operators.config.loader import APP_SUFFIXES, DEFAULTS_NAME
+
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix in APP_SUFFIXES)
+    except OSError:
+        files = []
+    stamps: list[tuple[str, int, int]] = []
+    for path in [*files, directory.parent / DEFAULTS_NAME]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamps.append((path.name, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -184,13 +291,13 @@ def preview_release(spec: Any, version: str | None, hosts: list[str] | None,
 
 
 @app.get("/apps/{app_name}/plan")
-def get_plan(app_name: str, user: GetUserDep, version: str | None = None,
+def get_plan(app_name: str, user: GetUserDep, session: SessionDep, version: str | None = None,
              hosts: str | None = None, batches: str | None = None,
              skip_fort: bool = False) -> dict[str, Any]:
     """Preview a release as ``prepare`` would plan it; 400 with the reason on bad input."""
     from tars_operators.errors import TarsError
 
-    _known_app(app_name)
+    _known_app(app_name, user, "GET", session)
     spec = load_app_spec(app_name)
     try:
         return preview_release(spec, version, _split(hosts), _split(batches), skip_fort)
