@@ -237,7 +237,7 @@ def install_command(plan: InstallPlan) -> str:
     """Check, unpack into releases/.tmp-<version>-<rand>, install, rename to releases/<version>.
 
     Before anything is unpacked: sha256, the archive check (pull: on the host), free space;
-    each refusal removes the tarball. After unpacking: no ``.tars`` from the artifact, no
+    each refusal removes the tarball, and staged templates go on any exit. After unpacking: no ``.tars`` from the artifact, no
     setuid/setgid/sticky bits. ``HostSession.run`` stops it with the step
     (``remote.watchdog``): it never finishes unattended after a timeout or a dead worker.
     """
@@ -245,6 +245,8 @@ def install_command(plan: InstallPlan) -> str:
     tmp, final = layout.tmp_release_dir(version, plan.token), layout.release_dir(version)
     old = f"{tmp}-old"
     lines = ["set -e", f"cd {q(layout.deploy_root)}", "mkdir -p releases shared"]
+    if plan.cleanup:  # staged templates and scripts go whatever happens (they may hold secrets)
+        lines.append(f"trap {q('rm -rf ' + ' '.join(q(p) for p in plan.cleanup))} EXIT")
     if plan.download_url:
         lines += download_lines(plan.download_url, plan.tarball, plan.token, plan.download_timeout)
     lines += verify_lines(plan.tarball, plan.sha256)

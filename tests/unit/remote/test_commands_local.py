@@ -118,12 +118,16 @@ def test_host_side_archive_check_refuses_escaping_links(root: Path, tmp_path: Pa
 @pytest.mark.parametrize("check_on_host", [False, True])
 def test_not_enough_free_space_is_refused_before_unpacking(root: Path, tmp_path: Path, check_on_host: bool) -> None:
     tar, sha = tarball(tmp_path / "a.tar.gz", {"VERSION": b"1\n"})
+    staged = root / ".tars-tmp" / "tpl-t0k"
+    staged.mkdir(parents=True)
+    (staged / "0").write_text("password=hunter2\n")
     plan = plan_for(root, "1.0.0", tar, sha, check_on_host=check_on_host, unpacked_bytes=2,
-                    limits=ArchiveLimits(min_free_mb=1 << 40))  # a tebibyte of mebibytes
+                    limits=ArchiveLimits(min_free_mb=1 << 40), cleanup=[str(staged)],  # a tebibyte of mebibytes
+                    templates=[TemplateFile(str(staged / "0"), "config/app.conf", "0600")])
     result = sh(install_command(plan), root)
     assert result.returncode == EXIT_NO_SPACE, result.stderr
     assert f"not enough free space under {root}" in result.stderr and "KiB available" in result.stderr
-    assert not list((root / "releases").iterdir()) and not Path(plan.tarball).exists()
+    assert not list((root / "releases").iterdir()) and not list((root / ".tars-tmp").iterdir())
 
 
 def test_special_bits_are_stripped_and_artifact_metadata_dropped(root: Path, tmp_path: Path) -> None:
