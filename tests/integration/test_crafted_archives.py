@@ -56,6 +56,17 @@ def hidden_after_bad_header() -> bytes:
     return tar_of([])[:1024] + b"garbage!" * 64 + tar_of([member("config", "symlink", "/etc")])[1024:]
 
 
+def name_read_differently() -> bytes:
+    """``evil -> ..`` with bytes in the old GNU header's prefix field: tarfile reads the name
+    ``safe/evil`` (a link inside), GNU tar unpacks ``evil`` (a link out)."""
+    data = bytearray(tar_of([member("evil", "symlink", "..")]))
+    header = slice(1024, 1536)  # after VERSION's header and data block
+    data[1024 + 345:1024 + 349] = b"safe"
+    data[1024 + 148:1024 + 156] = b" " * 8
+    data[1024 + 148:1024 + 156] = b"%06o\0 " % sum(data[header])
+    return bytes(data)
+
+
 CHAIN = [member("a/b/c/d", "dir"), member("a/b/c/d/l", "symlink", "../../../.."),
          member("x", "symlink", "a/b/c/d/l/../../../../.."), member("config", "symlink", "x/tars-escaped")]
 
@@ -75,6 +86,7 @@ CASES: dict[str, tuple[Any, dict[str, Any], str]] = {
     "one member above the limit": ([member("blob", size=3 << 20)], {"max_member_mb": 2},
                                    "'blob': unpacks to 3.0 MiB, more than artifact.limits.max_member_mb (2)"),
     "hidden behind a bad header": (hidden_after_bad_header(), {}, "data after the end of the archive"),
+    "a name tar reads differently": (name_read_differently(), {}, "'safe/evil': its header has a name prefix"),
 }
 
 

@@ -77,9 +77,26 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
         def tell(self) -> int:
             return self.raw.tell()
 
+    class Header(tarfile.TarInfo):
+        """A header as tarfile reads it, flagged when GNU tar would read another name: tarfile
+        prepends the ustar prefix field to the name in any header, GNU tar only under the POSIX
+        magic (in old GNU headers those bytes are times and sparse maps)."""
+
+        ambiguous = False
+
+        @classmethod
+        def frombuf(cls, buf: Any, encoding: str, errors: str) -> Any:
+            obj = super().frombuf(buf, encoding, errors)
+            obj.ambiguous = (bool(buf[345:500].strip(b"\0")) and buf[257:263] != b"ustar\0"
+                             and obj.type not in tarfile.GNU_TYPES)
+            return obj
+
     def check(info: Any) -> str | None:
         """Why one member is unsafe given the members before it; records it in the tree."""
         name, kinds = info.name, ("file", "dir", "symlink")
+        if info.ambiguous:
+            return (f"{name!r}: its header has a name prefix outside the POSIX format, which tar "
+                    "reads as another name; rebuild the archive with a standard tar")
         kind = ("file" if info.isreg() else "dir" if info.isdir() else "symlink" if info.issym()
                 else "hard link" if info.islnk() else "character device" if info.ischr()
                 else "block device" if info.isblk() else "FIFO" if info.isfifo() else f"type {info.type!r}")
@@ -120,7 +137,7 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
     try:
         with gzip.open(path, "rb") as raw:
             stream: Any = Tracked(raw)
-            with tarfile.open(fileobj=stream, mode="r:") as tar:
+            with tarfile.open(fileobj=stream, mode="r:", tarinfo=Header) as tar:
                 for info in tar:
                     count += 1
                     if count > limits["max_members"]:

@@ -3,6 +3,7 @@ the member named, ordinary ones accepted."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import subprocess
@@ -174,6 +175,36 @@ def test_members_hidden_after_an_unreadable_block_are_refused(tmp_path: Path, be
     assert on_host(path, ArchiveLimits()).returncode == 66
 
 
+def with_old_gnu_prefix(header_and_rest: bytes, prefix: bytes) -> bytes:
+    """The first header's prefix field set: tarfile reads ``<prefix>/<name>``, GNU tar ``<name>``."""
+    data = bytearray(header_and_rest)
+    data[345:345 + len(prefix)] = prefix
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    return bytes(data)
+
+
+def test_a_name_tar_reads_differently_is_refused(tmp_path: Path) -> None:
+    """``evil -> ..`` looks like ``safe/evil -> ..`` (inside) to tarfile; GNU tar makes ``evil``."""
+    import gzip
+
+    data = with_old_gnu_prefix(tar_bytes([m("evil", "symlink", "..")]), b"safe")
+    listed = subprocess.run(["tar", "-tf", "-"], input=data, capture_output=True, check=True).stdout
+    assert listed == b"evil\n"  # what GNU tar would unpack
+    path = tmp_path / "prefix.tar.gz"
+    path.write_bytes(gzip.compress(data))
+    with pytest.raises(UnsafeArchive, match="'safe/evil': its header has a name prefix outside the POSIX format"):
+        check_archive(path)
+    assert on_host(path, ArchiveLimits()).returncode == 66
+    # The POSIX format's own prefix is read alike by both: accepted.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("d" * 90 + "/" + "f" * 90)  # > 100 characters: split into prefix/name
+        tar.addfile(info)
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    assert check_archive(path).members == 1
+
+
 def test_garbage_is_not_an_archive(tmp_path: Path) -> None:
     path = tmp_path / "junk.tar.gz"
     path.write_bytes(b"not a tarball")
@@ -182,9 +213,11 @@ def test_garbage_is_not_an_archive(tmp_path: Path) -> None:
 
 
 def test_the_shipped_script_needs_nothing_from_tars(tmp_path: Path) -> None:
-    """No module globals leak into the shipped source: it runs in a bare interpreter."""
+    """No module globals leak into the shipped source: it runs in an isolated interpreter and
+    parses as Python 3.8."""
     script = host_check_script()
     assert "tars_operators" not in script
+    ast.parse(script, feature_version=(3, 8))  # hosts need python3 >= 3.8 only
     path = make_tar(tmp_path / "ok.tar.gz", SAFE)
     run = subprocess.run([sys.executable, "-I", "-c", script, str(path), json.dumps(ArchiveLimits().model_dump())],
                          capture_output=True, text=True, cwd=tmp_path)

@@ -56,7 +56,7 @@ CORRUPT = {
     "replaced not a string": json.dumps({**GOOD, "replaced": {"v": 1}}).encode(),
     "another version": json.dumps({**GOOD, "version": "1.0.0"}).encode(),
     "too long": json.dumps({**GOOD, "pad": "x" * (64 << 10)}).encode(),
-    "deeply nested": b'{"a": ' + b"[" * 60_000 + b"]" * 60_000 + b"}",
+    "deeply nested": b'{"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",  # within 64 KiB, too deep to parse
     "not UTF-8": json.dumps(GOOD).encode()[:-1] + b"\xff}",
     "two objects": (json.dumps(GOOD) + "\n" + json.dumps(GOOD)).encode(),
 }
