@@ -205,6 +205,24 @@ def test_a_name_tar_reads_differently_is_refused(tmp_path: Path) -> None:
     assert check_archive(path).members == 1
 
 
+@pytest.mark.parametrize("global_keys", [{"comment": "0123abcd"}, {"path": "evil"}, {"linkpath": "/etc"}])
+def test_a_global_pax_header_may_only_carry_a_comment_or_times(tmp_path: Path, global_keys: dict[str, str]) -> None:
+    """``git archive`` writes a comment (the commit); a global path or linkpath is applied to
+    other members by tar than by tarfile."""
+    import gzip
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers=global_keys) as tar:
+        tar.addfile(tarfile.TarInfo("VERSION"))
+    path = tmp_path / "pax.tar.gz"
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    if "comment" in global_keys:
+        assert check_archive(path).members == 1
+    else:
+        with pytest.raises(UnsafeArchive, match=f"follows a global pax header setting {next(iter(global_keys))}"):
+            check_archive(path)
+
+
 def test_garbage_is_not_an_archive(tmp_path: Path) -> None:
     path = tmp_path / "junk.tar.gz"
     path.write_bytes(b"not a tarball")
