@@ -35,6 +35,7 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
     problems: list[str] = []
     tree: dict[str, Any] = {"": "dir"}  # what tar would have built so far: "dir", "file" or ("link", target)
     links: list[str] = []
+    refused_links: set[str] = set()
 
     def resolve(base: list[str], target: str, hops: list[int]) -> tuple[list[str] | None, str]:
         """Where ``target`` leads from directory ``base``: (parts, ""), or (None, why unsafe)."""
@@ -129,6 +130,8 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
             tree[key] = ("link", info.linkname)
             links.append(key)
             why = resolve(parts[:-1], info.linkname, [0])[1] if info.linkname else "has an empty target"
+            if why:
+                refused_links.add(key)
             return f"{name!r} -> {info.linkname!r}: symlink {why}" if why else None
         tree[key] = kind
         return None
@@ -172,10 +175,9 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
         problems.append(f"not a readable .tar.gz archive: {exc}")
         return problems, count, total
     for key in links:  # a later member may change where an earlier link leads
-        why = resolve(key.split("/")[:-1], tree[key][1], [0])[1] if tree[key][1] else ""
-        message = f"{key!r} -> {tree[key][1]!r}: symlink {why}"
-        if why and not any(p.startswith(f"{key!r} -> ") for p in problems):
-            problems.append(message)
+        why = "" if key in refused_links else resolve(key.split("/")[:-1], tree[key][1], [0])[1]
+        if why:
+            problems.append(f"{key!r} -> {tree[key][1]!r}: symlink {why}")
     return problems, count, total
 
 
