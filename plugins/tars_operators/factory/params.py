@@ -17,6 +17,9 @@ from tars_operators.config.spec import AppSpec
 from tars_operators.plan.conf import COUNT, PERCENT
 
 RELEASE, SCOPE, SAFETY = "Release", "Scope", "Safety overrides"
+# Airflow's form marks (and makes the Trigger button wait for) every field whose type does not
+# allow null: only version and reason are required; the rest are typed to allow null.
+OPTIONAL_BOOL, OPTIONAL_TEXT = ["boolean", "null"], ["string", "null"]
 
 
 def whole(pattern: str) -> str:
@@ -76,11 +79,11 @@ def _release_params(spec: AppSpec, *, canary: bool) -> dict[str, Param]:
             section=RELEASE,
         ),
         "ticket": Param(
-            "", type="string", maxLength=100, pattern=TICKET_PATTERN, title="Ticket",
+            "", type=OPTIONAL_TEXT, maxLength=100, pattern=TICKET_PATTERN, title="Ticket",
             description="Change ticket, e.g. OPS-1234", section=RELEASE,
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run",
+            False, type=OPTIONAL_BOOL, title="Dry run",
             description="Validate and show the plan; touch no host", section=RELEASE,
         ),
     }
@@ -90,25 +93,25 @@ def _scope_params(spec: AppSpec) -> dict[str, Param]:
     hosts = [h.name for h in spec.hosts]
     return {
         "hosts": Param(
-            [], type="array", items={"type": "string", "enum": hosts}, uniqueItems=True,
+            [], type=["array", "null"], items={"type": "string", "enum": hosts}, uniqueItems=True,
             title="Only these hosts", section=SCOPE,
             description=f"Narrow the release to some of the app's {len(hosts)} hosts "
                         "(empty: all of them)",
             examples=hosts,
         ),
         "batches": Param(
-            batches_text(spec), type="string", pattern=BATCHES_PATTERN, title="Batches",
+            batches_text(spec), type=OPTIONAL_TEXT, pattern=BATCHES_PATTERN, title="Batches",
             description="The ramp after the fort stage: host counts or percentages, the last "
                         "one repeating (default: the app's strategy.batches). A ramp that would "
                         "take too many hosts out of service at once is refused before any host",
             section=SCOPE,
         ),
         "skip_fort": Param(
-            False, type="boolean", title="Skip the fort (canary) stage", section=SAFETY,
+            False, type=OPTIONAL_BOOL, title="Skip the fort (canary) stage", section=SAFETY,
             description="Needs a reason below",
         ),
         "skip_fort_reason": Param(
-            "", type="string", maxLength=500, title="Why skip the fort stage", section=SAFETY,
+            "", type=OPTIONAL_TEXT, maxLength=500, title="Why skip the fort stage", section=SAFETY,
         ),
     }
 
@@ -116,11 +119,11 @@ def _scope_params(spec: AppSpec) -> dict[str, Param]:
 def _safety_params() -> dict[str, Param]:
     return {
         "force": Param(
-            False, type="boolean", title="Force outside the deploy window / through a freeze",
+            False, type=OPTIONAL_BOOL, title="Force outside the deploy window / through a freeze",
             description="Needs a reason below; recorded in the run note and the audit log",
             section=SAFETY,
         ),
         "force_reason": Param(
-            "", type="string", maxLength=500, title="Why force", section=SAFETY,
+            "", type=OPTIONAL_TEXT, maxLength=500, title="Why force", section=SAFETY,
         ),
     }

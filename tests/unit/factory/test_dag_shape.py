@@ -99,3 +99,25 @@ def test_rollback_dag_limits_hosts_out_at_once(tmp_path: Path) -> None:
     dag = build_rollback_dag(spec_for(tmp_path, hosts=10))
     assert set(dag.task_ids) == {"plan", "restore"}
     assert dag.get_task("restore").max_active_tis_per_dagrun == 7  # 10 hosts, 25% must stay
+
+
+def required_in_the_ui(params) -> set[str]:
+    """What Airflow 3.3's trigger form treats as required: a type that does not allow null."""
+    required = set()
+    for name in params:
+        kind = params.get_param(name).schema.get("type")
+        if kind and not (isinstance(kind, list) and "null" in kind):
+            required.add(name)
+    return required
+
+
+def test_the_form_requires_only_version_and_reason(tmp_path: Path) -> None:
+    dag = build_dag(spec_for(tmp_path, hosts=3))
+    assert required_in_the_ui(dag.params) == {"version", "reason"}
+    # Left empty by a person (null), the optional fields still validate.
+    for name in ("ticket", "dry_run", "hosts", "batches", "skip_fort", "skip_fort_reason", "force",
+                 "force_reason"):
+        param = dag.params.get_param(name)
+        assert param.resolve(None, suppress_exception=False) is None, name
+    with pytest.raises(Exception, match="None is not of type"):
+        dag.params.get_param("version").resolve(None, suppress_exception=False)
