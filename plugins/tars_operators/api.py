@@ -28,6 +28,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from tars_operators.release.brake import (
     append_audit, audit_entry, audit_key, brake_key, brake_value, parse_brake,
 )
+from tars_operators.release.machine import Brake
 from tars_operators.web.pages import SecurityHeaders, static_response
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def pull_brake(app_name: str, body: BrakeBody, user: GetUserDep,
     who = user.get_name()
     _variables().set(brake_key(app_name), brake_value(who, body.reason, body.action))
     _audit(app_name, audit_entry("brake pulled", who, body.reason, action=body.action))
-    return _brake_state(app_name)
+    state = _brake_state(app_name)
+    _show_brake_in_runs(app_name, Brake(**state["brake"]), user, session)
+    return state
 
 
 @app.delete("/apps/{app_name}/brake")
@@ -145,7 +148,32 @@ def release_brake(app_name: str, user: GetUserDep, session: SessionDep,
     if was is not None:
         _audit(app_name, audit_entry("brake released", user.get_name(), reason,
                                      was_by=was.by, was_reason=was.reason))
+    _show_brake_in_runs(app_name, None, user, session)
     return {"app": app_name, "brake": None, "was": was.__dict__ if was else None}
+
+
+def _show_brake_in_runs(app_name: str, brake: Brake | None, user: Any,
+                        session: Session) -> None:
+    """Set the brake part of the note of every queued or running release of the app.
+
+    The tasks only see the brake when they next look (a gate, a host's next step), so the
+    route that changes it updates the notes at once, the way Airflow's own PATCH of a run
+    note does (same session, committed with the request).
+    """
+    from airflow.api_fastapi.core_api.services.public.dag_run import patch_dag_run_note
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.state import DagRunState
+
+    from tars_operators.release.notes import fit_note, with_brake
+
+    runs = session.scalars(select(DagRun).where(
+        DagRun.dag_id == deploy_dag_id(app_name),
+        DagRun.state.in_([DagRunState.RUNNING, DagRunState.QUEUED]),
+    )).all()
+    for run in runs:
+        note = fit_note(with_brake(run.note, brake))
+        if note != (run.note or ""):
+            patch_dag_run_note(dag_run=run, note=note, user=user)
 
 
 @app.get("/apps/{app_name}/audit")
@@ -303,3 +331,49 @@ def get_plan(app_name: str, user: GetUserDep, session: SessionDep, version: str 
         return preview_release(spec, version, _split(hosts), _split(batches), skip_fort)
     except TarsError as exc:
         raise HTTPException(400, str(exc)) from None
+
+
+# ---- views: Apps (nav) and App (tab on the deploy DAG) -----------------------------------
+
+@app.get("/views/apps", response_class=HTMLResponse)
+def apps_view(request: Request, user: GetUserDep) -> HTMLResponse:
+    """Every app the user may read: versions across hosts, running release, brake, window."""
+    from tars_operators.web.views import apps_page
+
+    return apps_page(base=request.scope.get("root_path", ""))
+
+
+@app.get("/views/app", response_class=HTMLResponse)
+def app_view(request: Request, user: GetUserDep,
+             app_name: str = Query("", alias="app", max_length=100),
+             dag_id: str = Query("", max_length=250)) -> HTMLResponse:
+    """One app's hosts, release history and audit trail (the tab passes ``dag_id``)."""
+    from tars_operators.web.views import app_from_dag_id, app_page
+
+    return app_page(base=request.scope.get("root_path", ""),
+                    app=app_name or app_from_dag_id(dag_id))
+
+
+@app.get("/apps")
+def list_apps(user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+    """The Apps view's rows: only apps whose deploy runs the user may read."""
+    from tars_operators.web.records import deploy_apps
+    from tars_operators.web.views import app_summary
+
+    rows = []
+    for name in deploy_apps(session):
+        try:
+            _authorize(name, user, "GET", session)
+        except HTTPException:
+            continue
+        rows.append(app_summary(session, _variables(), load_app_spec, name))
+    return {"apps": rows}
+
+
+@app.get("/apps/{app_name}/fleet")
+def get_fleet(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+    """The App view: one row per host, the release history and the audit trail."""
+    from tars_operators.web.views import app_detail
+
+    _known_app(app_name, user, "GET", session)
+    return app_detail(session, _variables(), load_app_spec, app_name)

@@ -21,7 +21,7 @@ def plan_doc(spec: AppSpec, slots: list[str], *, canary: bool = False) -> str:
 
 {c.app.description}
 
-| stage | hosts | failure budget | hosts |
+| stage | host count | failure budget | host names |
 |---|---|---|---|
 {rows}
 

@@ -18,7 +18,10 @@ from tars_operators.redaction import redact_url
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
-from tars_operators.release.runtime import load_spec, run_plan
+from tars_operators.release.notes import (
+    Progress, compose, failure_from_message, set_run_note, stage_label,
+)
+from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
 
@@ -106,6 +109,7 @@ class ReleaseHostOperator(_SpecOperator):
                 return self._untouched(context, f"brake asks for rollback ({brake.reason})")
             self.log.warning("brake pulled by %s (%s): %s waits, untouched", brake.by,
                              brake.reason, self.host)
+            self._live_note(context, now=f"{self.host} waits for the brake", brake=brake)
             self.defer(trigger=BrakeReleasedTrigger(self.spec.name), method_name="after_brake")
         return self._run(context)
 
@@ -123,6 +127,7 @@ class ReleaseHostOperator(_SpecOperator):
             spec=self.spec, host=self.spec.host(self.host), version=plan.version,
             run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,
             index=context["ti"].map_index, lease=RunLease.from_context(context, self.spec),
+            progress=lambda now: self._live_note(context, now=f"{self.host} {now}"),
         )
 
     def _run(self, context: Any) -> dict[str, Any]:
@@ -142,7 +147,37 @@ class ReleaseHostOperator(_SpecOperator):
     def _fail(self, context: Any, message: str) -> None:
         """Leave the reason where gates and reports find it, then fail the task."""
         context["ti"].xcom_push(key="failure", value={"host": self.host, "message": message})
+        self._live_note(context)
         raise hostflow.StepFailed(message)
+
+    def _live_note(self, context: Any, *, now: str = "", brake: Any = None) -> None:
+        """The run note as this host's task sees the release now: its stage, what happens,
+        every failure pushed so far (this host's too, before its task ends), the brake.
+
+        Gates write the full note at each stage's end; this keeps it live in between.
+        Never fails the task: the note is a view, the task log has the same facts.
+        """
+        try:
+            plan = run_plan(context)
+            outcomes = stage_outcomes(context, plan, upto=self.stage)
+            failures = {h: m for o in outcomes for h, m in o.why}
+            pushed = context["ti"].xcom_pull(task_ids=self.task_id, key="failure",
+                                             map_indexes=list(range(len(plan.hosts(self.stage)))))
+            for value in pushed if isinstance(pushed, list) else [pushed]:
+                if isinstance(value, dict) and "host" in value:
+                    failures[value["host"]] = value.get("message", "")
+            where = stage_label(self.stage, [s for s, h in plan.stages if h])
+            line = Progress(
+                where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),
+                plan.version, len(failures), plan.budget_total,
+                brake if brake is not None else read_brake(self.spec.name),
+                tuple(failure_from_message(h, m) for h, m in failures.items()), now,
+            ).line()
+            dr = context["dag_run"]
+            set_run_note(dr.dag_id, dr.run_id, compose(line, plan.who, plan.reason, plan.ticket,
+                                                       list(failures.values())))
+        except Exception as exc:  # a note that cannot be written must not change the release
+            self.log.warning("run note not updated: %s", exc)
 
     def after_health(self, context: Any, event: Any = None, done: list | None = None) -> Any:
         job = self._job(context)

@@ -43,6 +43,7 @@ class HostJob:
     results: list[StepResult] = field(default_factory=list)
     session: Any = None  # one SSH connection for the whole chain (see ``connected``)
     lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
+    progress: Any = None  # called with what the host does now ("health-checking"), for the note
 
     @property
     def steps_done(self) -> list[str]:
@@ -120,6 +121,8 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
         phase(session, spec, host, job.lease, "activating", job.version)
         job.add(activate_release(session, spec, host, job.version, job.run_id), log)
         phase(session, spec, host, job.lease, "checking", job.version)
+        if job.progress is not None:
+            job.progress("health-checking")
         return _health(job, session, log)
 
 

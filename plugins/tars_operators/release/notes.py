@@ -26,8 +26,28 @@ def stage_label(stage: str, stages: list[str]) -> str:
     return stage
 
 
+BRAKE_OFF = "brake off"
+_BRAKE_ON = "brake ON ("
+REASON_CHARS = 80  # a brake reason or failure reason in the headline; the details keep all
+
+
+def _one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters (the headline stays one short line)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def brake_text(brake: Brake | None) -> str:
+    """``brake off`` or ``brake ON (hold) by ann: db failover``."""
+    if brake is None:
+        return BRAKE_OFF
+    return f"{_BRAKE_ON}{brake.action}) by {_one_line(brake.by, 40)}: {_one_line(brake.reason)}"
+
+
 @dataclass(frozen=True)
 class Progress:
+    """The headline of a running release: where, how many hosts, failures, the brake."""
+
     where: str  # "fort", "batch 2/3", "rolled back", …
     done: int
     total: int
@@ -35,13 +55,51 @@ class Progress:
     failed: int
     budget: int
     brake: Brake | None = None
+    failures: tuple[str, ...] = ()  # "web01 health (why)", one per failed host, if known
+    now: str = ""  # what is happening right now, e.g. "web01 health-checking"
 
     def line(self) -> str:
-        brake = f"brake ON by {self.brake.by}" if self.brake else "brake off"
+        where = f"{self.where}: {self.now}" if self.now else self.where
+        failed = f"{self.failed} failed (budget {self.budget})"
+        if self.failures:
+            failed += ": " + ", ".join(self.failures)
         return (
-            f"{self.where} · {self.done}/{self.total} hosts on {self.version} · "
-            f"{self.failed} failed (budget {self.budget}) · {brake}"
+            f"{where} · {self.done}/{self.total} hosts on {self.version} · {failed} · "
+            f"{brake_text(self.brake)}"
         )
+
+
+def failure_item(host: str, step: str, why: str) -> str:
+    """One failed host for the headline: ``web01 health (did not pass …)``."""
+    return f"{host} {step} ({_one_line(why, 60)})"
+
+
+def failure_from_message(host: str, message: str) -> str:
+    """``web01 failed@health: why — host …`` (a host task's failure) → ``web01 health (why)``."""
+    prefix = f"{host} failed@"
+    if not message.startswith(prefix):
+        return failure_item(host, "failed", message or "see the task log")
+    step, _, rest = message[len(prefix):].partition(": ")
+    return failure_item(host, step, rest.split(" — host ", 1)[0])
+
+
+def with_brake(note: str | None, brake: Brake | None) -> str:
+    """``note`` with its headline's brake part set to ``brake`` (appended if it has none).
+
+    The brake part is always last on the first line, so the rest of the note is kept as
+    the task that wrote it left it.
+    """
+    lines = (note or "").split("\n")
+    head = lines[0]
+    cut = head.find(f" · {_BRAKE_ON}")
+    if cut < 0 and head.endswith(f" · {BRAKE_OFF}"):
+        cut = len(head) - len(f" · {BRAKE_OFF}")
+    if cut >= 0:
+        head = head[:cut]
+    elif brake is None:
+        return note or ""  # no brake shown and none to show: leave the note alone
+    lines[0] = f"{head} · {brake_text(brake)}" if head else brake_text(brake)
+    return "\n".join(lines)
 
 
 def compose(headline: str, who: str, reason: str, ticket: str,

@@ -46,9 +46,11 @@ class HealthCheckTrigger(BaseTrigger):
     """Runs resolved checks for one host until each passes or times out."""
 
     def __init__(self, *, host: str, version: str, checks: list[dict[str, Any]],
-                 session: dict[str, Any] | None = None, kind: str = "health"):
+                 session: dict[str, Any] | None = None, kind: str = "health",
+                 elapsed: float = 0.0):
         super().__init__()
         self.host, self.version, self.kind = host, version, kind
+        self.elapsed = elapsed  # seconds the task already checked inline before deferring
         self.checks = [dict(c) for c in checks]
         self.session = dict(session) if session else None
 
@@ -62,11 +64,11 @@ class HealthCheckTrigger(BaseTrigger):
         resolved = [replace(c, timeout=max(c.timeout - elapsed, 0.0)) for c in resolved]
         needs_ssh = any(c.kind == "command" for c in resolved)
         return cls(host=host.name, version=version, checks=[c.as_dict() for c in resolved], kind=kind,
-                   session=SessionParams.for_host(spec, host).as_dict() if needs_ssh else None)
+                   elapsed=elapsed, session=SessionParams.for_host(spec, host).as_dict() if needs_ssh else None)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {"host": self.host, "version": self.version, "checks": self.checks,
-                           "session": self.session, "kind": self.kind}
+                           "session": self.session, "kind": self.kind, "elapsed": self.elapsed}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
@@ -78,12 +80,29 @@ class HealthCheckTrigger(BaseTrigger):
                 summaries.append(progress.summary(time.monotonic()))
                 if progress.consecutive < check.successes:
                     await _resume_guard(started)
-                    yield self._event("failed", progress.failure_message(self.kind), started, summaries)
+                    yield self._event("failed", self._failure(progress), started, summaries)
                     return
         finally:
             await prober.close()
         await _resume_guard(started)
         yield self._event("passed", f"{len(summaries)} {self.kind} checks passed", started, summaries)
+
+    def _failure(self, progress: CheckProgress) -> str:
+        """Why a check failed, timed over the WHOLE check (inline part + here) against the
+        check's configured timeout, not the part of it left for the triggerer."""
+        if not self.elapsed:
+            return progress.failure_message(self.kind)
+        check = progress.check
+        here = time.monotonic() - progress.started
+        last = progress.last.summary if progress.last else "no response"
+        # A check shorter than the inline part arrives here with timeout 0: its limit is unknown.
+        limit = f"{check.timeout + self.elapsed:g}s timeout" if check.timeout > 0 else "timeout"
+        return (
+            f"{self.kind} check {check.name!r} did not pass within its {limit} "
+            f"(checked for {self.elapsed + here:.0f}s: {self.elapsed:g}s by the task, then "
+            f"{here:.0f}s in the triggerer; {check.successes} consecutive successes needed); "
+            f"last response: {last}"
+        )
 
     def _event(self, status: str, message: str, started: float, checks: list[dict[str, Any]]) -> TriggerEvent:
         return TriggerEvent({"status": status, "host": self.host, "kind": self.kind,
