@@ -206,7 +206,7 @@ def test_brake_hold_stops_before_the_next_batch_and_release_resumes(e2e: E2E) ->
             time.sleep(1)
         note = e2e.api.run(dag_id, run_id)["note"]
         assert note.startswith("batch 1/2 · 2/4 hosts on 2.0.0-slow · 0 failed (budget 0) · "
-                               f"brake ON by {e2e.stack.user}"), note
+                               f"brake ON (hold) by {e2e.stack.user}: e2e: smoke alarm (hold)"), note
         assert "holding after batch_1" in note, note
     finally:
         release_brake(e2e, app)

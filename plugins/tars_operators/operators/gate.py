@@ -8,8 +8,11 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from tars_operators.release.brake import read_brake
+from tars_operators.release.events import notify
 from tars_operators.release.machine import Decision, GateInput, StageNode, decide
-from tars_operators.release.notes import Progress, compose, set_run_note, stage_label
+from tars_operators.release.notes import (
+    Progress, compose, failure_from_message, set_run_note, stage_label,
+)
 from tars_operators.release.runtime import RunPlan, load_spec, run_plan, stage_outcomes
 from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
@@ -62,6 +65,11 @@ class GateOperator(BaseBranchOperator):
         self.log.info("gate %s: %s — %s", self.node.stage, verdict.decision.value, verdict.reason)
         ti.xcom_push(key="decision", value={"decision": verdict.decision.value,
                                             "reason": verdict.reason})
+        if verdict.decision in (Decision.CONTINUE, Decision.FINISH) and outcome.hosts:
+            notify(load_spec(self.config_path, self.defaults_path), "stage_passed",
+                   f"{self.node.stage} passed: {verdict.reason}",
+                   [f"on {plan.version}: {', '.join(outcome.succeeded)}", *(m for _, m in outcome.why)],
+                   run_id=dr.run_id, version=plan.version)
         if verdict.decision is Decision.WAIT:
             self.defer(trigger=BrakeReleasedTrigger(self.app), method_name="execute_complete")
         if verdict.decision is Decision.FINISH or (
@@ -81,8 +89,9 @@ class GateOperator(BaseBranchOperator):
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)
         where = stage_label(self.node.stage, [s for s, h in plan.stages if h])
+        failures = tuple(failure_from_message(h, m) for o in outcomes for h, m in o.why)
         line = Progress(where, done, len(plan.all_hosts), plan.version, failed,
-                        plan.budget_total, brake).line()
+                        plan.budget_total, brake, failures).line()
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(line, plan.who, plan.reason, plan.ticket,
                                                    details))

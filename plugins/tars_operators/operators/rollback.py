@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.release import hostflow
+from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder, wait_until_free
 from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
 from tars_operators.release.notes import compose, set_run_note
@@ -52,6 +53,8 @@ class RollbackPlanOperator(_SpecOperator):
             f"rolling back {len(hosts)} host(s) from {plan.version}: {reason}",
             plan.who, plan.reason, plan.ticket))
         self.log.warning("rolling back %s: %s", ", ".join(hosts) or "no hosts", reason)
+        notify(self.spec, "rollback", f"rolling back {len(hosts)} host(s) from {plan.version}: "
+               f"{reason}", hosts, run_id=dr.run_id, version=plan.version)
         if not hosts:
             raise AirflowFailException(f"rolled back: {reason}. No host had been touched yet.")
         context["ti"].xcom_push(key="reason", value=reason)
@@ -124,9 +127,22 @@ class RollbackReportOperator(_SpecOperator):
         hosts = ti.xcom_pull(task_ids=ROLLBACK_PLAN) or []
         message, details = rollback_summary(context, self.spec, plan, hosts)
         text = f"rolled back: {reason}. {message}"
+        # This task is red in every rolled-back run; say first that red means "run failed".
+        self.log.error("%s", report_first_line(message))
+        details = [report_first_line(message)] + details
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
+        notify(self.spec, "failure", text, details, run_id=dr.run_id, version=plan.version)
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
+
+
+def report_first_line(message: str) -> str:
+    """What the red ``rollback.report`` means: the run is marked failed; did the rollback work?"""
+    if "; NOT: " in message:
+        return ("rollback.report fails the run: the release was rolled back, but NOT every "
+                "touched host is back on a good release and UP (below)")
+    return ("rollback.report fails the run on purpose: the rollback itself succeeded (every "
+            "touched host is back on a good release and UP); the release did not go out")
 
 
 def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
