@@ -20,4 +20,11 @@ class TarsPlugin(AirflowPlugin):
     # A page to pull / release the brake and read the audit trail, in the UI's navigation.
     # url_route: the UI shows it inside its own layout (an iframe at /plugin/tars-brake).
     external_views = [{"name": "Tars brake", "href": "/tars/ui", "destination": "nav",
-                       "category": "browse", "url_route": "tars-brake"}]
+                       "category": "browse", "url_route": "tars-brake"},
+                      # Every app: versions across hosts, running release, brake, window.
+                      {"name": "Tars apps", "href": "/tars/views/apps", "destination": "nav",
+                       "category": "browse", "url_route": "tars-apps"},
+                      # A tab on every DAG (Airflow cannot limit a tab to some DAGs); on a
+                      # DAG that is not a Tars deploy DAG it says so.
+                      {"name": "Tars app", "href": "/tars/views/app?dag_id={DAG_ID}",
+                       "destination": "dag", "url_route": "tars-app"}]

@@ -46,6 +46,8 @@ STATIC: dict[str, StaticFile] = {
     "tars.css": StaticFile("tars.css", "text/css; charset=utf-8"),
     "tars.js": StaticFile("tars.js", _JS),
     "brake.js": StaticFile("brake.js", _JS),
+    "apps.js": StaticFile("apps.js", _JS),
+    "app.js": StaticFile("app.js", _JS),
 }
 
 

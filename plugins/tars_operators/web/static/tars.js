@@ -49,3 +49,8 @@ function text(child) {
 export function onSubmit(form, action) {
   form.addEventListener("submit", (event) => { event.preventDefault(); action(); });
 }
+
+/** Airflow's UI root (the Tars mount path without "/tars"), for links to DAGs and runs. */
+export function airflowRoot() {
+  return base.replace(/\/tars$/, "");
+}

@@ -1,0 +1,226 @@
+"""The fleet read model: what Tars recorded in Airflow's database → rows of the Apps and App views.
+
+Pure: the records (host tasks' results, runs, brake, audit) come in as plain dataclasses, read
+by ``web.records`` from Airflow's models; no SSH login and no Airflow import here. A host's
+state is what the last Tars task that touched it recorded: a release task's result (deploy and
+canary runs), a rollback task's result (the run's own rollback or the rollback DAG), or a
+failure. A host no task has recorded reads as unknown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+RUNNING = ("queued", "running")
+# Task ids of host tasks whose result says which version the host runs afterwards.
+RESTORE_TASKS = ("rollback.hosts", "restore")
+
+
+def is_host_task(task_id: str) -> bool:
+    return task_id.endswith(".release") or task_id in RESTORE_TASKS
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """One host task instance: its state, its result (return value) and failure message."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    host: str
+    state: str | None  # the task instance's state
+    at: datetime | None  # when it ended (or started, while it runs)
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of an app's DAG (deploy, canary or rollback) and the plan ``prepare`` made."""
+
+    dag_id: str
+    run_id: str
+    state: str | None
+    start: datetime | None
+    end: datetime | None
+    conf: dict[str, Any] = field(default_factory=dict)
+    who: str = ""
+    plan: dict[str, Any] | None = None
+    stage: str | None = None  # the stage a running run is in (last stage entered)
+    note: str = ""
+    failed_hosts: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.dag_id.split("__", 1)[0].removeprefix("tars_")
+
+    @property
+    def version(self) -> str:
+        plan = self.plan or {}
+        return str(plan.get("version") or self.conf.get("version") or "")
+
+    @property
+    def reason(self) -> str:
+        return str((self.plan or {}).get("reason") or self.conf.get("reason") or "")
+
+    @property
+    def ticket(self) -> str:
+        return str((self.plan or {}).get("ticket") or self.conf.get("ticket") or "")
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: str
+    group: str
+    version: str | None  # None: no Tars task recorded what it runs
+    previous_good: str | None
+    last_step: str
+    last_result: str  # ok | failed | running | restored | unchanged | untouched | none
+    detail: str
+    at: str
+    run_id: str
+    dag_id: str
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else ""
+
+
+def _stamp(at: datetime | None) -> float:
+    """Sort key: aware datetimes as seconds, none first."""
+    return at.timestamp() if at else float("-inf")
+
+
+def host_rows(hosts: list[tuple[str, str]], records: list[HostRecord]) -> list[HostRow]:
+    """One row per ``(host, group)``, from the host tasks that touched it, newest last."""
+    by_host: dict[str, list[HostRecord]] = {}
+    for rec in sorted(records, key=lambda r: _stamp(r.at)):
+        by_host.setdefault(rec.host, []).append(rec)
+    return [_host_row(name, group, by_host.get(name, [])) for name, group in hosts]
+
+
+def _host_row(name: str, group: str, history: list[HostRecord]) -> HostRow:
+    versions = [v for v in (_version_after(r) for r in history) if v is not None]
+    current = versions[-1] if versions else None
+    previous = next((v for v in reversed(versions) if v != current), None)
+    if not history:
+        return HostRow(name, group, None, None, "", "none", "no Tars task has recorded this host",
+                       "", "", "")
+    last = history[-1]
+    step, result, detail = _last_step(last)
+    return HostRow(name, group, current, previous, step, result, detail, _iso(last.at),
+                   last.run_id, last.dag_id)
+
+
+def _version_after(rec: HostRecord) -> str | None:
+    """The version the host runs after this task, when its result says so."""
+    res = rec.result or {}
+    if rec.state != "success" or not res.get("version"):
+        return None
+    if res.get("state") in ("ok", "restored", "unchanged"):
+        return str(res["version"])
+    return None
+
+
+def _last_step(rec: HostRecord) -> tuple[str, str, str]:
+    """(step, result, detail) of the host's last task: its last step, or why it failed."""
+    res = rec.result or {}
+    steps = res.get("steps") or []
+    last = steps[-1] if steps else {}
+    step = str(last.get("step") or rec.task_id.split(".")[-1])
+    if rec.state in ("failed", "upstream_failed"):
+        return step, "failed", rec.failure or "the task failed; see its log"
+    if rec.state != "success":
+        return step, str(rec.state or "queued"), ""
+    result = str(res.get("state") or "ok")
+    detail = str(last.get("detail") or res.get("detail") or res.get("why") or "")
+    return step, result, detail
+
+
+def version_counts(rows: list[HostRow]) -> list[tuple[str, int]]:
+    """``[(version, hosts)]``, most hosts first; hosts with no record count as ``unknown``."""
+    counts = Counter(row.version or "unknown" for row in rows)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def versions_text(rows: list[HostRow]) -> str:
+    """``2.0.0 ×9, 1.0.0 ×1``."""
+    return ", ".join(f"{v} ×{n}" for v, n in version_counts(rows))
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    kind: str  # deploy | canary | rollback
+    dag_id: str
+    run_id: str
+    version: str
+    who: str
+    reason: str
+    ticket: str
+    outcome: str
+    start: str
+    end: str
+    seconds: float | None
+    hosts_failed: tuple[str, ...]
+    rolled_back: bool
+
+
+def history_rows(runs: list[RunRecord]) -> list[HistoryRow]:
+    """Release history, newest first: who, why, outcome and duration of each run."""
+    ordered = sorted(runs, key=lambda r: _stamp(r.start), reverse=True)
+    return [_history_row(r) for r in ordered]
+
+
+def _history_row(run: RunRecord) -> HistoryRow:
+    seconds = (run.end - run.start).total_seconds() if run.start and run.end else None
+    rolled_back = run.kind == "rollback" or "rolled back" in run.note.lower()
+    return HistoryRow(run.kind, run.dag_id, run.run_id, run.version, run.who, run.reason,
+                      run.ticket, outcome(run), _iso(run.start), _iso(run.end),
+                      round(seconds, 1) if seconds is not None else None, run.failed_hosts,
+                      rolled_back)
+
+
+def outcome(run: RunRecord) -> str:
+    """``succeeded`` / ``failed`` / ``running (stage batch_1)`` / ``queued`` / …"""
+    if run.state == "running":
+        return f"running (stage {run.stage})" if run.stage else "running"
+    return {"success": "succeeded", "failed": "failed"}.get(run.state or "", run.state or "?")
+
+
+@dataclass(frozen=True)
+class AppRow:
+    """One line of the Apps view."""
+
+    app: str
+    dag_id: str
+    versions: list[tuple[str, int]]
+    hosts: int
+    running: list[dict[str, str]]  # run_id, version, stage, who
+    brake: dict[str, str] | None
+    last: dict[str, str] | None  # run_id, version, outcome, end
+    window_open: bool | None
+    window: str
+
+
+def app_row(app: str, rows: list[HostRow], runs: list[RunRecord], brake: dict[str, str] | None,
+            window: tuple[bool, str] | None) -> AppRow:
+    """The app's versions across hosts, running releases, brake, last outcome and window."""
+    releases = [r for r in runs if r.kind in ("deploy", "canary")]
+    running = [{"run_id": r.run_id, "version": r.version, "stage": r.stage or "", "who": r.who}
+               for r in releases if r.running]
+    finished = [r for r in releases if not r.running and r.state]
+    last = max(finished, key=lambda r: _stamp(r.end or r.start), default=None)
+    return AppRow(
+        app=app, dag_id=f"tars_deploy__{app}", versions=version_counts(rows), hosts=len(rows),
+        running=running, brake=brake,
+        last=({"run_id": last.run_id, "version": last.version, "outcome": outcome(last),
+               "end": _iso(last.end), "dag_id": last.dag_id} if last else None),
+        window_open=window[0] if window else None, window=window[1] if window else "unknown",
+    )

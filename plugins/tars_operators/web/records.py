@@ -1,0 +1,115 @@
+"""Read what Tars recorded about an app from Airflow's database (read-only, in the api-server).
+
+Runs of the app's DAGs (deploy, canary, rollback), their host tasks' states and results (XCom
+``return_value``), the failures host tasks pushed (XCom ``failure``) and the plan ``prepare``
+made (XCom ``plan``). A few indexed queries per page view; no SSH login. The rows are built by
+``web.fleet``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task
+
+PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
+RUNS_READ = 50  # the newest runs per app read for history and host state
+
+
+def app_dag_ids(app: str) -> list[str]:
+    return [p + app for p in PREFIXES]
+
+
+def deploy_apps(session: Session) -> list[str]:
+    """Apps Airflow has a deploy DAG for (stale ones too: their history stays readable)."""
+    from airflow.models.dag import DagModel
+
+    ids = session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.like("tars\\_deploy\\_\\_%",
+                                                                             escape="\\")))
+    return sorted(d.removeprefix("tars_deploy__") for d in ids)
+
+
+def read_app(session: Session, app: str) -> tuple[list[RunRecord], list[HostRecord]]:
+    """The app's newest runs and every host task of those runs."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.xcom import XComModel
+
+    dag_ids = app_dag_ids(app)
+    runs = list(session.scalars(
+        select(DagRun).where(DagRun.dag_id.in_(dag_ids))
+        .order_by(DagRun.id.desc()).limit(RUNS_READ)))
+    if not runs:
+        return [], []
+    keys = {(r.dag_id, r.run_id) for r in runs}
+    run_ids = sorted({r.run_id for r in runs})
+    tis = [t for t in session.execute(
+        select(TI.dag_id, TI.run_id, TI.task_id, TI.map_index, TI.state, TI.start_date,
+               TI.end_date, TI._rendered_map_index.label("rendered_map_index"))
+        .where(TI.dag_id.in_(dag_ids), TI.run_id.in_(run_ids))) if (t.dag_id, t.run_id) in keys]
+    xcoms: dict[tuple[str, str, str, int, str], Any] = {}
+    for row in session.execute(
+            select(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
+                   XComModel.key, XComModel.value)
+            .where(XComModel.dag_id.in_(dag_ids), XComModel.run_id.in_(run_ids),
+                   XComModel.key.in_(("return_value", "failure", "plan")))):
+        if row.key == "plan" or is_host_task(row.task_id):
+            xcoms[(row.dag_id, row.run_id, row.task_id, row.map_index, row.key)] = \
+                XComModel.deserialize_value(row)
+    hosts = [_host_record(t, xcoms) for t in tis if is_host_task(t.task_id)]
+    stages = _stages(tis)
+    failed: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for h in hosts:
+        if h.state in ("failed", "upstream_failed") and h.task_id.endswith(".release"):
+            failed[(h.dag_id, h.run_id)].append(h.host)
+    records = [_run_record(r, xcoms, stages, failed) for r in runs]
+    return records, [h for h in hosts if h.host]
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _host_record(t: Any, xcoms: dict[tuple[str, str, str, int, str], Any]) -> HostRecord:
+    key = (t.dag_id, t.run_id, t.task_id, t.map_index)
+    result = _dict(xcoms.get((*key, "return_value")))
+    failure = _dict(xcoms.get((*key, "failure")))
+    host = str((result or {}).get("host") or (failure or {}).get("host")
+               or t.rendered_map_index or "")
+    state = str(t.state) if t.state is not None else None
+    return HostRecord(t.dag_id, t.run_id, t.task_id, host, _state(state),
+                      t.end_date or t.start_date, result,
+                      str(failure.get("message")) if failure else None)
+
+
+def _state(state: str | None) -> str | None:
+    # TaskInstanceState's str() may be "TaskInstanceState.SUCCESS" on some versions.
+    return state.rsplit(".", 1)[-1].lower() if state else None
+
+
+def _stages(tis: list[Any]) -> dict[tuple[str, str], str]:
+    """Per run, the last stage whose ``enter`` task ran (the stage a running run is in)."""
+    entered: dict[tuple[str, str], tuple[Any, str]] = {}
+    for t in tis:
+        if t.task_id.endswith(".enter") and _state(str(t.state) if t.state else None) == "success":
+            when = t.start_date
+            key = (t.dag_id, t.run_id)
+            if key not in entered or (when and entered[key][0] and when > entered[key][0]):
+                entered[key] = (when, t.task_id.split(".", 1)[0])
+    return {k: v[1] for k, v in entered.items()}
+
+
+def _run_record(run: Any, xcoms: dict[tuple[str, str, str, int, str], Any],
+                stages: dict[tuple[str, str], str],
+                failed: dict[tuple[str, str], list[str]]) -> RunRecord:
+    plan = _dict(xcoms.get((run.dag_id, run.run_id, "prepare", -1, "plan")))
+    state = _state(str(run.state)) if run.state is not None else None
+    who = str((plan or {}).get("who") or run.triggering_user_name or "")
+    return RunRecord(run.dag_id, run.run_id, state, run.start_date, run.end_date,
+                     conf=dict(run.conf or {}), who=who, plan=plan,
+                     stage=stages.get((run.dag_id, run.run_id)), note=str(run.note or ""),
+                     failed_hosts=tuple(sorted(failed.get((run.dag_id, run.run_id), []))))

@@ -1,0 +1,98 @@
+"""The Apps (nav) and App (tab on ``tars_deploy__<app>``) views: their pages and JSON.
+
+The pages are templates filled by their scripts from the JSON routes; the JSON is built from
+what Tars recorded in Airflow's database (``web.records`` → ``web.fleet``), the brake and audit
+Variables, and the app's config (hosts, groups, deploy window). No SSH login per view.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from tars_operators.release.brake import audit_key, brake_key, parse_brake
+from tars_operators.web import fleet, records
+from tars_operators.web.pages import render
+
+SpecLoader = Callable[[str], Any]  # app → AppSpec; raises (HTTPException) when it cannot
+
+
+def apps_page(base: str) -> HTMLResponse:
+    return render("apps.html.j2", base=base)
+
+
+def app_page(base: str, app: str) -> HTMLResponse:
+    """``app`` is any text (escaped); the script asks the server, which checks it."""
+    return render("app.html.j2", base=base, app=app)
+
+
+def app_from_dag_id(dag_id: str) -> str:
+    """The app of a Tars DAG id (``tars_deploy__demo`` → ``demo``); '' for another DAG."""
+    for prefix in records.PREFIXES:
+        if dag_id.startswith(prefix):
+            return dag_id.removeprefix(prefix)
+    return ""
+
+
+def _spec(load: SpecLoader, app: str) -> tuple[Any, str]:
+    try:
+        return load(app), ""
+    except Exception as exc:  # noqa: BLE001 - a broken config must not hide the recorded state
+        return None, str(getattr(exc, "detail", exc))
+
+
+def _brake(variables: Any, app: str) -> dict[str, str] | None:
+    brake = parse_brake(variables.get(brake_key(app), default_var=None))
+    return asdict(brake) if brake else None
+
+
+def _window(spec: Any) -> tuple[bool, str] | None:
+    from tars_operators.plan.windows import window_status
+
+    if spec is None:
+        return None
+    status = window_status(spec.config.schedule, datetime.now(timezone.utc))
+    return status.open, status.reason
+
+
+def _hosts(spec: Any, recs: list[fleet.HostRecord]) -> list[tuple[str, str]]:
+    """The app's hosts from its config; without one, the hosts its tasks recorded."""
+    if spec is not None:
+        return [(h.name, h.group or "") for h in spec.hosts]
+    return [(name, "") for name in sorted({r.host for r in recs})]
+
+
+def app_summary(session: Session, variables: Any, load: SpecLoader, app: str) -> dict[str, Any]:
+    """One line of the Apps view."""
+    runs, recs = records.read_app(session, app)
+    spec, _ = _spec(load, app)
+    rows = fleet.host_rows(_hosts(spec, recs), recs)
+    row = fleet.app_row(app, rows, runs, _brake(variables, app), _window(spec))
+    return {**asdict(row), "versions_text": fleet.versions_text(rows)}
+
+
+def app_detail(session: Session, variables: Any, load: SpecLoader, app: str) -> dict[str, Any]:
+    """The App view: hosts, release history, audit trail, brake, window."""
+    runs, recs = records.read_app(session, app)
+    spec, config_error = _spec(load, app)
+    rows = fleet.host_rows(_hosts(spec, recs), recs)
+    raw = variables.get(audit_key(app), default_var=None)
+    try:
+        audit = json.loads(raw) if raw else []
+    except ValueError:
+        audit = []
+    return {
+        "app": app,
+        "summary": {**asdict(fleet.app_row(app, rows, runs, _brake(variables, app), _window(spec))),
+                    "versions_text": fleet.versions_text(rows)},
+        "hosts": [asdict(r) for r in rows],
+        "history": [asdict(h) for h in fleet.history_rows(runs)],
+        "audit": list(reversed(audit if isinstance(audit, list) else [])),
+        "config_error": config_error,
+        "lb_state": "not recorded: the views read no load balancer (see the run's finalize log)",
+    }

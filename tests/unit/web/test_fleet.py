@@ -1,0 +1,103 @@
+"""The fleet read model: recorded host tasks and runs → the rows the Apps and App views show."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tars_operators.web.fleet import (
+    HostRecord, RunRecord, app_row, history_rows, host_rows, versions_text,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+DEPLOY = "tars_deploy__demo"
+
+
+def released(host: str, version: str, minute: int, run: str = "r1", *, state: str = "success",
+             result_state: str = "ok", task: str = "fort.release") -> HostRecord:
+    steps = [{"step": "stage", "state": "ok", "seconds": 0.2, "detail": "staged"},
+             {"step": "pull_in", "state": "ok", "seconds": 0.1, "detail": "UP in demo"}]
+    return HostRecord(DEPLOY, run, task, host, state, T0 + timedelta(minutes=minute),
+                      {"host": host, "state": result_state, "version": version, "steps": steps})
+
+
+def failed(host: str, minute: int, run: str, message: str) -> HostRecord:
+    return HostRecord(DEPLOY, run, "batch_1.release", host, "failed",
+                      T0 + timedelta(minutes=minute), None, message)
+
+
+def test_each_host_shows_the_version_its_last_successful_task_left_and_the_one_before() -> None:
+    recs = [released("h1", "1.0.0", 0), released("h2", "1.0.0", 0),
+            released("h1", "2.0.0", 10, "r2"), released("h2", "2.0.0", 10, "r2")]
+    rows = host_rows([("h1", "dc1"), ("h2", "dc2"), ("h3", "dc2")], list(reversed(recs)))
+    assert [(r.host, r.group, r.version, r.previous_good) for r in rows] == [
+        ("h1", "dc1", "2.0.0", "1.0.0"), ("h2", "dc2", "2.0.0", "1.0.0"),
+        ("h3", "dc2", None, None)]
+    assert (rows[0].last_step, rows[0].last_result, rows[0].detail) == ("pull_in", "ok", "UP in demo")
+    assert rows[0].run_id == "r2" and rows[0].at == "2026-11-29T12:10:00+00:00"
+    assert rows[2].last_result == "none" and "no Tars task" in rows[2].detail
+    assert versions_text(rows) == "2.0.0 ×2, unknown ×1"
+
+
+def test_a_failed_host_keeps_its_last_known_version_and_shows_why() -> None:
+    recs = [released("h1", "1.0.0", 0), failed("h1", 5, "r2", "h1: health: 503 after 15s")]
+    [row] = host_rows([("h1", "dc1")], recs)
+    assert (row.version, row.last_result, row.detail) == ("1.0.0", "failed",
+                                                          "h1: health: 503 after 15s")
+
+
+def test_a_rollback_moves_the_host_back_and_an_untouched_host_keeps_its_version() -> None:
+    recs = [released("h1", "1.0.0", 0), released("h1", "2.0.0", 5, "r2"),
+            HostRecord(DEPLOY, "r2", "rollback.hosts", "h1", "success", T0 + timedelta(minutes=6),
+                       {"host": "h1", "state": "restored", "version": "1.0.0", "from": "2.0.0",
+                        "steps": []}),
+            released("h1", "3.0.0", 9, "r3", result_state="untouched")]
+    [row] = host_rows([("h1", "")], recs)
+    assert (row.version, row.previous_good, row.last_result) == ("1.0.0", "2.0.0", "untouched")
+
+
+def test_versions_count_most_hosts_first() -> None:
+    recs = [released(f"h{i}", "2.0.0", 1) for i in range(9)] + [released("h9", "1.0.0", 1)]
+    rows = host_rows([(f"h{i}", "") for i in range(10)], recs)
+    assert versions_text(rows) == "2.0.0 ×9, 1.0.0 ×1"
+
+
+def run(run_id: str, state: str, minute: int, **kw: object) -> RunRecord:
+    return RunRecord(DEPLOY, run_id, state, T0 + timedelta(minutes=minute),
+                     None if state in ("running", "queued") else T0 + timedelta(minutes=minute, seconds=90),
+                     **kw)  # type: ignore[arg-type]
+
+
+def test_history_newest_first_with_who_why_outcome_and_duration() -> None:
+    runs = [run("r1", "success", 0, conf={"version": "1.0.0", "reason": "conf reason"}, who="ci"),
+            run("r2", "failed", 10, plan={"version": "2.0.0", "who": "ann", "reason": "<script>",
+                                          "ticket": "OPS-1"}, who="ann", failed_hosts=("h3",),
+                note="FAILED at batch_1 · rolled back 3 hosts"),
+            run("r3", "running", 20, plan={"version": "2.1.0"}, stage="fort")]
+    rows = history_rows(runs)
+    assert [(r.run_id, r.version, r.outcome) for r in rows] == [
+        ("r3", "2.1.0", "running (stage fort)"), ("r2", "2.0.0", "failed"), ("r1", "1.0.0", "succeeded")]
+    r2 = rows[1]
+    assert (r2.who, r2.reason, r2.ticket, r2.seconds, r2.hosts_failed, r2.rolled_back) == (
+        "ann", "<script>", "OPS-1", 90.0, ("h3",), True)
+    assert rows[2].reason == "conf reason" and rows[0].seconds is None
+
+
+def test_app_row_shows_running_release_last_outcome_brake_and_window() -> None:
+    recs = [released("h1", "2.0.0", 1)]
+    rows = host_rows([("h1", "")], recs)
+    runs = [run("r1", "success", 0, plan={"version": "2.0.0"}),
+            run("r2", "failed", 5, plan={"version": "2.1.0"}),
+            run("r3", "running", 9, plan={"version": "2.2.0"}, stage="batch_1", who="bob"),
+            RunRecord("tars_rollback__demo", "rb", "success", T0 + timedelta(minutes=7),
+                      T0 + timedelta(minutes=8))]
+    brake = {"by": "ann", "reason": "hold on", "at": "x", "action": "hold"}
+    row = app_row("demo", rows, runs, brake, (False, "outside deploy windows"))
+    assert row.versions == [("2.0.0", 1)] and row.hosts == 1
+    assert row.running == [{"run_id": "r3", "version": "2.2.0", "stage": "batch_1", "who": "bob"}]
+    assert row.last is not None and (row.last["run_id"], row.last["outcome"]) == ("r2", "failed")
+    assert row.brake == brake and row.window_open is False
+    assert app_row("demo", rows, [], None, None).window == "unknown"
