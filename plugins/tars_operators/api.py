@@ -28,6 +28,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from tars_operators.release.brake import (
     append_audit, audit_entry, audit_key, brake_key, brake_value, parse_brake,
 )
+from tars_operators.release.events import brake_changed
 from tars_operators.release.machine import Brake
 from tars_operators.web.pages import SecurityHeaders, static_response
 
@@ -133,6 +134,7 @@ def pull_brake(app_name: str, body: BrakeBody, user: GetUserDep,
     who = user.get_name()
     _variables().set(brake_key(app_name), brake_value(who, body.reason, body.action))
     _audit(app_name, audit_entry("brake pulled", who, body.reason, action=body.action))
+    brake_changed(lambda: load_app_spec(app_name), True, who, body.reason, body.action)
     state = _brake_state(app_name)
     _show_brake_in_runs(app_name, Brake(**state["brake"]), user, session)
     return state
@@ -148,6 +150,7 @@ def release_brake(app_name: str, user: GetUserDep, session: SessionDep,
     if was is not None:
         _audit(app_name, audit_entry("brake released", user.get_name(), reason,
                                      was_by=was.by, was_reason=was.reason))
+        brake_changed(lambda: load_app_spec(app_name), False, user.get_name(), reason)
     _show_brake_in_runs(app_name, None, user, session)
     return {"app": app_name, "brake": None, "was": was.__dict__ if was else None}
 

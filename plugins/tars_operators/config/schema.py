@@ -259,13 +259,23 @@ class Steps(Model):
     lease_wait: Annotated[float, Field(ge=0)] = 300.0
 
 
+Event = Literal["start", "stage_passed", "approval_needed", "brake", "rollback", "success",
+                "failure"]
+EVENT_ALIASES = {"approval": "approval_needed"}  # older names, still accepted
+
+
 class Webhook(Model):
+    """A URL that gets a JSON POST for each of ``events`` (see docs/config.md ``notify``)."""
+
     url: str
-    events: tuple[Literal["start", "success", "failure", "rollback", "approval"], ...] = (
-        "start",
-        "success",
-        "failure",
-    )
+    events: tuple[Event, ...] = ("start", "success", "failure")
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _old_names(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(EVENT_ALIASES.get(v, v) if isinstance(v, str) else v for v in value)
+        return value
 
 
 class Notify(Model):

@@ -35,6 +35,7 @@ def stage_slots(spec: AppSpec) -> list[str]:
 
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
     """``tars_deploy__<app>`` (or, with ``canary``, ``tars_canary__<app>``: the fort stage only)."""
+    from tars_operators.operators.announce import ANNOUNCE, AnnounceOperator
     from tars_operators.operators.finalize import AbortOperator, DryRunOperator
     from tars_operators.operators.prepare import PrepareOperator
     from tars_operators.operators.release_host import FetchOperator
@@ -67,8 +68,13 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         # A leaf that fails the run when prepare or fetch failed: otherwise every later task
         # is skipped (gates skip themselves off the path) and Airflow calls the run a success.
         # On the normal path the scheduler skips it without starting a worker.
-        fetch >> AbortOperator(task_id=m.ABORT, trigger_rule=TriggerRule.ONE_FAILED, **common)
-        ends = _ends(spec, common)
+        abort = AbortOperator(task_id=m.ABORT, trigger_rule=TriggerRule.ONE_FAILED, **common)
+        fetch >> abort
+        ends, report = _ends(spec, common)
+        # The release's Asset event. A teardown: it runs after whichever end ran and leaves the
+        # run's state to them (the ends that fail the run cannot emit outlet events).
+        [abort, *ends[1:], report] >> AnnounceOperator(
+            task_id=ANNOUNCE, app=spec.name, **common).as_teardown()
         built = [_stage(spec, node, slots, ends, common) for node in nodes]
         fetch >> built[0][0]
         for (_, gate, after), (next_enter, _, _) in zip(built, built[1:]):
@@ -83,8 +89,9 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     return dag
 
 
-def _ends(spec: AppSpec, common: dict[str, Any]) -> list[Any]:
-    """Where gates and approvals may lead besides the next stage: rollback, halt, finalize."""
+def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
+    """Where gates and approvals may lead besides the next stage: rollback, halt, finalize
+    (and the rollback's report, the end of a rolled-back run)."""
     from tars_operators.operators.finalize import FinalizeOperator, HaltOperator
     from tars_operators.operators.rollback import (
         RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator,
@@ -105,7 +112,7 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> list[Any]:
         plan_rb >> hosts_rb >> report
     halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **common)
     finalize = FinalizeOperator(task_id=m.FINALIZE, trigger_rule=join, **common)
-    return [plan_rb, halt, finalize]
+    return [plan_rb, halt, finalize], report
 
 
 def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
@@ -131,9 +138,9 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
         )
         release >> gate
         enter >> gate
-        after = _after_gate(spec, node)
+        after = _after_gate(spec, node, common)
         if isinstance(node, CanaryNode):
-            gate >> _canary_approve(spec, node) >> ends
+            gate >> _canary_approve(spec, node, common) >> ends
     gate >> ends
     for a, b in zip(after, after[1:]):
         a >> b
@@ -191,7 +198,7 @@ def _whole(pattern: str) -> str:
     return f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
 
 
-def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
+def _after_gate(spec: AppSpec, node: m.StageNode, common: dict[str, Any]) -> list:
     """Bake (deferrable) and approval (human in the loop) between this gate and the next stage."""
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
     from airflow.providers.standard.sensors.time_delta import WaitSensor
@@ -211,9 +218,10 @@ def _after_gate(spec: AppSpec, node: m.StageNode) -> list:
             a = c.strategy.approval
             options = {"Continue": node.next_enter, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
             default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+            subject = f"{spec.name}: continue the release after {node.stage}?"
             tasks.append(HITLBranchOperator(
-                task_id="approve",
-                subject=f"{spec.name}: continue the release after {node.stage}?",
+                task_id="approve", subject=subject,
+                on_execute_callback=_approval_needed(common, subject),
                 body=(f"The {node.stage} stage of **{spec.name}** passed. Continue to the next "
                       f"stage, roll back every host this run touched, or halt here. Without an "
                       f"answer in {int(a.timeout_seconds)} s: **{default}**."),
@@ -239,16 +247,17 @@ def _canary_approval(spec: AppSpec, canary: bool) -> bool:
                 and spec.config.schedule.canary.then == "approval")
 
 
-def _canary_approve(spec: AppSpec, node: CanaryNode) -> Any:
+def _canary_approve(spec: AppSpec, node: CanaryNode, common: dict[str, Any]) -> Any:
     """Keep the canary (the run succeeds), roll the fort back, or halt."""
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
     a = spec.config.strategy.approval
     options = {"Continue": m.FINALIZE, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
     default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+    subject = f"{spec.name}: keep the canary on {node.stage}?"
     return HITLBranchOperator(
-        task_id="approve",
-        subject=f"{spec.name}: keep the canary on {node.stage}?",
+        task_id="approve", subject=subject,
+        on_execute_callback=_approval_needed(common, subject),
         body=(f"The scheduled canary of **{spec.name}** passed on the {node.stage} stage. "
               f"Continue keeps it there (release the rest with the deploy DAG), Roll back "
               f"restores the {node.stage} host(s), Halt leaves them as they are. Without an "
@@ -256,6 +265,13 @@ def _canary_approve(spec: AppSpec, node: CanaryNode) -> Any:
         options=list(options), options_mapping=options, defaults=[default],
         response_timeout=timedelta(seconds=a.timeout_seconds),
     )
+
+
+def _approval_needed(common: dict[str, Any], question: str) -> Any:
+    """Sends the ``approval_needed`` event when an approval starts waiting."""
+    from tars_operators.release.events import ApprovalNeeded
+
+    return ApprovalNeeded(common["config_path"], common["defaults_path"], question)
 
 
 def _schedule(spec: AppSpec) -> Any:

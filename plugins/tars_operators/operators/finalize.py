@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.operators.release_host import _SpecOperator
 from tars_operators.operators.rollback import decision_reason
 from tars_operators.release import hostflow
+from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder
 from tars_operators.release.machine import FETCH, PREPARE
 from tars_operators.release.notes import Progress, compose, set_run_note
@@ -61,7 +62,8 @@ class FinalizeOperator(_SpecOperator):
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
                                                    details))
-        hostflow.notify(spec, "success" if not wrong else "failure", head, details)
+        notify(spec, "success" if not wrong else "failure", head, details, run_id=run_id,
+               version=plan.version)
         if wrong:
             raise AirflowFailException(head + "\n" + "\n".join(details))
         return {"version": plan.version, "hosts": done, "failed": failed, "late": late}
@@ -102,7 +104,7 @@ class HaltOperator(_SpecOperator):
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
-        hostflow.notify(self.spec, "failure", text, details)
+        notify(self.spec, "failure", text, details, run_id=dr.run_id, version=plan.version)
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
 
 
@@ -131,7 +133,7 @@ class AbortOperator(_SpecOperator):
             "see its log); no host was touched")
         text = f"FAILED before any host: {why}"
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket))
-        hostflow.notify(self.spec, "failure", text, [])
+        notify(self.spec, "failure", text, [], run_id=dr.run_id, version=plan.version)
         raise AirflowFailException(text)
 
 

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tars_operators.errors import PlanError, TarsError
 from tars_operators.plan.conf import check_run_conf, parse_batches
+from tars_operators.release.events import notify
 from tars_operators.release.machine import FETCH
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.runtime import RunPlan, load_spec
@@ -177,6 +178,9 @@ class PrepareOperator(BaseBranchOperator):
         )
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket, extra))
+        if not plan.dry_run:
+            notify(spec, "start", head, [f"by {plan.who}: {plan.reason}", *extra],
+                   run_id=dr.run_id, version=plan.version)
         return DRY_RUN if plan.dry_run else FETCH
 
     def _check_floor(self, spec: Any, lb: Any, plan: RunPlan, required: Any) -> tuple[str, ...]:

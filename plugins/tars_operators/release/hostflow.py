@@ -325,25 +325,3 @@ def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[
     if report.error:
         return [f"rotation unknown: {report.error}"]
     return [f"{name}: {why}" for name, why in report.not_in_rotation]
-
-
-def notify(spec: AppSpec, event: str, headline: str, details: list[str]) -> None:
-    """POST the outcome to the app's webhooks that want ``event``; never fails the release."""
-    hooks = [w for w in spec.config.notify.webhooks if event in w.events]
-    if not hooks:
-        return
-    import httpx
-
-    from tars_operators.redaction import mask_url, redact_url, scrub
-
-    body = {"app": spec.name, "event": event, "summary": headline, "details": details}
-    for hook in hooks:
-        mask_url(hook.url, whole_path=True)  # its path and query are the credential
-        try:
-            httpx.post(hook.url, json=body, timeout=10).raise_for_status()
-        except httpx.HTTPStatusError as exc:
-            log_.warning("webhook %s (%s) failed: HTTP %s", redact_url(hook.url, keep_path=False),
-                         event, exc.response.status_code)
-        except httpx.HTTPError as exc:  # the exception's text may hold the URL: scrubbed
-            log_.warning("webhook %s (%s) failed: %s: %s", redact_url(hook.url, keep_path=False),
-                         event, type(exc).__name__, scrub(str(exc), hook.url, keep_path=False))

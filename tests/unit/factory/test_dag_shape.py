@@ -41,13 +41,14 @@ def test_default_ramp_has_fort_and_three_batches(tmp_path: Path) -> None:
     dag = build_dag(spec_for(tmp_path))
     stages = ["fort", "batch_1", "batch_2", "batch_3"]
     expected = {"prepare", "fetch", "abort", "dry_run", "halt", "finalize", "rollback.plan",
-                "rollback.hosts", "rollback.report"}
+                "rollback.hosts", "rollback.report", "release_event"}
     expected |= {f"{s}.{t}" for s in stages for t in ("enter", "release", "gate")}
     assert set(dag.task_ids) == expected
     e = edges(dag)
     assert {("prepare", "fetch"), ("prepare", "dry_run"), ("fetch", "fort.enter")} <= e
     # a failed prepare/fetch reaches a leaf that fails the run (the gates would skip)
-    assert ("fetch", "abort") in e and not dag.get_task("abort").downstream_task_ids
+    # (its only downstream task is the release event, a teardown that does not decide the run)
+    assert ("fetch", "abort") in e and dag.get_task("abort").downstream_task_ids == {"release_event"}
     for a, b in zip(stages, stages[1:]):
         assert (f"{a}.gate", f"{b}.enter") in e
     for s in stages:
