@@ -29,6 +29,7 @@ def stage_label(stage: str, stages: list[str]) -> str:
 BRAKE_OFF = "brake off"
 _BRAKE_ON = "brake ON ("
 REASON_CHARS = 80  # a brake reason or failure reason in the headline; the details keep all
+HEADLINE_FAILURES = 3  # failed hosts named in the headline; the details list every one
 
 
 def _one_line(text: str, limit: int = REASON_CHARS) -> str:
@@ -62,7 +63,9 @@ class Progress:
         where = f"{self.where}: {self.now}" if self.now else self.where
         failed = f"{self.failed} failed (budget {self.budget})"
         if self.failures:
-            failed += ": " + ", ".join(self.failures)
+            shown = self.failures[:HEADLINE_FAILURES]
+            more = len(self.failures) - len(shown)
+            failed += ": " + ", ".join(shown) + (f", +{more} more (below)" if more else "")
         return (
             f"{where} · {self.done}/{self.total} hosts on {self.version} · {failed} · "
             f"{brake_text(self.brake)}"

@@ -38,6 +38,13 @@ def test_the_failed_host_and_its_step_are_in_the_headline() -> None:
     assert line.endswith(" · brake off")
 
 
+def test_many_failed_hosts_keep_the_headline_short() -> None:
+    items = tuple(f"web0{i} stage (cannot connect)" for i in range(1, 7))
+    line = Progress("batch 2/2", 3, 10, "2.0.0", 6, 6, None, items).line()
+    assert "web03 stage" in line and "web04" not in line
+    assert ", +3 more (below) · brake off" in line
+
+
 def test_a_failure_without_the_host_task_format_still_names_the_host() -> None:
     assert failure_from_message("web02", "") == "web02 failed (see the task log)"
 
