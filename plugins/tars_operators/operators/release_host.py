@@ -61,6 +61,10 @@ class FetchOperator(_SpecOperator):
         plan = run_plan(context)
         try:
             art = self._fetch(plan.version)
+            if art.path is not None:  # push: refuse an unsafe archive once, before any host
+                from tars_operators.remote.archive import check_archive
+
+                check_archive(art.path, self.spec.config.artifact.limits)
         except TarsError as exc:
             message = f"fetch {plan.version}: {exc} (no host was touched)"
             context["ti"].xcom_push(key="failure", value={"message": message})
