@@ -110,6 +110,8 @@ def _host_row(name: str, group: str, history: list[HostRecord]) -> HostRow:
     versions = [v for v in (_version_after(r) for r in history) if v is not None]
     current = versions[-1] if versions else None
     previous = next((v for v in reversed(versions) if v != current), None)
+    if previous is None and current is not None:
+        previous = _switched_from(history, current)
     if not history:
         return HostRow(name, group, None, None, "", "none", "no Tars task has recorded this host",
                        "", "", "")
@@ -126,6 +128,19 @@ def _version_after(rec: HostRecord) -> str | None:
         return None
     if res.get("state") in ("ok", "restored", "unchanged"):
         return str(res["version"])
+    return None
+
+
+def _switched_from(history: list[HostRecord], current: str) -> str | None:
+    """The version an activate step switched away from to ``current`` (its detail says
+    ``switched 1.0.0 → 2.0.0 and started``): the host's release before Tars first recorded it."""
+    for rec in reversed(history):
+        for step in reversed((rec.result or {}).get("steps") or []):
+            words = str(step.get("detail") or "").split()
+            if (step.get("step") == "activate" and len(words) >= 4 and words[0] == "switched"
+                    and words[2] == "→" and words[3] == current and words[1] != "nothing"
+                    and "/" not in words[1]):
+                return words[1]
     return None
 
 

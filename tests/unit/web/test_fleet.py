@@ -59,6 +59,20 @@ def test_a_rollback_moves_the_host_back_and_an_untouched_host_keeps_its_version(
     assert (row.version, row.previous_good, row.last_result) == ("1.0.0", "2.0.0", "untouched")
 
 
+def test_the_version_before_the_first_recorded_release_comes_from_its_activate_step() -> None:
+    rec = released("h1", "2.0.0", 1)
+    steps = [{"step": "activate", "state": "ok", "detail": "switched 1.0.0 → 2.0.0 and started"},
+             {"step": "prune", "state": "ok", "detail": "kept 3"}]
+    first = HostRecord(DEPLOY, "r1", "fort.release", "h1", "success", rec.at,
+                       {"host": "h1", "state": "ok", "version": "2.0.0", "steps": steps})
+    [row] = host_rows([("h1", "")], [first])
+    assert (row.version, row.previous_good, row.last_step) == ("2.0.0", "1.0.0", "prune")
+    foreign = {**steps[0], "detail": "switched /srv/other → 2.0.0 and started"}
+    fresh = HostRecord(DEPLOY, "r1", "fort.release", "h1", "success", rec.at,
+                       {"host": "h1", "state": "ok", "version": "2.0.0", "steps": [foreign]})
+    assert host_rows([("h1", "")], [fresh])[0].previous_good is None
+
+
 def test_versions_count_most_hosts_first() -> None:
     recs = [released(f"h{i}", "2.0.0", 1) for i in range(9)] + [released("h9", "1.0.0", 1)]
     rows = host_rows([(f"h{i}", "") for i in range(10)], recs)

@@ -1,12 +1,11 @@
 // The App view (tab on tars_deploy__<app>): hosts, release history and audit trail.
-import {airflowRoot, api, el, show} from "./tars.js";
+import {api, el, show, uiLink, when} from "./tars.js";
 
 const $ = (id) => document.getElementById(id);
 const app = $("title").dataset.app;
 
 function runLink(dagId, runId) {
-  const href = `${airflowRoot()}/dags/${encodeURIComponent(dagId)}/runs/${encodeURIComponent(runId)}`;
-  return el("a", {href, target: "_top"}, runId);
+  return uiLink(`/dags/${encodeURIComponent(dagId)}/runs/${encodeURIComponent(runId)}`, runId);
 }
 
 function summary(s) {
@@ -15,8 +14,8 @@ function summary(s) {
     ["Releasing now", s.running.length
       ? s.running.map((r) => `${r.version} (${r.stage ? "stage " + r.stage : "starting"}) by ${r.who}`).join("; ")
       : "nothing"],
-    ["Brake", s.brake ? `ON (${s.brake.action}) by ${s.brake.by} at ${s.brake.at}: ${s.brake.reason}` : "off"],
-    ["Last release", s.last ? `${s.last.version}: ${s.last.outcome} ${s.last.end}` : "none"],
+    ["Brake", s.brake ? `ON (${s.brake.action}) by ${s.brake.by} at ${when(s.brake.at)}: ${s.brake.reason}` : "off"],
+    ["Last release", s.last ? `${s.last.version}: ${s.last.outcome} ${when(s.last.end)}` : "none"],
     ["Deploy window", s.window_open === null ? s.window : `${s.window_open ? "open" : "closed"}: ${s.window}`],
   ];
   return items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {class: "reason"}, v)]);
@@ -27,19 +26,19 @@ function hostRow(h) {
     el("td", {}, h.host), el("td", {}, h.group), el("td", {class: "version"}, h.version ?? "unknown"),
     el("td", {}, h.previous_good ?? ""), el("td", {}, h.last_step),
     el("td", {class: `result ${h.last_result}`}, h.last_result),
-    el("td", {class: "reason"}, h.detail), el("td", {}, h.at));
+    el("td", {class: "reason"}, h.detail), el("td", {}, when(h.at)));
 }
 
 function historyRow(r) {
   return el("tr", {"data-run": r.run_id},
     el("td", {}, runLink(r.dag_id, r.run_id)), el("td", {}, r.kind + (r.rolled_back ? " (rolled back)" : "")),
     el("td", {}, r.version), el("td", {class: "who"}, r.who), el("td", {class: "reason"}, r.reason),
-    el("td", {class: "reason"}, r.ticket), el("td", {}, r.outcome), el("td", {}, r.start),
+    el("td", {class: "reason"}, r.ticket), el("td", {}, r.outcome), el("td", {}, when(r.start)),
     el("td", {}, r.seconds === null ? "" : `${r.seconds}s`), el("td", {}, r.hosts_failed.join(", ")));
 }
 
 function auditRow(a) {
-  return el("tr", {}, el("td", {}, a.at ?? ""), el("td", {}, a.event ?? ""), el("td", {}, a.by ?? ""),
+  return el("tr", {}, el("td", {}, when(a.at)), el("td", {}, a.event ?? ""), el("td", {}, a.by ?? ""),
             el("td", {class: "reason"}, a.reason ?? ""));
 }
 

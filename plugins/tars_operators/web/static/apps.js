@@ -1,5 +1,5 @@
 // The Apps view: one row per app, from GET /apps (only apps the user may read).
-import {airflowRoot, api, el, show} from "./tars.js";
+import {api, el, show, uiLink, when} from "./tars.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,14 +10,14 @@ function brakeCell(brake) {
 }
 
 function row(app) {
-  const tab = `${airflowRoot()}/dags/${encodeURIComponent(app.dag_id)}/plugin/tars-app`;
+  const tab = `/dags/${encodeURIComponent(app.dag_id)}/plugin/tars-app`;
   const running = app.running.length
     ? app.running.map((r) => `${r.version} (${r.stage ? "stage " + r.stage : "starting"}) by ${r.who}`).join("; ")
     : "—";
-  const last = app.last ? `${app.last.version}: ${app.last.outcome} ${app.last.end}` : "—";
+  const last = app.last ? `${app.last.version}: ${app.last.outcome} ${when(app.last.end)}` : "—";
   const window = app.window_open === null ? "unknown" : app.window_open ? "open" : "closed";
   return el("tr", {"data-app": app.app},
-    el("td", {}, el("a", {href: tab, target: "_top", class: "app"}, app.app)),
+    el("td", {}, uiLink(tab, app.app)),
     el("td", {class: "versions"}, app.versions_text || "no hosts"),
     el("td", {class: "running"}, running),
     el("td", {class: "brake"}, brakeCell(app.brake)),

@@ -54,3 +54,27 @@ export function onSubmit(form, action) {
 export function airflowRoot() {
   return base.replace(/\/tars$/, "");
 }
+
+/** A link to a page of Airflow's UI (a DAG, a run). Airflow shows Tars views in an iframe
+ * sandboxed without top navigation, so inside it the link asks the (same-origin) UI's router to
+ * go there, as its own links do; opened on its own, it is a plain link. */
+export function uiLink(path, ...children) {
+  const href = airflowRoot() + path;
+  const link = el("a", {href, target: "_top"}, ...children);
+  link.addEventListener("click", (event) => {
+    if (window.top === window || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    try {
+      window.top.history.pushState(null, "", href);
+      window.top.dispatchEvent(new PopStateEvent("popstate"));
+      event.preventDefault();
+    } catch {
+      // Not allowed from here: the browser follows the link as usual.
+    }
+  });
+  return link;
+}
+
+/** An ISO time from the server, shorter: "2026-11-29 19:55:56 UTC". */
+export function when(iso) {
+  return iso ? String(iso).replace("T", " ").replace(/\+00:00$/, " UTC") : "";
+}

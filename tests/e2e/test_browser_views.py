@@ -1,0 +1,143 @@
+"""The Apps and App views in a real headless Chromium against the real api-server (issue 13).
+
+After a real release of 2.0.0 on the sandbox (10 hosts): the Apps view (nav "Tars apps") lists
+the app with ``2.0.0 ×10``; the App tab on its deploy DAG (inside Airflow's layout) shows 2.0.0
+on every host, with the version before it, and the run in the history with who, reason and
+ticket; a reason holding ``<script>`` shows as text and runs nothing. The host state comes from
+what the release recorded in Airflow's database, not from the hosts. Screenshots of both views
+are saved to docs/img/ (linked from the README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+from tests import polling
+from tests.e2e.browser import chromium, console, log_in, open_alert, wait_text
+from tests.e2e.harness import E2E
+
+pytestmark = pytest.mark.e2e
+
+APP = "viewsapp"
+VERSION = "2.0.0"
+REASON = "<script>window.__pwned=1</script> views e2e"
+TICKET = "OPS-13"  # tickets are pattern-checked by the form; reasons are free text
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def ready(driver: WebDriver) -> None:
+    polling.poll(lambda: driver.execute_script("return document.body.dataset.ready"), 30,
+                 "the view's script to run")
+
+
+def texts(driver: WebDriver, css: str) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+def frame_with(driver: WebDriver, src: str) -> WebElement | None:
+    """The iframe showing ``src`` (None while Airflow's UI is still rendering it)."""
+    try:
+        return next((f for f in driver.find_elements(By.TAG_NAME, "iframe")
+                     if f.get_attribute("src") == src), None)
+    except StaleElementReferenceException:
+        return None
+
+
+def assert_nothing_ran(driver: WebDriver) -> None:
+    assert open_alert(driver) is None
+    assert driver.execute_script("return window.__pwned") is None
+    assert driver.execute_script("return document.querySelectorAll('main script, main b').length") == 0
+    assert [e["message"] for e in console(driver)
+            if "Content Security Policy" in e["message"]] == []
+
+
+def test_views_show_the_release_on_every_host_and_its_history(e2e: E2E) -> None:
+    dag_id = e2e.add_app(APP)
+    url, api = e2e.stack.url, e2e.api
+    hosts = [h.name for h in e2e.sandbox.hosts]
+    # Nothing recorded yet: the views do not guess (the fleet runs 1.0.0, put there by hand).
+    before = api.request("GET", f"/tars/apps/{APP}/fleet")
+    assert before["summary"]["versions_text"] == f"unknown ×{len(hosts)}"
+
+    run = e2e.release(dag_id, {"version": VERSION, "reason": REASON, "ticket": TICKET})
+    assert run["state"] == "success", run.get("note")
+    assert e2e.versions() == {h: VERSION for h in hosts}
+    IMG.mkdir(parents=True, exist_ok=True)
+
+    with chromium() as driver:
+        log_in(driver, url, e2e.stack.token())
+        # The nav entry "Tars apps": Airflow's layout around the view's iframe.
+        driver.get(f"{url}/plugin/tars-apps")
+        frame = polling.poll(lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30,
+                             "Airflow's UI to embed the Apps view")[0]
+        assert frame.get_attribute("src") == f"{url}/tars/views/apps"
+        driver.switch_to.frame(frame)
+        ready(driver)
+        row = f"tr[data-app='{APP}']"
+        polling.poll(lambda: texts(driver, f"{row} .versions") == [f"{VERSION} ×{len(hosts)}"], 30,
+                     f"the Apps view to list {APP} on {VERSION} ×{len(hosts)}")
+        assert texts(driver, f"{row} .brake") == ["off"]
+        assert texts(driver, f"{row} .running") == ["—"]
+        assert texts(driver, f"{row} .last")[0].startswith(f"{VERSION}: succeeded ")
+        assert texts(driver, f"{row} .window") == ["open"]  # the demo app has no windows
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(IMG / "tars-apps.png"))
+        assert_nothing_ran(driver)
+
+        # The app's name leads to the tab on its deploy DAG, inside Airflow's UI.
+        driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+        driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+        driver.switch_to.default_content()
+        polling.poll(lambda: driver.current_url == f"{url}/dags/{dag_id}/plugin/tars-app", 15,
+                     "the app's link to open its tab")
+        src = f"{url}/tars/views/app?dag_id={dag_id}"
+        frame = polling.poll(lambda: frame_with(driver, src), 30, "Airflow's UI to embed the App tab")
+        driver.switch_to.frame(frame)
+        ready(driver)
+        wait_text(driver, "state", f"{len(hosts)} host(s)", timeout=30)
+        shown = {tr.get_attribute("data-host"): tr.find_element(By.CSS_SELECTOR, ".version").text
+                 for tr in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")}
+        assert shown == {h: VERSION for h in hosts}
+        first = driver.find_element(By.CSS_SELECTOR, f"#hosts tr[data-host='{hosts[0]}']")
+        cells = [td.text for td in first.find_elements(By.TAG_NAME, "td")]
+        # The version before (from the release's activate step), the last step and its result.
+        assert cells[2:6] == [VERSION, "1.0.0", "prune", "ok"], cells
+
+        history = driver.find_element(By.CSS_SELECTOR, f"#history tr[data-run='{run['dag_run_id']}']")
+        cells = [td.text for td in history.find_elements(By.TAG_NAME, "td")]
+        assert cells[:7] == [run["dag_run_id"], "deploy", VERSION, "admin", REASON, TICKET,
+                             "succeeded"], cells
+        run_page = f"{url}/dags/{dag_id}/runs/{run['dag_run_id']}"
+        link = history.find_element(By.TAG_NAME, "a")
+        assert unquote(link.get_attribute("href") or "") == run_page
+        driver.switch_to.default_content()
+        driver.set_window_size(1280, 1500)  # room for the history under the hosts
+        driver.save_screenshot(str(IMG / "tars-app.png"))
+        assert_nothing_ran(driver)
+        # The run link opens the run in Airflow's own page (the whole window, not the tab).
+        driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+        driver.find_element(By.CSS_SELECTOR, f"#history tr[data-run='{run['dag_run_id']}'] a").click()
+        driver.switch_to.default_content()
+        polling.poll(lambda: unquote(driver.current_url) == run_page, 15, "the run's page to open")
+
+        # A DAG that is not a Tars deploy DAG gets the tab too; it says so and asks nothing.
+        driver.get(f"{url}/tars/views/app?dag_id=not_tars")
+        ready(driver)
+        wait_text(driver, "state", "not a Tars deploy DAG")
+
+
+def test_fleet_route_refuses_unknown_and_malformed_apps(e2e_stack: E2E) -> None:
+    import httpx
+
+    cookies = {"_token": e2e_stack.stack.token()}
+    base = f"{e2e_stack.stack.url}/tars/apps"
+    assert httpx.get(f"{base}/nosuchapp/fleet", cookies=cookies, timeout=30).status_code == 404
+    assert httpx.get(f"{base}/Bad-Name/fleet", cookies=cookies, timeout=30).status_code == 400
+    assert httpx.get(f"{base}/demo/fleet", timeout=30).status_code == 401
