@@ -85,17 +85,24 @@ def notify(spec: Any, event: str, summary: str, details: list[str] | None = None
 
 
 def _send_all(hooks: list[Webhook], notice: Notice) -> list[Delivery]:
+    """All hooks at once: a dead one delays the task by one budget, not one per hook."""
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
-        return [send(hook.url, notice) for hook in hooks]
+        with ThreadPoolExecutor(max_workers=min(8, len(hooks))) as pool:
+            return list(pool.map(lambda hook: send(hook.url, notice), hooks))
     except Exception as exc:  # noqa: BLE001 - a notification never fails the release
         log_.warning("notification %s not sent: %s", notice.event, type(exc).__name__)
         return []
 
 
-def send(url: str, notice: Notice, *, budget: float = BUDGET, backoff: float = BACKOFF,
+def send(url: str, notice: Notice, *, budget: float | None = None, backoff: float | None = None,
          sleep: Callable[[float], None] = time.sleep) -> Delivery:
     """POST ``notice`` to ``url``; retry connection errors, 429 and 5xx within ``budget`` s."""
     import httpx
+
+    budget = BUDGET if budget is None else budget
+    backoff = BACKOFF if backoff is None else backoff
 
     mask_url(url, whole_path=True)  # its path and query are the credential
     shown = redact_url(url, keep_path=False)

@@ -117,3 +117,17 @@ def test_the_release_asset_uri_is_accepted_by_airflow() -> None:
     asset = events.release_asset("demo_app")
     assert asset.name == "tars://demo_app" and asset.uri == "tars://demo_app/"  # normalized
     assert asset == Asset("tars://demo_app")  # what a downstream DAG writes
+
+
+def test_webhooks_are_sent_together_and_a_dead_one_does_not_stop_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "BACKOFF", 0.01)
+    monkeypatch.setattr(events, "BUDGET", 0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/dead"
+    with receiver() as rec:
+        spec = app(Webhook(url=dead, events=("success",)),
+                   Webhook(url=rec.url, events=("success",)))
+        sent = notify(spec, "success", "ok", run_id="r9")
+    assert [d.ok for d in sent] == [False, True] and rec.events("r9") == ["success"]
