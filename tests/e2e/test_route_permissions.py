@@ -28,7 +28,7 @@ from tests.polling import poll
 pytestmark = pytest.mark.e2e
 
 THIS, OTHER = "perm_this", "perm_other"
-READ_ROUTES = ("brake", "audit", "plan")
+READ_ROUTES = ("brake", "audit", "plan", "fleet")
 VIEWER, VIEWER_PASSWORD = "viewer_other", "viewer-other-pw-1"
 
 
@@ -101,6 +101,17 @@ def test_the_viewer_reads_its_own_app_and_an_admin_reads_both(fab: FabStack, rou
         assert r.status_code == 200, f"{route} of {app}: {r.status_code} {r.text}"
     plan = fab.get(fab.viewer, OTHER, "plan").json()
     assert plan["dag_id"] == f"tars_deploy__{OTHER}" and plan["plan"]["stages"]
+
+
+def test_the_apps_view_lists_only_the_apps_a_user_may_read(fab: FabStack) -> None:
+    def listed(token: str) -> list[str]:
+        r = httpx.get(f"{fab.stack.url}/tars/apps", timeout=30,
+                      headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return [row["app"] for row in r.json()["apps"]]
+
+    assert listed(fab.viewer) == [OTHER]
+    assert listed(fab.admin) == sorted([OTHER, THIS])
 
 
 def test_the_viewer_may_read_but_not_pull_the_brake_of_its_own_app(fab: FabStack) -> None:
