@@ -104,10 +104,13 @@ class Airflow:
                             params={"dag_id_pattern": prefix, "limit": 1000})["dags"]
         return sorted(d["dag_id"] for d in dags if d["dag_id"].startswith(prefix))
 
-    def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+    def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None,
+                run_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
         if note:
             body["note"] = note
+        if run_id:
+            body["dag_run_id"] = run_id
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:

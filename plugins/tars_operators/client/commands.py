@@ -9,7 +9,9 @@ out, 2 bad input, an unknown app, a paused DAG or an authentication/permission e
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -146,10 +148,17 @@ def deploy(args: argparse.Namespace) -> int:
             say(f"another release of {args.app} is in progress (run {busy['dag_run_id']}, "
                 f"{busy['state']}); this release waits until it ends")
             note = f"queued behind {busy['dag_run_id']}: one release per app at a time"
-        run = api.trigger(dag_id, conf, note=note)
+        version = str((preview or {}).get("version") or conf.get("version") or "latest")
+        run = api.trigger(dag_id, conf, note=note, run_id=release_run_id(version))
     except ApiError as exc:
         return api_error("deploy", exc)
     return started(api, args, dag_id, run, "deploy")
+
+
+def release_run_id(version: str) -> str:
+    """``release__2.0.0__<UTC time>``: the runs list shows which version each run released."""
+    safe = re.sub(r"[^A-Za-z0-9_.~+-]", "_", version)[:64]
+    return f"release__{safe}__{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
 
 
 def in_progress(api: Airflow, dag_id: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -58,6 +59,8 @@ def test_deploy_wait_success_prints_stages_and_exits_0(fake: FakeAirflow, capsys
                        "--reason", "ci", "--ticket", "OPS-1", "--hosts", "host01, host02")
     assert code == 0, out
     conf = json.loads(fake.calls("POST", r".*/dagRuns")[0].content)
+    # The run id names the version, so Airflow's runs list shows what each run released.
+    assert re.fullmatch(r"release__2\.0\.0__20\d\d-[0-9T:.-]+\+00:00", conf.pop("dag_run_id"))
     assert conf == {"logical_date": None, "conf": {
         "version": "2.0.0", "reason": "ci", "ticket": "OPS-1", "hosts": ["host01", "host02"]}}
     lines = [line.split("] ", 1)[1] for line in out.splitlines()]
