@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from tars_operators.config.schema import DEFAULT_VERSION_PATTERN
 from tars_operators.config.spec import AppSpec
 from tars_operators.plan.conf import COUNT, PERCENT
 
@@ -51,6 +52,32 @@ def batches_text(spec: AppSpec) -> str:
     return ", ".join(str(b) for b in spec.config.strategy.batches)
 
 
+def known_versions(spec: AppSpec) -> list[str]:
+    """Versions the config pins (``artifact.checksum.sha256``), newest first, then ``latest``.
+
+    The form cannot ask the artifact store while the DAG is parsed; ``tars plan`` and the
+    plan route resolve ``latest`` live.
+    """
+    pinned = sorted(spec.config.artifact.checksum.sha256, key=_version_key, reverse=True)
+    return pinned[:20] + (["latest"] if spec.config.artifact.latest_url else [])
+
+
+def version_help(spec: AppSpec) -> str:
+    """The version field's help in words; the pattern only when the app set its own."""
+    a = spec.config.artifact
+    text = f"The version of {spec.name} to release, e.g. " + (
+        ", ".join(known_versions(spec)[:3]) or "1.4.2")
+    if a.latest_url:
+        text += " — 'latest' takes the artifact store's latest pointer"
+    if a.version_pattern != DEFAULT_VERSION_PATTERN:
+        text += f" (this app's versions match {a.version_pattern})"
+    return text
+
+
+def _version_key(version: str) -> list[tuple[int, str]]:
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in version.replace("-", ".").split(".")]
+
+
 def build_params(spec: AppSpec, *, canary: bool = False) -> dict[str, Param]:
     """The form of ``tars_deploy__<app>`` (or the canary's: every param has a default)."""
     params = _release_params(spec, canary=canary)
@@ -63,15 +90,12 @@ def build_params(spec: AppSpec, *, canary: bool = False) -> dict[str, Param]:
 def _release_params(spec: AppSpec, *, canary: bool) -> dict[str, Param]:
     c = spec.config
     latest = bool(c.artifact.latest_url)
-    shown = c.artifact.version_pattern
     version_default: dict[str, Any] = {"default": "latest"} if canary else {}
     return {
         "version": Param(
-            **version_default, type="string", pattern=js_pattern(shown, latest=latest),
+            **version_default, type="string", pattern=js_pattern(c.artifact.version_pattern, latest=latest),
             minLength=1, maxLength=64, title="Version",
-            description=f"The version of {spec.name} to release; must match {shown}"
-            + (" — or 'latest' (the artifact store's latest pointer)" if latest else ""),
-            section=RELEASE,
+            description=version_help(spec), examples=known_versions(spec), section=RELEASE,
         ),
         "reason": Param(
             "scheduled canary" if canary else "", type="string", maxLength=500, title="Reason",

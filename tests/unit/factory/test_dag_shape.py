@@ -122,3 +122,11 @@ def test_the_form_requires_only_version_and_reason(tmp_path: Path) -> None:
         assert param.resolve(None, suppress_exception=False) is None, name
     with pytest.raises(Exception, match="None is not of type"):
         dag.params.get_param("version").resolve(None, suppress_exception=False)
+
+
+def test_the_version_field_speaks_in_versions_not_regexes(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, hosts=3)
+    param = build_dag(spec).params.get_param("version")
+    assert "^" not in param.description and "[0-9]" not in param.description, param.description
+    assert "'latest' takes the artifact store's latest pointer" in param.description
+    assert param.schema["examples"][-1] == "latest"
