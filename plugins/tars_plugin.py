@@ -27,4 +27,8 @@ class TarsPlugin(AirflowPlugin):
                       # A tab on every DAG (Airflow cannot limit a tab to some DAGs); on a
                       # DAG that is not a Tars deploy DAG it says so.
                       {"name": "Tars app", "href": "/tars/views/app?dag_id={DAG_ID}",
-                       "destination": "dag", "url_route": "tars-app"}]
+                       "destination": "dag", "url_route": "tars-app"},
+                      # A tab on every run: its stages, hosts and their steps, live.
+                      {"name": "Tars release",
+                       "href": "/tars/views/run?dag_id={DAG_ID}&run_id={RUN_ID}",
+                       "destination": "dag_run", "url_route": "tars-release"}]

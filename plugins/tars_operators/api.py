@@ -380,3 +380,27 @@ def get_fleet(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str,
 
     _known_app(app_name, user, "GET", session)
     return app_detail(session, _variables(), load_app_spec, app_name)
+
+
+@app.get("/views/run", response_class=HTMLResponse)
+def run_view(request: Request, user: GetUserDep, dag_id: str = Query("", max_length=250),
+             run_id: str = Query("", max_length=250)) -> HTMLResponse:
+    """The Release tab of a run: stages, hosts and their steps, live while it runs."""
+    from tars_operators.web.views import run_page
+
+    return run_page(request.scope.get("root_path", ""), dag_id, run_id)
+
+
+@app.get("/apps/{app_name}/runs/{dag_id}/{run_id}")
+def get_run(app_name: str, dag_id: str, run_id: str, user: GetUserDep,
+            session: SessionDep) -> dict[str, Any]:
+    """One release run's stages and hosts with their steps (read permission on the app)."""
+    from tars_operators.web.views import app_from_dag_id, run_detail
+
+    _known_app(app_name, user, "GET", session)
+    if app_from_dag_id(dag_id) != app_name:
+        raise HTTPException(400, f"{dag_id} is not a DAG of app {app_name}")
+    detail = run_detail(session, dag_id, run_id)
+    if detail is None:
+        raise HTTPException(404, f"no run {run_id!r} of {dag_id}")
+    return detail

@@ -1,17 +1,18 @@
-"""The Apps and App views in a real headless Chromium against the real api-server (issue 13).
+"""The Apps, App and Release views in a real headless Chromium against the real api-server (issue 13).
 
 After a real release of 2.0.0 on the sandbox (10 hosts): the Apps view (nav "Tars apps") lists
 the app with ``2.0.0 ×10``; the App tab on its deploy DAG (inside Airflow's layout) shows 2.0.0
 on every host, with the version before it, and the run in the history with who, reason and
 ticket; a reason holding ``<script>`` shows as text and runs nothing. The host state comes from
 what the release recorded in Airflow's database, not from the hosts. Screenshots of both views
-are saved to docs/img/ (linked from the README).
+are saved to docs/img/ (linked from the README). While a release runs, its Release tab shows
+hosts done while others still wait, then every host's steps.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -38,7 +39,9 @@ def ready(driver: WebDriver) -> None:
 
 
 def texts(driver: WebDriver, css: str) -> list[str]:
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+    """The text of every element matching ``css``, read at once (the views re-render)."""
+    return list(driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css))
 
 
 def frame_with(driver: WebDriver, src: str) -> WebElement | None:
@@ -141,3 +144,46 @@ def test_fleet_route_refuses_unknown_and_malformed_apps(e2e_stack: E2E) -> None:
     assert httpx.get(f"{base}/nosuchapp/fleet", cookies=cookies, timeout=30).status_code == 404
     assert httpx.get(f"{base}/Bad-Name/fleet", cookies=cookies, timeout=30).status_code == 400
     assert httpx.get(f"{base}/demo/fleet", timeout=30).status_code == 401
+
+
+def test_release_tab_shows_hosts_moving_through_their_steps(e2e: E2E) -> None:
+    dag_id = e2e.add_app(APP)
+    url, api = e2e.stack.url, e2e.api
+    hosts = [h.name for h in e2e.sandbox.hosts]
+    run = api.trigger(dag_id, {"version": "2.1.0", "reason": "views e2e: live"})
+    run_id = run["dag_run_id"]
+    seen: set[tuple[str, ...]] = set()
+    with chromium() as driver:
+        log_in(driver, url, e2e.stack.token())
+        driver.get(f"{url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/plugin/tars-release")
+        src = f"{url}/tars/views/run?dag_id={dag_id}&run_id={quote(run_id, safe='')}"
+        frame = polling.poll(lambda: frame_with(driver, src) or frame_with(
+            driver, f"{url}/tars/views/run?dag_id={dag_id}&run_id={run_id}"), 30,
+            "Airflow's UI to embed the Release tab")
+        driver.switch_to.frame(frame)
+        ready(driver)
+
+        def finished() -> bool:
+            states = tuple(texts(driver, "#hosts tbody td.task"))
+            if states:
+                seen.add(states)
+            return driver.execute_script("return document.getElementById('state').dataset.state") \
+                in ("success", "failed")
+
+        polling.poll(finished, 300, "the run to end in the Release tab", interval=0.2)
+        # The page showed the hosts part done: some finished while others still waited.
+        assert any("success" in s and "pending" in s for s in seen), seen
+        rows = {tr.get_attribute("data-host"): tr for tr in
+                driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")}
+        assert sorted(rows) == sorted(hosts)
+        assert all(tr.find_element(By.CSS_SELECTOR, "td.task").text == "success"
+                   for tr in rows.values())
+        steps = rows[hosts[0]].find_elements(By.CSS_SELECTOR, ".steps li")
+        assert [s.text.split()[0] for s in steps][:1] == ["stage"], [s.text for s in steps]
+        assert any(s.text.startswith("activate ok") and "→ 2.1.0" in s.text for s in steps)
+        assert wait_text(driver, "state", "succeeded")
+        assert "Reason\nviews e2e: live" in driver.find_element(By.ID, "summary").text
+        driver.switch_to.default_content()
+        driver.set_window_size(1280, 1500)
+        driver.save_screenshot(str(IMG / "tars-release.png"))
+        assert_nothing_ran(driver)

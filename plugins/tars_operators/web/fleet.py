@@ -239,3 +239,60 @@ def app_row(app: str, rows: list[HostRow], runs: list[RunRecord], brake: dict[st
                "end": _iso(last.end), "dag_id": last.dag_id} if last else None),
         window_open=window[0] if window else None, window=window[1] if window else "unknown",
     )
+
+
+@dataclass(frozen=True)
+class RunHost:
+    """One host of a release run: its task's state, steps (with seconds and detail), failure."""
+
+    stage: str
+    host: str
+    state: str  # pending | queued | running | deferred | success | failed | …
+    result: str  # the host task's own result: ok | untouched | restored | … ('' before it ends)
+    steps: list[dict[str, Any]]
+    seconds: float | None
+    failure: str
+    at: str
+
+
+def run_hosts(run: RunRecord, records: list[HostRecord]) -> list[RunHost]:
+    """The run's hosts stage by stage, in plan order: pending until their task records them.
+
+    A host task that ran twice (a retry, or the run's own rollback) shows its latest record;
+    rollback tasks follow the stages under the stage name ``rollback``.
+    """
+    latest: dict[tuple[str, str], HostRecord] = {}
+    for rec in sorted(records, key=lambda r: _stamp(r.at)):
+        if rec.run_id == run.run_id and rec.dag_id == run.dag_id:
+            latest[(rec.task_id.rsplit(".release", 1)[0] if rec.task_id.endswith(".release")
+                    else "rollback", rec.host)] = rec
+    planned = [(str(stage), str(h)) for stage, hosts in (run.plan or {}).get("stages", [])
+               for h in hosts]
+    extra = [key for key in latest if key not in planned]
+    return [_run_host(stage, host, latest.get((stage, host))) for stage, host in planned + extra]
+
+
+def _run_host(stage: str, host: str, rec: HostRecord | None) -> RunHost:
+    if rec is None:
+        return RunHost(stage, host, "pending", "", [], None, "", "")
+    res = rec.result or {}
+    steps = [dict(s) for s in res.get("steps") or [] if isinstance(s, dict)]
+    seconds = res.get("seconds")
+    return RunHost(stage, host, rec.state or "queued", str(res.get("state") or ""), steps,
+                   float(seconds) if isinstance(seconds, (int, float)) else None,
+                   rec.failure or "", _iso(rec.at))
+
+
+def run_summary(run: RunRecord) -> dict[str, Any]:
+    """The run's header: version, who, why, outcome, stage, plan and failure budgets."""
+    plan = run.plan or {}
+    return {
+        "dag_id": run.dag_id, "run_id": run.run_id, "kind": run.kind, "version": run.version,
+        "who": run.who or str(plan.get("who") or ""), "reason": run.reason, "ticket": run.ticket,
+        "outcome": outcome(run),
+        "state": run.state or "", "stage": run.stage or "", "start": _iso(run.start),
+        "end": _iso(run.end), "note": run.note,
+        "stages": [{"stage": s, "hosts": list(h), "budget": plan.get("budget_stage", {}).get(s)}
+                   for s, h in plan.get("stages", []) if h],
+        "budget_total": plan.get("budget_total"), "failed_hosts": list(run.failed_hosts),
+    }

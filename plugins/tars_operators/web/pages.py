@@ -48,6 +48,7 @@ STATIC: dict[str, StaticFile] = {
     "brake.js": StaticFile("brake.js", _JS),
     "apps.js": StaticFile("apps.js", _JS),
     "app.js": StaticFile("app.js", _JS),
+    "run.js": StaticFile("run.js", _JS),
 }
 
 

@@ -36,13 +36,30 @@ def deploy_apps(session: Session) -> list[str]:
 def read_app(session: Session, app: str) -> tuple[list[RunRecord], list[HostRecord]]:
     """The app's newest runs and every host task of those runs."""
     from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance as TI
-    from airflow.models.xcom import XComModel
 
     dag_ids = app_dag_ids(app)
     runs = list(session.scalars(
         select(DagRun).where(DagRun.dag_id.in_(dag_ids))
         .order_by(DagRun.id.desc()).limit(RUNS_READ)))
+    return _read_runs(session, dag_ids, runs)
+
+
+def read_run(session: Session, dag_id: str, run_id: str) -> tuple[RunRecord | None,
+                                                                   list[HostRecord]]:
+    """One run of a Tars DAG and its host tasks (None: no such run)."""
+    from airflow.models.dagrun import DagRun
+
+    runs = list(session.scalars(select(DagRun).where(DagRun.dag_id == dag_id,
+                                                     DagRun.run_id == run_id)))
+    records, hosts = _read_runs(session, [dag_id], runs)
+    return (records[0] if records else None), hosts
+
+
+def _read_runs(session: Session, dag_ids: list[str],
+               runs: list[Any]) -> tuple[list[RunRecord], list[HostRecord]]:
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.xcom import XComModel
+
     if not runs:
         return [], []
     keys = {(r.dag_id, r.run_id) for r in runs}

@@ -96,3 +96,18 @@ def app_detail(session: Session, variables: Any, load: SpecLoader, app: str) -> 
         "config_error": config_error,
         "lb_state": "not recorded: the views read no load balancer (see the run's finalize log)",
     }
+
+
+def run_page(base: str, dag_id: str, run_id: str) -> HTMLResponse:
+    """The Release tab of a run (any text, escaped; the script asks the server, which checks)."""
+    return render("run.html.j2", base=base, app=app_from_dag_id(dag_id), dag_id=dag_id,
+                  run_id=run_id)
+
+
+def run_detail(session: Session, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The Release tab: the run's header and plan, then each host's steps (None: no such run)."""
+    run, recs = records.read_run(session, dag_id, run_id)
+    if run is None:
+        return None
+    return {"run": fleet.run_summary(run),
+            "hosts": [asdict(h) for h in fleet.run_hosts(run, recs)]}

@@ -115,3 +115,24 @@ def test_app_row_shows_running_release_last_outcome_brake_and_window() -> None:
     assert row.last is not None and (row.last["run_id"], row.last["outcome"]) == ("r2", "failed")
     assert row.brake == brake and row.window_open is False
     assert app_row("demo", rows, [], None, None).window == "unknown"
+
+
+def test_a_runs_hosts_follow_the_plan_pending_until_recorded_then_their_steps_or_failure() -> None:
+    from tars_operators.web.fleet import run_hosts, run_summary
+
+    plan = {"version": "2.0.0", "stages": [["fort", ["h1"]], ["batch_1", ["h2", "h3"]],
+                                           ["batch_2", []]],
+            "budget_stage": {"fort": 0, "batch_1": 1}, "budget_total": 1, "who": "ann",
+            "reason": "r", "ticket": "T-1"}
+    r = run("r2", "running", 0, plan=plan, stage="batch_1")
+    recs = [released("h1", "2.0.0", 1, "r2"), failed("h2", 2, "r2", "h2: health: 503"),
+            released("h9", "2.0.0", 1, "other-run")]
+    rows = run_hosts(r, recs)
+    assert [(h.stage, h.host, h.state) for h in rows] == [
+        ("fort", "h1", "success"), ("batch_1", "h2", "failed"), ("batch_1", "h3", "pending")]
+    assert [s["step"] for s in rows[0].steps] == ["stage", "pull_in"] and rows[0].result == "ok"
+    assert rows[1].failure == "h2: health: 503"
+    head = run_summary(r)
+    assert head["outcome"] == "running (stage batch_1)" and head["who"] == "ann"
+    assert head["stages"] == [{"stage": "fort", "hosts": ["h1"], "budget": 0},
+                              {"stage": "batch_1", "hosts": ["h2", "h3"], "budget": 1}]

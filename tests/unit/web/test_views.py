@@ -66,3 +66,12 @@ def test_app_name_from_the_url_is_escaped(client: TestClient) -> None:
 ])
 def test_app_from_dag_id(dag_id: str, app_name: str) -> None:
     assert app_from_dag_id(dag_id) == app_name
+
+
+def test_the_release_tab_names_its_run_escaped(client: TestClient) -> None:
+    r = client.get("/views/run", params={"dag_id": "tars_deploy__demo", "run_id": HOSTILE})
+    assert re.findall(r"<script[^>]*>", r.text) == ['<script type="module" src="/tars/static/run.js">']
+    assert 'data-app="demo" data-dag="tars_deploy__demo"' in r.text
+    assert "<script>alert" not in r.text and "data-run=\"&#34;&gt;&lt;script&gt;" in r.text
+    other = client.get("/views/run", params={"dag_id": "etl", "run_id": "x"})
+    assert 'data-app=""' in other.text and "Not a Tars run" in other.text
