@@ -379,7 +379,12 @@ def get_fleet(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str,
     from tars_operators.web.views import app_detail
 
     _known_app(app_name, user, "GET", session)
-    return app_detail(session, _variables(), load_app_spec, app_name)
+    try:  # the page offers the brake only to who may pull it (the brake routes check again)
+        _authorize(app_name, user, "PUT", session)
+        can_edit = True
+    except HTTPException:
+        can_edit = False
+    return {**app_detail(session, _variables(), load_app_spec, app_name), "can_edit": can_edit}
 
 
 @app.get("/views/run", response_class=HTMLResponse)

@@ -187,3 +187,37 @@ def test_release_tab_shows_hosts_moving_through_their_steps(e2e: E2E) -> None:
         driver.set_window_size(1280, 1500)
         driver.save_screenshot(str(IMG / "tars-release.png"))
         assert_nothing_ran(driver)
+
+
+def test_app_tab_pulls_and_releases_the_brake_and_the_audit_shows_who_and_why(
+        e2e_stack: E2E) -> None:
+    dag_id = e2e_stack.add_app(APP)
+    url, api = e2e_stack.stack.url, e2e_stack.api
+    why = "<img src=x onerror=alert(1)> bad canary"
+    try:
+        with chromium() as driver:
+            log_in(driver, url, e2e_stack.stack.token())
+            driver.get(f"{url}/tars/views/app?dag_id={dag_id}")
+            ready(driver)
+            polling.poll(lambda: driver.find_element(By.ID, "brake").is_displayed(), 15,
+                         "the brake form (admin may edit the app's runs)")
+            driver.find_element(By.ID, "reason").send_keys(why)
+            driver.find_element(By.ID, "pull-button").click()
+            wait_text(driver, "summary", f": {why}")
+            assert "ON (hold) by admin" in driver.find_element(By.ID, "summary").text
+            assert api.request("GET", f"/tars/apps/{APP}/brake")["brake"]["reason"] == why
+            polling.poll(lambda: texts(driver, "#audit tbody tr")[:1] and texts(
+                driver, "#audit tbody tr")[0].endswith(f"brake pulled\tadmin\t{why}"), 15,
+                "the audit trail to show who pulled the brake and why")
+
+            driver.find_element(By.ID, "reason").send_keys("canary fine")
+            driver.find_element(By.ID, "release-button").click()
+            polling.poll(lambda: "Brake\noff" in driver.find_element(By.ID, "summary").text, 15,
+                         "the summary to show the brake off")
+            assert api.request("GET", f"/tars/apps/{APP}/brake")["brake"] is None
+            polling.poll(lambda: texts(driver, "#audit tbody tr")[0].endswith(
+                "brake released\tadmin\tcanary fine"), 15, "the audit trail to show the release")
+            assert_nothing_ran(driver)
+            assert driver.execute_script("return document.images.length") == 0
+    finally:
+        api.request("DELETE", f"/tars/apps/{APP}/brake", params={"reason": "test done"})

@@ -112,6 +112,9 @@ def test_the_apps_view_lists_only_the_apps_a_user_may_read(fab: FabStack) -> Non
 
     assert listed(fab.viewer) == [OTHER]
     assert listed(fab.admin) == sorted([OTHER, THIS])
+    # The App view offers the brake only to who may pull it.
+    assert fab.get(fab.viewer, OTHER, "fleet").json()["can_edit"] is False
+    assert fab.get(fab.admin, OTHER, "fleet").json()["can_edit"] is True
 
 
 def test_the_viewer_may_read_but_not_pull_the_brake_of_its_own_app(fab: FabStack) -> None:

@@ -1,5 +1,5 @@
 // The App view (tab on tars_deploy__<app>): hosts, release history and audit trail.
-import {api, el, show, uiLink, when} from "./tars.js";
+import {api, el, onSubmit, show, uiLink, when} from "./tars.js";
 
 const $ = (id) => document.getElementById(id);
 const app = $("title").dataset.app;
@@ -49,9 +49,19 @@ async function refresh() {
   show($("hosts").tBodies[0], ...data.hosts.map(hostRow));
   show($("history").tBodies[0], ...data.history.map(historyRow));
   show($("audit").tBodies[0], ...data.audit.map(auditRow));
+  // Only who may edit the app's runs sees the brake; the routes refuse everyone else anyway.
+  $("brake").hidden = !data.can_edit;
   show($("state"), data.config_error ? el("span", {class: "error"}, `config: ${data.config_error}`)
                                      : `${data.hosts.length} host(s), ${data.history.length} run(s)`);
 }
+
+const fail = (error) => show($("state"), el("span", {class: "error"}, error.message));
+const brakePath = () => `/apps/${encodeURIComponent(app)}/brake`;
+onSubmit($("brake"), () => api("POST", brakePath(), {reason: $("reason").value, action: $("action").value})
+  .then(() => { $("reason").value = ""; return refresh(); }).catch(fail));
+$("release-button").addEventListener("click", () =>
+  api("DELETE", `${brakePath()}?reason=${encodeURIComponent($("reason").value)}`)
+    .then(() => { $("reason").value = ""; return refresh(); }).catch(fail));
 
 refresh().catch((error) => show($("state"), el("span", {class: "error"}, error.message)))
   .finally(() => { document.body.dataset.ready = "true"; });
