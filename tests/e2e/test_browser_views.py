@@ -90,6 +90,7 @@ def test_views_show_the_release_on_every_host_and_its_history(e2e: E2E) -> None:
         assert texts(driver, f"{row} .running") == ["—"]
         assert texts(driver, f"{row} .last")[0].startswith(f"{VERSION}: succeeded ")
         assert texts(driver, f"{row} .window") == ["open"]  # the demo app has no windows
+        assert texts(driver, f"{row} .canary") == ["—"]  # nor a canary schedule
         driver.switch_to.default_content()
         driver.save_screenshot(str(IMG / "tars-apps.png"))
         assert_nothing_ran(driver)

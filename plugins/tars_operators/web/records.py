@@ -9,6 +9,7 @@ made (XCom ``plan``). A few indexed queries per page view; no SSH login. The row
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +32,18 @@ def deploy_apps(session: Session) -> list[str]:
     ids = session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.like("tars\\_deploy\\_\\_%",
                                                                              escape="\\")))
     return sorted(d.removeprefix("tars_deploy__") for d in ids)
+
+
+def next_canary(session: Session, app: str) -> datetime | None:
+    """When the scheduler creates the app's next scheduled canary run (None: none scheduled,
+    or its canary DAG is paused or absent)."""
+    from airflow.models.dag import DagModel
+
+    row = session.execute(select(DagModel.is_paused, DagModel.next_dagrun_create_after)
+                          .where(DagModel.dag_id == PREFIXES[1] + app)).first()
+    if row is None or row.is_paused:
+        return None
+    return row.next_dagrun_create_after
 
 
 def read_app(session: Session, app: str) -> tuple[list[RunRecord], list[HostRecord]]:

@@ -73,7 +73,9 @@ def app_summary(session: Session, variables: Any, load: SpecLoader, app: str) ->
     spec, _ = _spec(load, app)
     rows = fleet.host_rows(_hosts(spec, recs), recs)
     row = fleet.app_row(app, rows, runs, _brake(variables, app), _window(spec))
-    return {**asdict(row), "versions_text": fleet.versions_text(rows)}
+    canary = records.next_canary(session, app)
+    return {**asdict(row), "versions_text": fleet.versions_text(rows),
+            "next_canary": canary.isoformat(timespec="seconds") if canary else ""}
 
 
 def app_detail(session: Session, variables: Any, load: SpecLoader, app: str) -> dict[str, Any]:

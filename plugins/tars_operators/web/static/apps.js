@@ -22,6 +22,7 @@ function row(app) {
     el("td", {class: "running"}, running),
     el("td", {class: "brake"}, brakeCell(app.brake)),
     el("td", {class: "last"}, last),
+    el("td", {class: "canary"}, app.next_canary ? when(app.next_canary) : "—"),
     el("td", {class: "window", title: app.window}, window));
 }
 
