@@ -7,33 +7,16 @@ api-server is ``tests/e2e/test_browser_brake.py``.
 from __future__ import annotations
 
 import re
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow.api_fastapi.core_api.security import get_user
-from tars_operators.api import app
 from tars_operators.web.pages import CSP, STATIC
 
 pytestmark = pytest.mark.unit
 
 HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 
-
-class User:
-    def get_name(self) -> str:
-        return "admin"
-
-
-@pytest.fixture
-def client() -> Iterator[TestClient]:
-    app.dependency_overrides[get_user] = User
-    try:
-        # Mounted under /tars in the api-server: the page links its files from the mount path.
-        yield TestClient(app, root_path="/tars")
-    finally:
-        app.dependency_overrides.pop(get_user, None)
 
 
 def assert_strict_headers(r) -> None:  # type: ignore[no-untyped-def]

@@ -7,32 +7,16 @@ Only Airflow's login is stood in for; their data routes and the browser proof ar
 from __future__ import annotations
 
 import re
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow.api_fastapi.core_api.security import get_user
-from tars_operators.api import app
 from tars_operators.web.views import app_from_dag_id
 
 pytestmark = pytest.mark.unit
 
 HOSTILE = '"><script>alert(1)</script>'
 
-
-class User:
-    def get_name(self) -> str:
-        return "admin"
-
-
-@pytest.fixture
-def client() -> Iterator[TestClient]:
-    app.dependency_overrides[get_user] = User
-    try:
-        yield TestClient(app, root_path="/tars")
-    finally:
-        app.dependency_overrides.pop(get_user, None)
 
 
 @pytest.mark.parametrize("path, script", [("/views/apps", "apps.js"),
