@@ -219,7 +219,7 @@ def test_approval_answered_over_rest_and_by_tars_approve(e2e: E2E) -> None:
     bg = Background(e2e, "deploy", name, "2.0.0", *scope)
     poll("the client to show the approval", lambda: bg.says("awaiting approval after fort"),
          timeout=180)
-    assert "tars approve demo_approve manual__" in "".join(bg.lines)
+    assert "tars approve demo_approve release__2.0.0__" in "".join(bg.lines)
     (waiting,) = api.pending_approvals(dag_id)
     ti = waiting["task_instance"]
     assert ti["task_id"] == "fort.approve" and e2e.versions()["host02"] == "1.0.0"

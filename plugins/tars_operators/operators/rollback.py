@@ -128,8 +128,10 @@ class RollbackReportOperator(_SpecOperator):
         message, details = rollback_summary(context, self.spec, plan, hosts)
         text = f"rolled back: {reason}. {message}"
         # This task is red in every rolled-back run; say first that red means "run failed".
+        # When hosts are NOT back, the headline says so and the note's room goes to them.
         self.log.error("%s", report_first_line(message))
-        details = [report_first_line(message)] + details
+        if "; NOT: " not in message:
+            details = [report_first_line(message)] + details
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
         notify(self.spec, "failure", text, details, run_id=dr.run_id, version=plan.version)
@@ -169,17 +171,18 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     bad = sorted({w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")})
     if bad:
         details.append(repair_hint(spec.name, bad))
-    details += [msg for o in outcomes for _, msg in o.why]
-    for i, h in enumerate(hosts):
+    restored = []
+    for i, h in enumerate(hosts):  # hosts not restored before the why: notes are cut from the end
         if h in by_host:
             r = by_host[h]
             moved = r.get("moved", True)
-            details.append(f"{h}: restored to {r['version']}, in rotation" if moved
-                           else f"{h}: on {r['version']} (not moved), in rotation")
+            restored.append(f"{h}: restored to {r['version']}, in rotation" if moved
+                            else f"{h}: on {r['version']} (not moved), in rotation")
         else:
             state = states.get(f"{ROLLBACK_HOSTS}_{i}", "unknown")
             details.append(f"{h}: NOT restored (rollback task {state}): "
                            f"{reasons.get(h, 'see its log')}")
+    details += [msg for o in outcomes for _, msg in o.why] + restored
     failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
     ok = sum(1 for h in hosts if seen[h].good and seen[h].in_service
              and not seen[h].on(plan.version))
