@@ -81,7 +81,10 @@ def floor_release(sb: Sandbox, version: str) -> float:
     from tars_operators.release import hostflow
 
     tmp = Path(tempfile.mkdtemp(prefix="tars-floor-"))
-    cfg = tmp / "floor.yaml"
+    # A config repository like configs/: template sources stay inside it.
+    shutil.copytree(REPO / "configs" / "templates", tmp / "templates")
+    (tmp / "apps").mkdir()
+    cfg = tmp / "apps" / "floor.yaml"
     cfg.write_text(yaml.safe_dump(demo_config("floor", sb.inventory_path), sort_keys=False))
     import json
     import os
@@ -112,6 +115,7 @@ def bench(n: int, parallelism: int) -> None:
     stack = AirflowStack(home=base / "airflow", parallelism=parallelism)
     config_dir = base / "apps"
     config_dir.mkdir()
+    shutil.copytree(REPO / "configs" / "templates", base / "templates")
     try:
         sb.up(hosts=n)
         stack.extra_env.update(wired_env(sb, stack))
