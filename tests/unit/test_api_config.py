@@ -11,20 +11,9 @@ from fastapi import HTTPException
 
 from tars_operators import api
 from tars_operators.config import loader
+from tests.unit.config.test_loader import APP  # the same minimal app config
 
 pytestmark = pytest.mark.unit
-
-APP = """\
-app: {{name: {name}, owner: team}}
-artifact:
-  url: "http://127.0.0.1:8000/{name}-{{{{ version }}}}.tar.gz"
-  checksum: {{url: "{{{{ url }}}}.sha256"}}
-hosts:
-  list:
-    - {{name: a1, address: 127.0.0.31}}
-    - {{name: a2, address: 127.0.0.32}}
-service: {{start: "run start", stop: "run stop"}}
-"""
 
 
 @pytest.fixture
