@@ -73,3 +73,16 @@ def wait_text(driver: webdriver.Chrome, element_id: str, text: str, timeout: flo
         return shown if text in shown else None
 
     return polling.poll(seen, timeout, f"#{element_id} to show {text!r}", interval=0.1)
+
+
+def open_in_airflow(driver: webdriver.Chrome, page_url: str, frame_src: str, what: str) -> Any:
+    """Open an Airflow UI page that shows a Tars page in its iframe; check the iframe's
+    address and switch into it (the caller waits for the page's script)."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(page_url)
+    frame = polling.poll(lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30,
+                         f"Airflow's UI to embed {what}")[0]
+    assert frame.get_attribute("src") == frame_src
+    driver.switch_to.frame(frame)
+    return frame

@@ -22,7 +22,7 @@ from selenium.webdriver.support.select import Select
 
 from tars_operators.web.pages import CSP
 from tests import polling
-from tests.e2e.browser import chromium, console, log_in, open_alert, wait_text
+from tests.e2e.browser import chromium, console, log_in, open_alert, open_in_airflow, wait_text
 from tests.e2e.harness import E2E
 
 pytestmark = pytest.mark.e2e
@@ -144,11 +144,7 @@ def test_airflow_ui_frames_the_page_and_another_origin_cannot(e2e_stack: E2E, ap
     with chromium() as driver:
         log_in(driver, url, e2e_stack.stack.token())
         # The nav entry "Tars brake" opens this address: Airflow's layout around an iframe.
-        driver.get(f"{url}/plugin/tars-brake")
-        frame = polling.poll(lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30,
-                             "Airflow's UI to embed the brake page")[0]
-        assert frame.get_attribute("src") == f"{url}/tars/ui"
-        driver.switch_to.frame(frame)
+        open_in_airflow(driver, f"{url}/plugin/tars-brake", f"{url}/tars/ui", "the brake page")
         polling.poll(lambda: driver.execute_script("return document.body.dataset.ready"), 15,
                      "the brake page's script to run inside Airflow's UI")
         driver.find_element(By.ID, "app").send_keys(app)

@@ -21,7 +21,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
 from tests import polling
-from tests.e2e.browser import chromium, console, log_in, open_alert, wait_text
+from tests.e2e.browser import chromium, console, log_in, open_alert, open_in_airflow, wait_text
 from tests.e2e.harness import E2E
 
 pytestmark = pytest.mark.e2e
@@ -77,11 +77,7 @@ def test_views_show_the_release_on_every_host_and_its_history(e2e: E2E) -> None:
     with chromium() as driver:
         log_in(driver, url, e2e.stack.token())
         # The nav entry "Tars apps": Airflow's layout around the view's iframe.
-        driver.get(f"{url}/plugin/tars-apps")
-        frame = polling.poll(lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30,
-                             "Airflow's UI to embed the Apps view")[0]
-        assert frame.get_attribute("src") == f"{url}/tars/views/apps"
-        driver.switch_to.frame(frame)
+        open_in_airflow(driver, f"{url}/plugin/tars-apps", f"{url}/tars/views/apps", "the Apps view")
         ready(driver)
         row = f"tr[data-app='{APP}']"
         polling.poll(lambda: texts(driver, f"{row} .versions") == [f"{VERSION} ×{len(hosts)}"], 30,
