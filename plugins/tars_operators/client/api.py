@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import quote
 
 import httpx
@@ -91,12 +91,20 @@ class Airflow:
             raise ApiError(f"{method} {path}: {r.status_code}: {_detail(r)}", r.status_code)
         return r.json() if r.content else None
 
+    def obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """``request`` for routes that answer a JSON object."""
+        return cast("dict[str, Any]", self.request(method, path, **kwargs))
+
+    def items(self, path: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The ``key`` list of a GET route's JSON object (``dags``, ``dag_runs``, …)."""
+        return cast("list[dict[str, Any]]", self.obj("GET", path, **kwargs)[key])
+
     def dag(self, dag_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}")
+        return self.obj("GET", f"/api/v2/dags/{quote(dag_id, safe='')}")
 
     def dag_details(self, dag_id: str) -> dict[str, Any]:
         """The DAG with its ``params`` (the trigger form: one entry per key the run accepts)."""
-        return self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/details")
+        return self.obj("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/details")
 
     def dag_ids(self, prefix: str) -> list[str]:
         """Ids of the DAGs whose id starts with ``prefix`` (``_`` is literal here)."""
@@ -111,28 +119,28 @@ class Airflow:
             body["note"] = note
         if run_id:
             body["dag_run_id"] = run_id
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        return self.obj("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return self.obj("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
     def runs(self, dag_id: str, limit: int = 5) -> list[dict[str, Any]]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                            params={"limit": limit, "order_by": "-run_after"})["dag_runs"]
+        return self.items(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs",
+                          params={"limit": limit, "order_by": "-run_after"})
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                            params={"limit": 1000})["task_instances"]
+        return self.items(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                          "task_instances", params={"limit": 1000})
 
     def pending_approvals(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
         """Human-in-the-loop tasks of ``dag_id`` (``~``: any run) still waiting for an answer."""
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
-                            params={"response_received": "false", "limit": 100})["hitl_details"]
+        return self.items(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails", "hitl_details",
+                          params={"response_received": "false", "limit": 100})
 
     def answer(self, dag_id: str, run_id: str, task_id: str, option: str,
                map_index: int = -1) -> dict[str, Any]:
         """Answer a human-in-the-loop task (409 when it was already answered)."""
-        return self.request(
+        return self.obj(
             "PATCH",
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
             json={"chosen_options": [option]},

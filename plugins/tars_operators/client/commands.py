@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from tars_operators.cli import EXIT_OK, EXIT_USAGE, arg, command
@@ -87,7 +87,8 @@ def precheck(api: Airflow, app: str, conf: dict[str, Any]) -> dict[str, Any] | N
     if conf.get("skip_fort"):
         params["skip_fort"] = "true"
     try:
-        return api.request("GET", f"/tars/apps/{quote(app)}/plan", params=params)
+        return cast("dict[str, Any]", api.request("GET", f"/tars/apps/{quote(app)}/plan",
+                                                  params=params))
     except ApiError as exc:
         if exc.status == 404:  # the plugin's config dir differs: the DAG's params still check
             say(f"plan pre-check unavailable ({exc}); the trigger form's checks still apply")

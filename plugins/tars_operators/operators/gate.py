@@ -84,7 +84,7 @@ class GateOperator(BaseBranchOperator):
         """The brake changed: decide again from fresh state."""
         return self.execute(context)
 
-    def _note(self, context: Any, plan: RunPlan, outcomes: list, details: list[str],
+    def _note(self, context: Any, plan: RunPlan, outcomes: list[Any], details: list[str],
               brake: Any) -> None:
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)

@@ -70,7 +70,7 @@ class FetchOperator(_SpecOperator):
             context["ti"].xcom_push(key="failure", value={"message": message})
             raise hostflow.StepFailed(message) from None
         self.log.info("artifact %s sha256 %s (%.2fs)", redact_url(art.url), art.sha256, art.seconds)
-        return art.as_dict()  # its URL without secrets
+        return dict(art.as_dict())  # its URL without secrets
 
     def _fetch(self, version: str) -> Any:
         """Fetch, waiting out an unreachable or failing artifact server up to ``retry_for``."""
@@ -183,7 +183,7 @@ class ReleaseHostOperator(_SpecOperator):
         except Exception as exc:  # a note that cannot be written must not change the release
             self.log.warning("run note not updated: %s", exc)
 
-    def after_health(self, context: Any, event: Any = None, done: list | None = None) -> Any:
+    def after_health(self, context: Any, event: Any = None, done: list[Any] | None = None) -> Any:
         job = self._job(context)
         job.restore(done or [])
         try:

@@ -31,7 +31,7 @@ def decision_reason(context: Any, wanted: str) -> str:
         if not d:
             continue
         if d.get("decision") == wanted:
-            return d["reason"]
+            return str(d["reason"])
         return f"the approval after {stage} chose {wanted} (answer or timeout default)"
     return "unknown"
 

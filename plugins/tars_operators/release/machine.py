@@ -11,8 +11,10 @@ stopped the release before the host was reached).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class Release(str, Enum):
@@ -87,7 +89,7 @@ HOST_PHASE_AFTER_STEP = {
 }
 
 
-def check_transition(table: dict, current: Enum, new: Enum) -> None:
+def check_transition(table: Mapping[Any, frozenset[Any]], current: Enum, new: Enum) -> None:
     """Raise ValueError on a transition the machine does not allow (bugs, not user errors)."""
     if new not in table[current]:
         raise ValueError(f"illegal transition {current.value} → {new.value}")

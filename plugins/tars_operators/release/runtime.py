@@ -114,7 +114,7 @@ def _failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
     return {v["host"]: v["message"] for v in values if isinstance(v, dict) and "host" in v}
 
 
-def _host_results(ti: Any, task_id: str, n: int) -> dict[int, dict]:
+def _host_results(ti: Any, task_id: str, n: int) -> dict[int, dict[str, Any]]:
     values = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(n)))
     if values is None:
         return {}

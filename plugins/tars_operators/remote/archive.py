@@ -73,10 +73,10 @@ def scan_archive(path: str, limits: dict[str, Any]) -> tuple[list[str], int, int
             return self.last
 
         def seek(self, pos: int, whence: int = 0) -> int:
-            return self.raw.seek(pos, whence)
+            return int(self.raw.seek(pos, whence))
 
         def tell(self) -> int:
-            return self.raw.tell()
+            return int(self.raw.tell())
 
     class Header(tarfile.TarInfo):
         """A header as tarfile reads it, flagged when GNU tar would read another name: tarfile

@@ -72,7 +72,7 @@ def one_line(value: str) -> str:
 def check_phase(phase: object) -> Phase:
     if phase not in PHASES:
         raise InvalidValue(f"lease phase {str(phase)[:40]!r} is not one of {', '.join(PHASES)}")
-    return phase  # type: ignore[return-value]
+    return phase
 
 
 @dataclass(frozen=True)

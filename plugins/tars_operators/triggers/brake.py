@@ -14,7 +14,7 @@ class BrakeReleasedTrigger(BaseTrigger):
     """Fires when the brake of ``app`` is released, or turned into a rollback request."""
 
     def __init__(self, app: str, poll_seconds: float = 1.0):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger is unannotated
         self.app = app
         self.poll_seconds = poll_seconds
 

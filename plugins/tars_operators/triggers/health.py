@@ -48,7 +48,7 @@ class HealthCheckTrigger(BaseTrigger):
     def __init__(self, *, host: str, version: str, checks: list[dict[str, Any]],
                  session: dict[str, Any] | None = None, kind: str = "health",
                  elapsed: float = 0.0):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger is unannotated
         self.host, self.version, self.kind = host, version, kind
         self.elapsed = elapsed  # seconds the task already checked inline before deferring
         self.checks = [dict(c) for c in checks]
