@@ -409,3 +409,9 @@ def get_run(app_name: str, dag_id: str, run_id: str, user: GetUserDep,
     if detail is None:
         raise HTTPException(404, f"no run {run_id!r} of {dag_id}")
     return detail
+
+
+# Actions from the views (answer an approval, roll back): their own module, same checks.
+from tars_operators.web.actions import router as _actions  # noqa: E402 - needs the helpers above
+
+app.include_router(_actions)
