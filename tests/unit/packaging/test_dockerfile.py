@@ -38,3 +38,12 @@ def test_every_copied_path_exists() -> None:
 
 def test_ssh_client_is_installed() -> None:
     assert "openssh-client" in _dockerfile()
+
+
+def test_the_image_installs_no_test_tool() -> None:
+    """Test tools live in requirements-test.txt, which the image does not install."""
+    runtime = (REPO / "requirements.txt").read_text().lower()
+    for tool in ("pytest", "selenium", "mypy", "types-"):
+        assert f"\n{tool}" not in runtime, f"{tool} belongs in requirements-test.txt"
+    assert "requirements-test.txt" not in _dockerfile()
+    assert "-r requirements.txt" in (REPO / "requirements-test.txt").read_text()
