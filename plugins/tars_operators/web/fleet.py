@@ -10,7 +10,7 @@ failure. A host no task has recorded reads as unknown.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -202,11 +202,45 @@ def _history_row(run: RunRecord) -> HistoryRow:
                       rolled_back)
 
 
+ROLLED_BACK = "ROLLED BACK (run marked failed)"
+
+
 def outcome(run: RunRecord) -> str:
-    """``succeeded`` / ``failed`` / ``running (stage batch_1)`` / ``queued`` / …"""
+    """``succeeded`` / ``failed`` / ``running (stage batch_1)`` / ``ROLLED BACK (run marked
+    failed)`` / …: a rolled-back release says how its rollback went, not just "failed"."""
+    rollback = rollback_outcome(run.note, running=run.running) if run.kind != "rollback" else None
+    if rollback is not None and run.state in ("running", "failed"):
+        return rollback
     if run.state == "running":
         return f"running (stage {run.stage})" if run.stage else "running"
     return {"success": "succeeded", "failed": "failed"}.get(run.state or "", run.state or "?")
+
+
+def rollback_outcome(note: str, *, running: bool = False) -> str | None:
+    """How a release's own rollback went, from the headline its rollback tasks wrote (None:
+    the run did not roll back).
+
+    ``rollback.report`` writes ``rolled back: <why>. Failed hosts: … . 2/2 touched host(s) on
+    a good release and UP`` — with ``; NOT: web01, web02`` when it found hosts that are not
+    (read from the hosts and the load balancer); ``rollback.plan`` writes ``rolling back N
+    host(s) from <version>: <why>`` first, which is all a run whose report never ran shows.
+    """
+    # A brake pulled while the run was still going is appended to the headline: not ours.
+    head = (note or "").split("\n", 1)[0].split(" · brake ", 1)[0]
+    if head.startswith("rolled back: "):
+        if "; NOT: " in head:
+            hosts = head.rsplit("; NOT: ", 1)[1].rstrip(". ")
+            return (f"ROLLBACK INCOMPLETE: {hosts} not back on a good release and UP "
+                    "(run marked failed)")
+        return ROLLED_BACK
+    if head.startswith("rolling back "):
+        count = head.removeprefix("rolling back ").split(" ", 1)[0]
+        if running:
+            return f"ROLLING BACK {count} host(s)"
+        if count == "0":
+            return "ROLLED BACK before any host changed (run marked failed)"
+        return "ROLLBACK DID NOT FINISH: see the rollback tasks' logs (run marked failed)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -295,4 +329,41 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "stages": [{"stage": s, "hosts": list(h), "budget": plan.get("budget_stage", {}).get(s)}
                    for s, h in plan.get("stages", []) if h],
         "budget_total": plan.get("budget_total"), "failed_hosts": list(run.failed_hosts),
+        "budgets": [asdict(b) for b in budgets_used(run)],
     }
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """Failed hosts against a failure budget: one stage's, or the release's (``total``)."""
+
+    stage: str  # a stage name, or "total"
+    failed: int
+    budget: int
+    over: bool
+    text: str  # "failed 1 of budget 2"
+
+
+def budgets_used(run: RunRecord) -> list[BudgetUse]:
+    """Per stage of the plan, then in total: how many of its hosts failed, of how many allowed.
+
+    A gate stops the release when a stage's failures exceed its budget (or the release's
+    exceed the total), so ``over`` is what the gate judged.
+    """
+    plan = run.plan or {}
+    per_stage = plan.get("budget_stage") or {}
+    failed = set(run.failed_hosts)
+    uses: list[BudgetUse] = []
+    for stage, hosts in plan.get("stages", []):
+        if not hosts or stage not in per_stage:
+            continue
+        uses.append(_use(str(stage), len(failed.intersection(hosts)), int(per_stage[stage])))
+    if plan.get("budget_total") is not None:
+        uses.append(_use("total", len(failed), int(plan["budget_total"])))
+    return uses
+
+
+def _use(stage: str, failed: int, budget: int) -> BudgetUse:
+    over = failed > budget
+    text = f"failed {failed} of budget {budget}" + (" (over budget)" if over else "")
+    return BudgetUse(stage, failed, budget, over, text)
