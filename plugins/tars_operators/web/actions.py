@@ -12,7 +12,7 @@ the user is the triggering user). Both leave an entry in the app's audit trail. 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -46,8 +46,8 @@ def may_edit(app_name: str, user: Any, session: Session) -> bool:
     return True
 
 
-def _require_dag_access(dag_id: str, entity: str, method: str, user: Any, session: Session,
-                        what: str) -> None:
+def _require_dag_access(dag_id: str, entity: str, method: Literal["POST", "PUT"], user: Any,
+                        session: Session, what: str) -> None:
     """403 unless the auth manager allows ``method`` on ``entity`` of ``dag_id`` (Airflow's
     own check on the route this action stands for)."""
     from airflow.api_fastapi.app import get_auth_manager
@@ -179,11 +179,13 @@ def roll_back(app_name: str, body: RollbackBody, request: Request, user: GetUser
     _core()._known_app(app_name, user, "PUT", session)
     dag_id = rollback_dag_id(app_name)
     _require_dag_access(dag_id, "RUN", "POST", user, session, f"roll {app_name} back")
-    run = trigger_dag_run(dag_id=dag_id, dag_bag=_dag_bag(request), user=user, session=session,
-                          request=request, body=TriggerDAGRunPostBody(logical_date=None,
-                                                                      conf=body.conf()))
     conf = body.conf()
+    run = trigger_dag_run(dag_id=dag_id, dag_bag=_dag_bag(request), user=user, session=session,
+                          request=request,
+                          body=TriggerDAGRunPostBody(logical_date=None, conf=conf))
+    # Annotated as the response model, it returns the DagRun row FastAPI would serialize.
+    run_id = str(cast(Any, run).run_id)
     _core()._audit(app_name, audit_entry("rollback requested", user.get_name(), body.reason,
-                                         run_id=run.run_id, ticket=body.ticket,
+                                         run_id=run_id, ticket=body.ticket,
                                          hosts=conf["hosts"], version=conf["version"]))
-    return {"app": app_name, "dag_id": dag_id, "run_id": run.run_id}
+    return {"app": app_name, "dag_id": dag_id, "run_id": run_id}

@@ -21,12 +21,41 @@ function summary(s) {
   return items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {class: "reason"}, v)]);
 }
 
+// What the host said at the last refresh; a version other than the recorded one stands out.
+function onHostCell(h) {
+  if (h.read_error) return el("td", {class: "on-host error reason"}, `not read: ${h.read_error}`);
+  if (!h.read_at) return el("td", {class: "on-host muted"}, "not read yet");
+  const parts = [h.on_host ?? "nothing of ours", h.on_host_status ? ` (${h.on_host_status})` : ""];
+  if (h.differs) parts.push(el("strong", {class: "differs"}, ` ≠ recorded ${h.version}`));
+  if (h.phase) parts.push(el("span", {class: "muted"}, ` · lease: ${h.phase}`));
+  return el("td", {class: h.differs ? "on-host differs" : "on-host"}, ...parts);
+}
+
+// The LB's status word, and whether it was read just now or by the last refresh.
+function lbCell(h) {
+  if (!h.lb_status) return el("td", {class: "lb muted"}, "");
+  const source = h.lb_source === "live" ? "live" : `at ${when(h.read_at)}`;
+  return el("td", {class: `lb ${h.lb_status}`, title: h.lb},
+            el("span", {class: "lb-status"}, h.lb_status), el("span", {class: "muted"}, ` ${source}`));
+}
+
 function hostRow(h) {
-  return el("tr", {"data-host": h.host},
-    el("td", {}, h.host), el("td", {}, h.group), el("td", {class: "version"}, h.version ?? "unknown"),
+  return el("tr", {"data-host": h.host, class: h.differs ? "differs" : ""},
+    el("td", {}, h.host), el("td", {class: "dc"}, h.datacenter ?? h.group),
+    el("td", {class: "version"}, h.version ?? "unknown"),
     el("td", {}, h.previous_good ?? ""), el("td", {}, h.last_step),
     el("td", {class: `result ${h.last_result}`}, h.last_result),
-    el("td", {class: "reason"}, h.detail), el("td", {}, when(h.at)));
+    el("td", {class: "reason"}, h.detail), el("td", {}, when(h.at)), onHostCell(h),
+    el("td", {class: "releases"}, (h.releases ?? []).join(", ")), lbCell(h));
+}
+
+function refreshLine(r) {
+  if (!r) return ["never refreshed: On host, Other releases and the LB state (unless live) are empty"];
+  const run = runLink(r.dag_id, r.run_id);
+  if (r.running) return ["refreshing from the hosts… (run ", run, ")"];
+  const read = r.read_at ? [`hosts read at ${when(r.read_at)}`] : ["no refresh has read the hosts yet"];
+  if (r.state !== "success") return [el("span", {class: "error"}, `the last refresh ${r.state}: `), run, "; ", ...read];
+  return [...read, " (run ", run, ")"];
 }
 
 function historyRow(r) {
@@ -47,13 +76,33 @@ async function refresh() {
   const data = await api("GET", `/apps/${encodeURIComponent(app)}/fleet`);
   show($("summary"), ...summary(data.summary));
   show($("hosts").tBodies[0], ...data.hosts.map(hostRow));
+  show($("lb-note"), data.lb_note);
+  show($("refresh-state"), ...refreshLine(data.refresh));
+  $("refresh-button").hidden = !data.can_edit;
+  $("refresh-button").disabled = Boolean(data.refresh?.running);
   show($("history").tBodies[0], ...data.history.map(historyRow));
   show($("audit").tBodies[0], ...data.audit.map(auditRow));
   // Only who may edit the app's runs sees the brake; the routes refuse everyone else anyway.
   $("brake").hidden = !data.can_edit;
+  rollbackForm(data.can_edit, data.hosts.map((h) => h.host));
   show($("state"), data.config_error ? el("span", {class: "error"}, `config: ${data.config_error}`)
                                      : `${data.hosts.length} host(s), ${data.history.length} run(s)`);
+  return data;
 }
+
+// Refresh from hosts: start the inspect run, then follow it closely until it ends.
+let watching = null;
+async function watchRefresh() {
+  const data = await refresh();
+  if (data.refresh?.running) watching = setTimeout(() => watchRefresh().catch(fail), 1000);
+  else watching = null;
+}
+$("refresh-button").addEventListener("click", () => {
+  $("refresh-button").disabled = true;
+  api("POST", `/apps/${encodeURIComponent(app)}/refresh`)
+    .then(() => { clearTimeout(watching); return watchRefresh(); })
+    .catch((error) => { $("refresh-button").disabled = false; show($("refresh-state"), el("span", {class: "error"}, error.message)); });
+});
 
 const fail = (error) => show($("state"), el("span", {class: "error"}, error.message));
 const brakePath = () => `/apps/${encodeURIComponent(app)}/brake`;
@@ -62,6 +111,28 @@ onSubmit($("brake"), () => api("POST", brakePath(), {reason: $("reason").value, 
 $("release-button").addEventListener("click", () =>
   api("DELETE", `${brakePath()}?reason=${encodeURIComponent($("reason").value)}`)
     .then(() => { $("reason").value = ""; return refresh(); }).catch(fail));
+
+// Roll back (only for who may change the app's releases; the route refuses everyone else).
+let rollbackHosts = "";
+function rollbackForm(canEdit, hosts) {
+  $("rollback").hidden = !canEdit;
+  if (!canEdit || JSON.stringify(hosts) === rollbackHosts) return;  // keep what is ticked
+  rollbackHosts = JSON.stringify(hosts);
+  show($("rollback-hosts"), el("legend", {}, "Only these hosts"), ...hosts.map((host) =>
+    el("label", {}, el("input", {type: "checkbox", name: "hosts", value: host}), ` ${host}`)));
+}
+onSubmit($("rollback-form"), () => {
+  const hosts = [...$("rollback-hosts").querySelectorAll("input:checked")].map((box) => box.value);
+  const version = $("rollback-version").value.trim();
+  api("POST", `/apps/${encodeURIComponent(app)}/rollback`, {reason: $("rollback-reason").value,
+      ticket: $("rollback-ticket").value, hosts, version: version || null})
+    .then((r) => {
+      show($("rollback-state"), "Rollback started: ", runLink(r.dag_id, r.run_id));
+      $("rollback-reason").value = "";
+      return refresh();
+    })
+    .catch((error) => show($("rollback-state"), el("span", {class: "error"}, error.message)));
+});
 
 refresh().catch((error) => show($("state"), el("span", {class: "error"}, error.message)))
   .finally(() => { document.body.dataset.ready = "true"; });
