@@ -387,6 +387,16 @@ def get_fleet(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str,
     return {**app_detail(session, _variables(), load_app_spec, app_name), "can_edit": can_edit}
 
 
+@app.post("/apps/{app_name}/refresh")
+def refresh_from_hosts(app_name: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+    """Read every host of the app now: starts a run of ``tars_inspect__<app>`` (edit permission
+    on the app's runs; the run already queued or running when there is one)."""
+    from tars_operators.web.refresh import start_refresh
+
+    _known_app(app_name, user, "PUT", session)
+    return start_refresh(session, app_name, user.get_name())
+
+
 @app.get("/views/run", response_class=HTMLResponse)
 def run_view(request: Request, user: GetUserDep, dag_id: str = Query("", max_length=250),
              run_id: str = Query("", max_length=250)) -> HTMLResponse:

@@ -193,12 +193,33 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     return dag
 
 
+def build_inspect_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DAG:
+    """``tars_inspect__<app>``: read every host's releases and LB state (the App view's
+    "Refresh from hosts"); manual only, one run at a time, changes nothing."""
+    from tars_operators.operators.inspect import INSPECT, InspectHostsOperator
+
+    c = spec.config
+    with DAG(
+        dag_id=f"tars_inspect__{spec.name}", schedule=None, start_date=START, catchup=False,
+        max_active_runs=1, tags=["tars", "inspect", *c.app.tags],
+        default_args={"owner": c.app.owner, "retries": 0},
+        # Read-only, started from the App view: a paused one would leave the refresh queued.
+        is_paused_upon_creation=False,
+        doc_md=f"Read what every host of `{spec.name}` runs (current release, previous good, "
+               f"other releases on disk, a release's lease) over SSH and its state in the load "
+               f"balancer. Changes nothing; the App view shows the result.",
+    ) as dag:
+        InspectHostsOperator(task_id=INSPECT, config_path=str(spec.source),
+                             defaults_path=str(defaults_path) if defaults_path else None)
+    return dag
+
+
 def _whole(pattern: str) -> str:
     """A whole-string JSON Schema regex (JSON Schema ``pattern`` searches)."""
     return f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
 
 
-def _after_gate(spec: AppSpec, node: m.StageNode, common: dict[str, Any]) -> list:
+def _after_gate(spec: AppSpec, node: m.StageNode, common: dict[str, Any]) -> list[Any]:
     """Bake (deferrable) and approval (human in the loop) between this gate and the next stage."""
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
     from airflow.providers.standard.sensors.time_delta import WaitSensor

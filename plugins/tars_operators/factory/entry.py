@@ -8,14 +8,14 @@ When Airflow's parsing context names one DAG (a task starting), only that DAG is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from airflow.sdk import DAG
 
 from tars_operators.config.loader import load_all, load_files
 from tars_operators.errors import ConfigError
 
-PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
+PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__", "tars_inspect__")
 
 
 class BrokenConfigs(DAG):
@@ -37,7 +37,7 @@ def _wanted(only: str | None) -> str | None:
 
 def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | None = None) -> dict[str, Any]:
     """``{dag_id: DAG}`` for the module's globals."""
-    from tars_operators.factory.builder import build_dag, build_rollback_dag
+    from tars_operators.factory.builder import build_dag, build_inspect_dag, build_rollback_dag
 
     app = _wanted(only)
     if app == "":
@@ -56,8 +56,10 @@ def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | Non
     for name, spec in sorted(result.specs.items()):
         if app and name != app:
             continue
-        kinds = {"deploy": lambda: build_dag(spec),
-                 "rollback": lambda: build_rollback_dag(spec)}
+        kinds: dict[str, Callable[[], DAG]] = {
+                 "deploy": lambda: build_dag(spec),
+                 "rollback": lambda: build_rollback_dag(spec),
+                 "inspect": lambda: build_inspect_dag(spec)}
         if spec.config.schedule.canary is not None:
             kinds["canary"] = lambda: build_dag(spec, canary=True)
         for kind, make in kinds.items():

@@ -35,6 +35,8 @@ class HostTruth:
     in_service: bool = True  # confirmed UP (True when there is no LB to ask)
     error: str = ""
     phase: str = ""  # where the last run's work on the host stood (its lease), "" when free
+    previous_good: str | None = None  # the good (or adopted) release current before this one
+    others: tuple[tuple[str, str], ...] = ()  # (version, status) of the other releases on disk
 
     def on(self, version: str) -> bool:
         return self.current == version and not self.error
@@ -91,7 +93,7 @@ def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
     from tars_operators.steps.lease import read_lease
-    from tars_operators.steps.state import layout_for, read_host_state
+    from tars_operators.steps.state import layout_for, previous_good, read_host_state
 
     host = spec.host(name)
     try:
@@ -105,6 +107,9 @@ def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str
     extra: Mapping[str, Any] = getattr(meta, "extra", {}) or {}
     return {"host": name, "current": state.current, "status": getattr(meta, "status", None),
             "activated_run": extra.get("activated_run_id"),
+            "previous_good": previous_good(state, exclude=state.current),
+            "others": tuple((r.version, r.status) for r in state.releases
+                            if r.version != state.current),
             "phase": f"{lease.phase} ({lease.holder})" if lease else ""}
 
 

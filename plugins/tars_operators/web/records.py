@@ -16,9 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task
+from tars_operators.web.onhost import InspectRecord
 
 PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
 RUNS_READ = 50  # the newest runs per app read for history and host state
+INSPECT_PREFIX = "tars_inspect__"  # "Refresh from hosts" runs: not releases, not in the history
+INSPECT_TASK = "inspect"
 
 
 def app_dag_ids(app: str) -> list[str]:
@@ -44,6 +47,30 @@ def next_canary(session: Session, app: str) -> datetime | None:
     if row is None or row.is_paused:
         return None
     return row.next_dagrun_create_after
+
+
+def read_inspect(session: Session, app: str) -> InspectRecord | None:
+    """The app's newest refresh run, and the result of the newest one that read the hosts."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
+
+    dag_id = INSPECT_PREFIX + app
+    runs = list(session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)
+                                .order_by(DagRun.id.desc()).limit(10)))
+    if not runs:
+        return None
+    rows = session.execute(
+        select(XComModel.run_id, XComModel.value, XComModel.dag_id, XComModel.task_id,
+               XComModel.map_index, XComModel.key)
+        .where(XComModel.dag_id == dag_id, XComModel.task_id == INSPECT_TASK,
+               XComModel.key == "return_value",
+               XComModel.run_id.in_([r.run_id for r in runs])))
+    results = {row.run_id: _dict(XComModel.deserialize_value(row)) for row in rows}
+    newest = runs[0]
+    read_run = next((r.run_id for r in runs if results.get(r.run_id)), "")
+    return InspectRecord(dag_id, newest.run_id,
+                         _state(str(newest.state)) if newest.state is not None else None,
+                         newest.start_date, newest.end_date, read_run, results.get(read_run))
 
 
 def read_app(session: Session, app: str) -> tuple[list[RunRecord], list[HostRecord]]:

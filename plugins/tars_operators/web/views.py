@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from tars_operators.release.brake import audit_key, brake_key, parse_brake
-from tars_operators.web import fleet, records
+from tars_operators.web import fleet, onhost, records
 from tars_operators.web.pages import render
 
 SpecLoader = Callable[[str], Any]  # app → AppSpec; raises (HTTPException) when it cannot
@@ -33,7 +33,7 @@ def app_page(base: str, app: str) -> HTMLResponse:
 
 def app_from_dag_id(dag_id: str) -> str:
     """The app of a Tars DAG id (``tars_deploy__demo`` → ``demo``); '' for another DAG."""
-    for prefix in records.PREFIXES:
+    for prefix in (*records.PREFIXES, records.INSPECT_PREFIX):
         if dag_id.startswith(prefix):
             return dag_id.removeprefix(prefix)
     return ""
@@ -92,11 +92,27 @@ def app_detail(session: Session, variables: Any, load: SpecLoader, app: str) -> 
         "app": app,
         "summary": {**asdict(fleet.app_row(app, rows, runs, _brake(variables, app), _window(spec))),
                     "versions_text": fleet.versions_text(rows)},
-        "hosts": [asdict(r) for r in rows],
+        **_on_hosts(session, spec, app, rows),
         "history": [asdict(h) for h in fleet.history_rows(runs)],
         "audit": list(reversed(audit if isinstance(audit, list) else [])),
         "config_error": config_error,
-        "lb_state": "not recorded: the views read no load balancer (see the run's finalize log)",
+    }
+
+
+def _on_hosts(session: Session, spec: Any, app: str, rows: list[fleet.HostRow]) -> dict[str, Any]:
+    """The host rows with what the hosts said at the last refresh and the LB state (live
+    when the LB's API needs no SSH, else as of that refresh)."""
+    from tars_operators.web.livelb import live_lb
+
+    inspect = records.read_inspect(session, app)
+    live = live_lb(spec) if spec is not None else None
+    by_name = {h.name: h for h in spec.hosts} if spec is not None else {}
+    hosts = [(r.host, r.group, by_name[r.host].vars if r.host in by_name else {}) for r in rows]
+    extra = onhost.on_host_rows(hosts, {r.host: (r.version, r.at) for r in rows}, inspect, live)
+    return {
+        "hosts": [{**asdict(r), **asdict(o)} for r, o in zip(rows, extra)],
+        "refresh": inspect.summary() if inspect else None,
+        "lb_note": live.why if live else "the app's config could not be read",
     }
 
 

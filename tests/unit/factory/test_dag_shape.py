@@ -130,3 +130,17 @@ def test_the_version_field_speaks_in_versions_not_regexes(tmp_path: Path) -> Non
     assert "^" not in param.description and "[0-9]" not in param.description, param.description
     assert "'latest' takes the artifact store's latest pointer" in param.description
     assert param.schema["examples"][-1] == "latest"
+
+
+def test_inspect_dag_is_one_manual_read_of_every_host(tmp_path: Path) -> None:
+    from tars_operators.factory.builder import build_inspect_dag
+    from tars_operators.operators.inspect import InspectHostsOperator
+
+    dag = build_inspect_dag(spec_for(tmp_path))
+    assert dag.dag_id == "tars_inspect__demo"
+    assert dag.task_ids == ["inspect"] and isinstance(dag.get_task("inspect"), InspectHostsOperator)
+    # Started from the App view only: no schedule, one at a time, never paused at creation
+    # (a paused DAG would leave the refresh queued), no retries hiding an unreachable host.
+    assert dag.schedule is None and dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is False
+    assert dag.get_task("inspect").retries == 0

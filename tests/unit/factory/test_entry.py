@@ -32,9 +32,10 @@ def write_app(d: Path, name: str, **extra: object) -> None:
 def test_builds_every_app_and_only_the_one_asked_for(tmp_path: Path) -> None:
     for name in ("alpha", "beta"):
         write_app(tmp_path, name)
-    assert set(build_all(tmp_path)) == {"tars_deploy__alpha", "tars_rollback__alpha",
-                                        "tars_deploy__beta", "tars_rollback__beta"}
+    assert set(build_all(tmp_path)) == {f"tars_{kind}__{app}" for app in ("alpha", "beta")
+                                        for kind in ("deploy", "rollback", "inspect")}
     assert set(build_all(tmp_path, only="tars_deploy__beta")) == {"tars_deploy__beta"}
+    assert set(build_all(tmp_path, only="tars_inspect__beta")) == {"tars_inspect__beta"}
     assert build_all(tmp_path, only="some_other_dag") == {}
 
 
