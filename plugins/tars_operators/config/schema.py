@@ -264,10 +264,7 @@ Event = Literal["start", "stage_passed", "approval_needed", "brake", "rollback",
 EVENT_ALIASES = {"approval": "approval_needed"}  # older names, still accepted
 
 
-class Webhook(Model):
-    """A URL that gets a JSON POST for each of ``events`` (see docs/config.md ``notify``)."""
-
-    url: str
+class _Subscriber(Model):
     events: tuple[Event, ...] = ("start", "success", "failure")
 
     @field_validator("events", mode="before")
@@ -278,8 +275,73 @@ class Webhook(Model):
         return value
 
 
+class Webhook(_Subscriber):
+    """A URL that gets a JSON POST for each of ``events`` (see docs/config.md ``notify``)."""
+
+    url: str
+
+
+# A notifier's subject/body may use these, substituted as plain text in one pass: not jinja
+# (the values are user text such as a release reason, never rendered).
+MESSAGE_FIELDS = ("app", "event", "summary", "details", "run_id", "version", "at")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _message_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    rest = PLACEHOLDER.sub(lambda m: "" if m.group(1) in MESSAGE_FIELDS else m.group(0), value)
+    bad = re.search(r"\{[{%#].*?(?:[}%#]\}|$)", rest)
+    if bad:
+        shown = ", ".join("{{ %s }}" % f for f in MESSAGE_FIELDS)
+        raise ValueError(f"expected plain text with the placeholders {shown} only (not jinja), "
+                         f"got '{bad.group(0)}'")
+    return value
+
+
+class SmtpNotifier(_Subscriber):
+    """Mail through Airflow's SMTP provider (``SmtpNotifier``) and an SMTP connection."""
+
+    kind: Literal["smtp"]
+    to: Annotated[tuple[Annotated[str, Field(min_length=3, pattern=r"^[^\s,;]+@[^\s,;]+$")], ...],
+                  Field(min_length=1)]
+    from_: str | None = Field(default=None, alias="from")  # default: the connection's from_email
+    conn_id: str = "smtp_default"
+    subject: Annotated[str, Field(min_length=1)] | None = None  # placeholders: MESSAGE_FIELDS
+    body: Annotated[str, Field(min_length=1)] | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_address(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        return _message_template(value)
+
+
+class SlackWebhookNotifier(_Subscriber):
+    """A Slack message through Airflow's Slack provider (``SlackWebhookNotifier``); the
+    connection holds the webhook (its token is the password)."""
+
+    kind: Literal["slack_webhook"]
+    conn_id: str = "slack_default"
+    text: Annotated[str, Field(min_length=1)] | None = None  # placeholders: MESSAGE_FIELDS
+
+    @field_validator("text")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        return _message_template(value)
+
+
+# Kinds by name, a closed set: a config never names an import path.
+Notifier = Annotated[Union[SmtpNotifier, SlackWebhookNotifier], Field(discriminator="kind")]
+
+
 class Notify(Model):
     webhooks: tuple[Webhook, ...] = ()
+    notifiers: tuple[Notifier, ...] = ()
 
 
 class Secrets(Model):

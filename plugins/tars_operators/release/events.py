@@ -1,8 +1,10 @@
-"""Release events: webhook notifications and the Asset every finished release updates.
+"""Release events: webhooks, Airflow notifiers, and the Asset every finished release updates.
 
-One event vocabulary (``EVENTS``, the schema's ``Event`` Literal) and one sender. A webhook is
-retried with backoff for at most ``BUDGET`` seconds and never fails the release; its URL is a
-credential (path and query), so only ``redact_url``'s form ever reaches a log.
+One event vocabulary (``EVENTS``, the schema's ``Event`` Literal) and one sender: each event
+goes to the app's webhooks and notifiers (``release/notifiers.py``) that want it, all at once,
+for at most ``BUDGET`` seconds in all, and never fails the release. A webhook is retried with
+backoff; its URL is a credential (path and query), so only ``redact_url``'s form ever reaches
+a log, as only a notifier's kind and connection id do.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, get_args
 
-from tars_operators.config.schema import Event, Webhook
+from tars_operators.config.schema import Event, Notifier, Webhook
 from tars_operators.redaction import mask_url, redact_url, scrub
+from tars_operators.release import notifiers
 
 log_ = logging.getLogger(__name__)
 
 EVENTS: tuple[str, ...] = get_args(Event)
-BUDGET = 30.0  # seconds a webhook may take in all, retries included
+BUDGET = 30.0  # seconds an event's deliveries may take in all, retries included
 ATTEMPT_TIMEOUT = 5.0
 BACKOFF = 1.0  # first pause between attempts; doubles after each
 OUTCOMES = ("success", "failure", "rolled_back")
@@ -55,9 +58,9 @@ class Notice:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What happened to one webhook: delivered or not, after how many attempts, and why."""
+    """What happened to one webhook or notifier: delivered or not, attempts, and why."""
 
-    url: str  # redacted
+    target: str  # a redacted URL, or a notifier's kind:conn_id
     ok: bool
     attempts: int
     error: str = ""
@@ -66,34 +69,70 @@ class Delivery:
 def notify(spec: Any, event: str, summary: str, details: list[str] | None = None, *,
            run_id: str | None = None, version: str | None = None,
            background: bool = False) -> list[Delivery]:
-    """POST ``event`` to the app's webhooks that want it; never raises.
+    """Send ``event`` to the app's webhooks and notifiers that want it; never raises.
 
+    Returns one ``Delivery`` per target, webhooks first, in config order.
     ``background``: send from a daemon thread (the API answers at once); returns nothing then.
     """
     if event not in EVENTS:  # a programming error, but never worth failing a release for
         log_.error("unknown event %r not sent (known: %s)", event, ", ".join(EVENTS))
         return []
-    hooks = [w for w in spec.config.notify.webhooks if event in w.events]
-    if not hooks:
+    config = spec.config.notify
+    targets: list[Webhook | Notifier] = [t for t in (*config.webhooks, *config.notifiers)
+                                         if event in t.events]
+    if not targets:
         return []
     notice = Notice(spec.name, event, summary, list(details or []), run_id, version)
     if background:
-        threading.Thread(target=_send_all, args=(hooks, notice), daemon=True,
+        threading.Thread(target=_send_all, args=(targets, notice), daemon=True,
                          name=f"tars-notify-{event}").start()
         return []
-    return _send_all(hooks, notice)
+    return _send_all(targets, notice)
 
 
-def _send_all(hooks: list[Webhook], notice: Notice) -> list[Delivery]:
-    """All hooks at once: a dead one delays the task by one budget, not one per hook."""
-    from concurrent.futures import ThreadPoolExecutor
+def _send_all(targets: list[Webhook | Notifier], notice: Notice) -> list[Delivery]:
+    """All targets at once, each in a daemon thread, waited for ``BUDGET`` seconds in all:
+    a dead one delays the task by one budget, not one per target, and a provider that ignores
+    its own timeouts is left behind rather than holding the release."""
+    results: list[Delivery | None] = [None] * len(targets)
 
+    def run(index: int, target: Webhook | Notifier) -> None:
+        try:
+            results[index] = send(target.url, notice) if isinstance(target, Webhook) else \
+                send_notifier(target, notice)
+        except Exception as exc:  # noqa: BLE001 - a notification never fails the release
+            log_.warning("notification %s not sent: %s", notice.event, type(exc).__name__)
+
+    threads = [threading.Thread(target=run, args=(i, t), daemon=True,
+                                name=f"tars-notify-{notice.event}-{i}")
+               for i, t in enumerate(targets)]
+    deadline = time.monotonic() + BUDGET + 1.0  # webhooks stop themselves at BUDGET
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    out = []
+    for target, result in zip(targets, results):
+        if result is None:
+            shown = redact_url(target.url, keep_path=False) if isinstance(target, Webhook) \
+                else notifiers.describe(target)
+            log_.warning("notification %s (%s) not sent within %.0fs", shown, notice.event,
+                         BUDGET)
+            result = Delivery(shown, False, 1, f"not sent within {BUDGET:.0f}s")
+        out.append(result)
+    return out
+
+
+def send_notifier(cfg: Notifier, notice: Notice) -> Delivery:
+    """Send ``notice`` through one Airflow notifier (one attempt: providers retry themselves)."""
+    shown = notifiers.describe(cfg)
     try:
-        with ThreadPoolExecutor(max_workers=min(8, len(hooks))) as pool:
-            return list(pool.map(lambda hook: send(hook.url, notice), hooks))
+        notifiers.deliver(cfg, notice)
     except Exception as exc:  # noqa: BLE001 - a notification never fails the release
-        log_.warning("notification %s not sent: %s", notice.event, type(exc).__name__)
-        return []
+        error = notifiers.scrub_error(exc, cfg.conn_id)
+        log_.warning("notifier %s (%s) failed: %s", shown, notice.event, error)
+        return Delivery(shown, False, 1, error)
+    return Delivery(shown, True, 1)
 
 
 def send(url: str, notice: Notice, *, budget: float | None = None, backoff: float | None = None,

@@ -34,6 +34,7 @@ def _models(tp: Any) -> tuple[list[type[BaseModel]], str]:
 
 def field_paths(model: type[BaseModel] = AppConfig, prefix: str = "") -> Iterator[str]:
     for name, info in model.model_fields.items():
+        name = info.alias or name  # as a config spells it (``from``, not ``from_``)
         found, suffix = _models(info.annotation)
         if not found or suffix:  # leaves, and lists of models, are documented by name
             yield prefix + name

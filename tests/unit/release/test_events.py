@@ -67,7 +67,7 @@ def test_a_failing_webhook_never_logs_its_secret_path_or_query(
         url = f"{rec.url}{secret_path}?token=tok-very-secret"
         d = send(url, Notice("demo", "failure", "x"), budget=0.3, backoff=0.05)
     assert not d.ok
-    text = caplog.text + d.url + d.error
+    text = caplog.text + d.target + d.error
     assert "webhook http://127.0.0.1" in caplog.text  # the host is named
     for secret in ("T0SECRET", "keykeykeykey", "tok-very-secret", "/services"):
         assert secret not in text
