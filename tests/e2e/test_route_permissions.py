@@ -1,88 +1,23 @@
 """Per-app permissions on Tars's read routes, under the FAB auth manager (issue 12, test 5).
 
-The stack's default (simple) auth manager knows roles only: every viewer may read every DAG.
-Per-DAG permissions come from the FAB auth manager, so this module starts a small Airflow of
-its own with FAB (the session sandbox's inventory for the app configs; no release runs) and
-stops it at the end. A user who may read only another app's deploy DAG gets 403 on this
-app's brake, audit trail and plan, and 200 on its own app.
+Per-DAG permissions come from the FAB auth manager: this module starts the small FAB Airflow of
+``tests/e2e/fab.py`` (no release runs). A user who may read only another app's deploy DAG gets
+403 on this app's brake, audit trail and plan, and 200 on its own app.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-import yaml
 
-from sandbox import Sandbox
-from sandbox.airflow_stack import REPO, AirflowStack
-from sandbox.localstack import wired_env
-from tests.e2e.harness import E2E, demo_config
-from tests.polling import poll
+from tests.e2e.fab import OTHER, THIS, VIEWER, FabStack, fab  # noqa: F401 - the fixture
+from tests.e2e.harness import E2E
 
 pytestmark = pytest.mark.e2e
 
-THIS, OTHER = "perm_this", "perm_other"
 READ_ROUTES = ("brake", "audit", "plan", "fleet")
-VIEWER, VIEWER_PASSWORD = "viewer_other", "viewer-other-pw-1"
-
-
-class FabStack:
-    """A FAB-authenticated Airflow with two apps and a viewer of one of them."""
-
-    def __init__(self, stack: AirflowStack) -> None:
-        self.stack = stack
-        self.admin = self.token(stack.user, stack.password)
-        self.viewer = self.token(VIEWER, VIEWER_PASSWORD)
-
-    def token(self, user: str, password: str) -> str:
-        r = httpx.post(f"{self.stack.url}/auth/token", timeout=30,
-                       json={"username": user, "password": password})
-        assert r.status_code == 201, f"login of {user}: {r.status_code} {r.text}"
-        return str(r.json()["access_token"])
-
-    def get(self, token: str, app: str, route: str) -> httpx.Response:
-        return httpx.get(f"{self.stack.url}/tars/apps/{app}/{route}", timeout=30,
-                         headers={"Authorization": f"Bearer {token}"})
-
-
-@pytest.fixture(scope="module")
-def fab(sandbox: Sandbox) -> Iterator[FabStack]:
-    home = Path(tempfile.mkdtemp(prefix="tars-e2e-fab-"))
-    config_dir = home / "configs" / "apps"
-    config_dir.mkdir(parents=True)
-    shutil.copytree(REPO / "configs" / "templates", config_dir.parent / "templates")
-    for app in (THIS, OTHER):
-        data = demo_config(app, sandbox.inventory_path)
-        (config_dir / f"{app}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    stack = AirflowStack(home=home, parallelism=2, auth_manager="fab")
-    stack.extra_env.update(wired_env(sandbox, stack))
-    stack.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
-    try:
-        stack.start()
-        _wait_for_dags(stack)
-        # Read on one DAG and its runs: what FAB's per-DAG access control grants a viewer.
-        stack.fab_role("viewer_of_other", [("can_read", f"DAG:tars_deploy__{OTHER}"),
-                                           ("can_read", f"DAG Run:tars_deploy__{OTHER}")])
-        stack.fab_user(VIEWER, VIEWER_PASSWORD, ["viewer_of_other"])
-        yield FabStack(stack)
-    finally:
-        stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _wait_for_dags(stack: AirflowStack) -> None:
-    """Both deploy DAGs parsed, and with them their FAB resources (made by the dag-processor)."""
-    with stack.client() as client:
-        def parsed() -> bool:
-            return all(client.get(f"/api/v2/dags/tars_deploy__{app}").status_code == 200
-                       for app in (THIS, OTHER))
-        poll(parsed, 120, "the deploy DAGs of both apps", interval=0.5)
 
 
 @pytest.mark.parametrize("route", READ_ROUTES)
@@ -123,6 +58,16 @@ def test_the_viewer_may_read_but_not_pull_the_brake_of_its_own_app(fab: FabStack
     assert r.status_code == 403
     assert r.json()["detail"].startswith(f"{VIEWER} may not change releases of {OTHER}: ")
     assert fab.get(fab.admin, OTHER, "brake").json()["brake"] is None
+
+
+def test_the_viewer_may_not_refresh_its_app_from_the_hosts(fab: FabStack) -> None:
+    r = httpx.post(f"{fab.stack.url}/tars/apps/{OTHER}/refresh", timeout=30,
+                   headers={"Authorization": f"Bearer {fab.viewer}"})
+    assert r.status_code == 403
+    assert r.json()["detail"].startswith(f"{VIEWER} may not change releases of {OTHER}: ")
+    runs = httpx.get(f"{fab.stack.url}/api/v2/dags/tars_inspect__{OTHER}/dagRuns", timeout=30,
+                     headers={"Authorization": f"Bearer {fab.admin}"})
+    assert runs.status_code == 200 and runs.json()["total_entries"] == 0, runs.text
 
 
 @pytest.mark.parametrize("route", READ_ROUTES)
