@@ -38,7 +38,7 @@ class InspectHostsOperator(_SpecOperator):
         spec = self.spec
         names = [h.name for h in spec.hosts]
         read_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        truth = read_truth(spec, names, log=self.log)
+        truth = read_truth(spec, names, log=self.log, step=INSPECT)
         for name in names:
             self.log.info("%s: %s", name, truth[name].describe())
         unread = [n for n in names if truth[n].error]

@@ -60,7 +60,7 @@ class HostTruth:
 
 
 def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
-               release_for: Any = None) -> dict[str, HostTruth]:
+               release_for: Any = None, step: str = "verify") -> dict[str, HostTruth]:
     """Each host's current release (SSH, in parallel) and LB state (one read). Never raises.
 
     ``release_for`` (a lease ``Holder``): the run is over, give back its leases in the same
@@ -70,7 +70,7 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
     if not names:
         return {}
     with ThreadPoolExecutor(max_workers=min(READ_AT_ONCE, len(names))) as pool:
-        hosts = dict(zip(names, pool.map(lambda n: _read_host(spec, n, release_for, log),
+        hosts = dict(zip(names, pool.map(lambda n: _read_host(spec, n, release_for, log, step),
                                          names)))
     lb = _read_lb(spec, names)
     out = {}
@@ -89,7 +89,8 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
     return out
 
 
-def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str, Any]:
+def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any,
+               step: str) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
     from tars_operators.steps.lease import read_lease
@@ -98,7 +99,7 @@ def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any) -> dict[str
     host = spec.host(name)
     try:
         with open_session(spec, host) as session:
-            state = read_host_state(session, layout_for(spec, host), step="verify")
+            state = read_host_state(session, layout_for(spec, host), step=step)
             lease = read_lease(session, layout_for(spec, host))
             give_back(session, spec, host, release_for, log=log)
     except TarsError as exc:
