@@ -285,53 +285,36 @@ def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamps)
 
 
-def _split(text: str | None) -> list[str] | None:
-    if text is None or not text.strip():
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def preview_release(spec: Any, version: str | None, hosts: list[str] | None,
-                    batches: list[str] | None, skip_fort: bool) -> dict[str, Any]:
-    """The plan preview, or ``TarsError`` naming what is wrong with the input."""
-    from tars_operators.errors import PlanError
+def preview_release(spec: Any, request: Any) -> dict[str, Any]:
+    """The plan preview of a ``ReleaseRequest``, or ``TarsError`` naming what is wrong with it."""
     from tars_operators.plan.preview import preview
-    from tars_operators.plan.ramp import plan_release
-    from tars_operators.plan.sizes import parse_size
+    from tars_operators.plan.request import plan_request
     from tars_operators.plan.windows import window_status
-    from tars_operators.remote.validate import validate_version
 
-    resolved = version
-    if version is not None:
-        if version == "latest" and spec.config.artifact.latest_url:
-            from tars_operators.hooks.artifacts import resolve_latest
-
-            resolved = resolve_latest(spec)
-        validate_version(resolved, spec.config.artifact.version_pattern)
-    sizes = [parse_size(b) for b in batches] if batches else None
-    plan = plan_release(spec, hosts=hosts, batches=sizes, skip_fort=skip_fort)
-    slots = spec.default_plan.stage_names
-    if len(plan.stages) > len(slots):
-        raise PlanError(
-            f"batches: this plan needs {len(plan.stages)} stages but the DAG has {len(slots)} "
-            f"({', '.join(slots)}), from the app's strategy; use fewer, larger batches"
-        )
+    plan = plan_request(spec, request)
     now = datetime.now(timezone.utc)
-    data = preview(spec, plan, window_status(spec.config.schedule, now), version=resolved, now=now)
-    return {**data, "requested_version": version, "dag_id": f"tars_deploy__{spec.name}"}
+    data = preview(spec, plan, window_status(spec.config.schedule, now), now=now)
+    return {**data, "requested_version": request.version, "dag_id": f"tars_deploy__{spec.name}"}
 
 
 @app.get("/apps/{app_name}/plan")
 def get_plan(app_name: str, user: GetUserDep, session: SessionDep, version: str | None = None,
-             hosts: str | None = None, batches: str | None = None,
-             skip_fort: bool = False) -> dict[str, Any]:
+             hosts: str | None = None, batches: str | None = None, skip_fort: bool = False,
+             skip_fort_reason: str = "", force: bool = False, force_reason: str = "",
+             reason: str = "", ticket: str = "") -> dict[str, Any]:
     """Preview a release as ``prepare`` would plan it; 400 with the reason on bad input."""
     from tars_operators.errors import TarsError
+    from tars_operators.plan.request import ReleaseRequest
 
     _known_app(app_name, user, "GET", session)
     spec = load_app_spec(app_name)
+    request = ReleaseRequest(
+        version=version, hosts=hosts, batches=batches, skip_fort=skip_fort,
+        skip_fort_reason=skip_fort_reason, force=force, force_reason=force_reason,
+        reason=reason, ticket=ticket, who=user.get_name(),
+    )
     try:
-        return preview_release(spec, version, _split(hosts), _split(batches), skip_fort)
+        return preview_release(spec, request)
     except TarsError as exc:
         raise HTTPException(400, str(exc)) from None
 

@@ -133,45 +133,38 @@ def _summary(spec: Any) -> str:
         " artifact.version_pattern)"),
     arg("--hosts", default=None, help="only these hosts, comma separated"),
     arg("--batches", default=None, help="override strategy.batches, e.g. 1,25%%,100%%"),
-    arg("--skip-fort", action="store_true", help="no fort stage"),
+    arg("--skip-fort", metavar="REASON", default=None, help="no fort stage; a run needs the"
+        " reason"),
+    arg("--force", metavar="REASON", default=None, help="past a closed window or freeze; a run"
+        " needs the reason"),
+    arg("--reason", default="", help="why (shown in the plan)"),
+    arg("--ticket", default="", help="change ticket, e.g. OPS-1234"),
     arg("--json", action="store_true", help="print JSON instead of a table"),
 )
 def _plan(args: argparse.Namespace) -> int:
-    from tars_operators.errors import InvalidValue, PlanError
-    from tars_operators.plan.conf import parse_batches
+    from tars_operators.errors import TarsError
     from tars_operators.plan.preview import preview, render_table
-    from tars_operators.plan.ramp import plan_release
+    from tars_operators.plan.request import ReleaseRequest, plan_request
     from tars_operators.plan.windows import window_status
 
     spec = _find_app(args.app, args.config_dir or _default_config_dir())
     if isinstance(spec, int):
         return spec
-    try:
-        _check_version(args.version, spec.config.artifact.version_pattern)
-        hosts = _split(args.hosts) if args.hosts is not None else None
-        # The ramp parser prepare uses: what `tars plan` accepts, a run accepts.
-        batches = parse_batches(args.batches)
-        plan = plan_release(spec, hosts=hosts, batches=batches, skip_fort=args.skip_fort)
-    except (PlanError, InvalidValue) as exc:
+    request = ReleaseRequest(
+        version=args.version, hosts=args.hosts, batches=args.batches,
+        skip_fort=args.skip_fort is not None, skip_fort_reason=args.skip_fort or "",
+        force=args.force is not None, force_reason=args.force or "",
+        reason=args.reason, ticket=args.ticket,
+    )
+    try:  # the rule a run applies (plan/request.py): what `tars plan` accepts, a run accepts
+        plan = plan_request(spec, request)
+    except TarsError as exc:
         print(f"tars plan: {exc}", file=sys.stderr)
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
-    data = preview(spec, plan, window_status(spec.config.schedule, now), version=args.version,
-                   now=now)
+    data = preview(spec, plan, window_status(spec.config.schedule, now), now=now)
     print(json.dumps(data, indent=2) if args.json else render_table(data))
     return EXIT_OK
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _check_version(version: str | None, pattern: str) -> None:
-    """The check ``prepare`` makes: safe characters, the whole of ``artifact.version_pattern``."""
-    from tars_operators.remote.validate import validate_version
-
-    if version is not None:
-        validate_version(version, pattern)
 
 
 def _find_app(name: str, config_dir: Path) -> Any:

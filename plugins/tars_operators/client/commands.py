@@ -84,8 +84,9 @@ def precheck(api: Airflow, app: str, conf: dict[str, Any]) -> dict[str, Any] | N
         params["hosts"] = ",".join(conf["hosts"])
     if conf.get("batches"):
         params["batches"] = conf["batches"]
-    if conf.get("skip_fort"):
-        params["skip_fort"] = "true"
+    for flag, why in (("skip_fort", "skip_fort_reason"), ("force", "force_reason")):
+        if conf.get(flag):  # the route refuses a skip or force without its reason, as a run does
+            params[flag], params[why] = "true", conf.get(why, "")
     try:
         return cast("dict[str, Any]", api.request("GET", f"/tars/apps/{quote(app)}/plan",
                                                   params=params))

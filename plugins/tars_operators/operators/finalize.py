@@ -142,6 +142,7 @@ class DryRunOperator(_SpecOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         plan = run_plan(context)
-        for stage, hosts in plan.stages:
+        for stage in plan.slot_names:
+            hosts = plan.hosts(stage)
             self.log.info("%s: %s", stage, ", ".join(hosts) or "(empty)")
         return plan.to_dict()

@@ -13,7 +13,8 @@ from tars_operators.release.machine import Decision, GateInput, StageNode, decid
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
-from tars_operators.release.runtime import RunPlan, load_spec, run_plan, stage_outcomes
+from tars_operators.plan.ramp import ReleasePlan
+from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
 from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
@@ -52,10 +53,10 @@ class GateOperator(BaseBranchOperator):
         outcome = outcomes[-1]
         failed_total = sum(len(o.failed) for o in outcomes)
         brake = read_brake(self.app)
-        remaining = [s for s, h in plan.stages[len(outcomes):] if h]
+        remaining = [s for s in plan.slot_names[len(outcomes):] if plan.hosts(s)]
         verdict = decide(GateInput(
             outcome=outcome, failed_total=failed_total,
-            budget_stage=plan.budget_stage.get(self.node.stage, 0),
+            budget_stage=plan.budget_for(self.node.stage),
             budget_total=plan.budget_total, on_failure=self.on_failure,
             is_last=not remaining, brake=brake,
         ))
@@ -84,11 +85,11 @@ class GateOperator(BaseBranchOperator):
         """The brake changed: decide again from fresh state."""
         return self.execute(context)
 
-    def _note(self, context: Any, plan: RunPlan, outcomes: list[Any], details: list[str],
+    def _note(self, context: Any, plan: ReleasePlan, outcomes: list[Any], details: list[str],
               brake: Any) -> None:
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)
-        where = stage_label(self.node.stage, [s for s, h in plan.stages if h])
+        where = stage_label(self.node.stage, list(plan.stage_names))
         failures = tuple(failure_from_message(h, m) for o in outcomes for h, m in o.why)
         line = Progress(where, done, len(plan.all_hosts), plan.version, failed,
                         plan.budget_total, brake, failures).line()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,18 +11,15 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import AirflowFailException
 
 from tars_operators.errors import PlanError, TarsError
-from tars_operators.plan.conf import check_run_conf, parse_batches
+from tars_operators.plan.conf import check_run_conf
 from tars_operators.release.events import notify
 from tars_operators.release.machine import FETCH
 from tars_operators.release.notes import compose, set_run_note
-from tars_operators.release.runtime import RunPlan, load_spec
+from tars_operators.plan.ramp import ReleasePlan
+from tars_operators.plan.request import ReleaseRequest, plan_request
+from tars_operators.release.runtime import load_spec
 
 DRY_RUN = "dry_run"
-
-
-def _text(params: dict[str, Any], key: str) -> str:
-    value = params.get(key)
-    return str(value).strip() if value is not None else ""
 
 
 class PrepareOperator(BaseBranchOperator):
@@ -59,61 +57,16 @@ class PrepareOperator(BaseBranchOperator):
         set_run_note(dr.dag_id, dr.run_id, f"refused before any host was touched: {message}")
         raise AirflowFailException(f"refused before any host was touched: {message}")
 
-    def _plan(self, spec: Any, context: Any) -> RunPlan:
-        from tars_operators.plan.ramp import plan_release
-        from tars_operators.remote.validate import validate_version
-
+    def _plan(self, spec: Any, context: Any) -> ReleasePlan:
+        """The run's plan: the rule ``tars plan`` and the plan route apply (plan/request.py)."""
         # Keys outside the form and a malformed raw version are refused, not ignored or trimmed.
-        check_run_conf(context["dag_run"].conf, self.dag.params.keys(), self.dag.dag_id)
-        params = context["params"]
-        version = self._version(spec, _text(params, "version"))
-        validate_version(version, spec.config.artifact.version_pattern)
-        hosts = list(params.get("hosts") or []) or None
-        skip_fort = bool(params.get("skip_fort"))
-        skip_reason = _text(params, "skip_fort_reason")
-        if skip_fort and not skip_reason:
-            raise PlanError("params.skip_fort_reason: skipping the fort stage needs a reason")
-        if bool(params.get("force")) and not _text(params, "force_reason"):
-            raise PlanError("params.force_reason: forcing past a window or freeze needs a reason")
-        plan = plan_release(
-            spec, hosts=hosts, batches=parse_batches(params.get("batches")), skip_fort=skip_fort
-        )
-        if self.canary:
-            plan_stages = [s for s in plan.stages if s.name == "fort"][:1]
-        else:
-            plan_stages = list(plan.stages)
-        by_name = {s.name: s for s in plan_stages}
-        extra = [s.name for s in plan_stages if s.name not in self.slots]
-        if extra:
-            raise PlanError(
-                f"params.batches: this plan needs {len(plan_stages)} stages but the DAG has "
-                f"{len(self.slots)} ({', '.join(self.slots)}), from the app's strategy; "
-                "use fewer, larger batches or change strategy.batches"
-            )
         dr = context["dag_run"]
-        return RunPlan(
-            version=version,
-            stages=tuple((s, tuple(by_name[s].hosts) if s in by_name else ()) for s in self.slots),
-            budget_stage={s.name: plan.budget_for(s.name) for s in plan_stages},
-            budget_total=plan.budget_total,
-            who=dr.triggering_user_name or ("scheduler" if dr.run_type != "manual" else ""),
-            reason=_text(params, "reason"), ticket=_text(params, "ticket"),
-            forced=_text(params, "force_reason") if params.get("force") else "",
-            skip_fort=skip_reason if skip_fort else "", dry_run=bool(params.get("dry_run")),
-        )
+        check_run_conf(dr.conf, self.dag.params.keys(), self.dag.dag_id)
+        who = dr.triggering_user_name or ("scheduler" if dr.run_type != "manual" else "")
+        request = ReleaseRequest.from_params(context["params"], who=who)
+        return plan_request(spec, request, slots=self.slots, canary=self.canary)
 
-    def _version(self, spec: Any, version: str) -> str:
-        if version in ("", "latest"):
-            from tars_operators.hooks.artifacts import resolve_latest
-
-            if not spec.config.artifact.latest_url:
-                raise PlanError(
-                    "params.version: no version given and artifact.latest_url is not configured"
-                )
-            return resolve_latest(spec)
-        return version
-
-    def _window(self, spec: Any, context: Any, plan: RunPlan) -> Any:
+    def _window(self, spec: Any, context: Any, plan: ReleasePlan) -> Any:
         """Return when releasing is allowed now: the closed status a force overrode, or None.
 
         Otherwise refuses (freeze, ``reject`` policy, nothing ever opens) or defers until the
@@ -142,7 +95,7 @@ class PrepareOperator(BaseBranchOperator):
         self.defer(trigger=DateTimeTrigger(moment=status.next_open), method_name="execute_complete")
         return None  # not reached: defer raises
 
-    def _audit_override(self, spec: Any, context: Any, plan: RunPlan, closed: str) -> None:
+    def _audit_override(self, spec: Any, context: Any, plan: ReleasePlan, closed: str) -> None:
         """Append the override to the app's audit trail (the Variable the brake uses)."""
         from airflow.sdk import Variable
 
@@ -155,7 +108,7 @@ class PrepareOperator(BaseBranchOperator):
         key = audit_key(spec.name)
         Variable.set(key, append_audit(Variable.get(key, default=None), entry))
 
-    def _commit(self, spec: Any, context: Any, plan: RunPlan, overridden: Any) -> str:
+    def _commit(self, spec: Any, context: Any, plan: ReleasePlan, overridden: Any) -> str:
         from tars_operators.hooks.lb.provider import load_balancer_for
         from tars_operators.steps.traffic import required_in_service
 
@@ -166,11 +119,10 @@ class PrepareOperator(BaseBranchOperator):
                     in_rotation = self._check_floor(spec, lb, plan, required_in_service)
             except TarsError as exc:
                 self._refuse(context, str(exc))
-        plan = RunPlan.from_dict({**plan.to_dict(), "in_rotation": list(in_rotation),
-                                  "reason": _forced_reason(plan, overridden)})
+        plan = replace(plan, in_rotation=in_rotation, reason=_forced_reason(plan, overridden))
         ti = context["ti"]
         ti.xcom_push(key="plan", value=plan.to_dict())
-        stages = ", ".join(f"{s}: {len(h)}" for s, h in plan.stages if h)
+        stages = ", ".join(f"{s.name}: {len(s.hosts)}" for s in plan.stages)
         extra = [f"FORCED past a closed window ({overridden.reason}): {plan.forced}"] if overridden else []
         extra += [f"fort skipped: {plan.skip_fort}"] if plan.skip_fort else []
         head = ("dry run: " if plan.dry_run else "planned: ") + (
@@ -183,12 +135,12 @@ class PrepareOperator(BaseBranchOperator):
                    run_id=dr.run_id, version=plan.version)
         return DRY_RUN if plan.dry_run else FETCH
 
-    def _check_floor(self, spec: Any, lb: Any, plan: RunPlan, required: Any) -> tuple[str, ...]:
+    def _check_floor(self, spec: Any, lb: Any, plan: ReleasePlan, required: Any) -> tuple[str, ...]:
         """Capacity floor at plan time, against what the LB reports now (down hosts count)."""
         states = lb.states(spec.hosts)
         up = tuple(name for name, state in states.items() if state.in_service)
         need = required(spec.config.traffic.min_in_service, len(spec.hosts))
-        biggest = max((len([h for h in hosts if h in up]) for _, hosts in plan.stages), default=0)
+        biggest = max((len([h for h in hosts if h in up]) for hosts in (s.hosts for s in plan.stages)), default=0)
         if len(up) - biggest < need:
             down = ", ".join(f"{n} ({s.status})" for n, s in states.items() if n not in up)
             raise PlanError(
@@ -199,7 +151,7 @@ class PrepareOperator(BaseBranchOperator):
         return up
 
 
-def _forced_reason(plan: RunPlan, overridden: Any) -> str:
+def _forced_reason(plan: ReleasePlan, overridden: Any) -> str:
     """The run's reason, plus the override when a force opened a closed window or freeze.
 
     Every later note (gates, finalize, rollback) shows the reason, so the override stays in

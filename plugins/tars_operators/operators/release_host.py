@@ -170,7 +170,7 @@ class ReleaseHostOperator(_SpecOperator):
             for value in pushed if isinstance(pushed, list) else [pushed]:
                 if isinstance(value, dict) and "host" in value:
                     failures[value["host"]] = value.get("message", "")
-            where = stage_label(self.stage, [s for s, h in plan.stages if h])
+            where = stage_label(self.stage, list(plan.stage_names))
             line = Progress(
                 where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),
                 plan.version, len(failures), plan.budget_total,

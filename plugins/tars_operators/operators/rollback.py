@@ -26,7 +26,7 @@ def decision_reason(context: Any, wanted: str) -> str:
     after that stage chose it (or its timeout default did).
     """
     ti = context["ti"]
-    for stage, _ in reversed(run_plan(context).stages):
+    for stage in reversed(run_plan(context).slot_names):
         d = ti.xcom_pull(task_ids=f"{stage}.gate", key="decision")
         if not d:
             continue

@@ -11,14 +11,14 @@ from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.plan.windows import WindowStatus, describe_window
 
 
-def preview(spec: AppSpec, plan: ReleasePlan, status: WindowStatus, *, version: str | None,
+def preview(spec: AppSpec, plan: ReleasePlan, status: WindowStatus, *,
             now: datetime) -> dict[str, Any]:
-    """The plan as JSON-able data (``tars plan --json``)."""
+    """The plan as JSON-able data (``tars plan --json``, ``GET /tars/apps/{app}/plan``)."""
     cfg = spec.config
     schedule = cfg.schedule
     return {
         "app": spec.name,
-        "version": version,
+        "version": plan.version or None,
         "source": display_path(spec.source, None),
         "plan": plan.to_dict(),
         "min_in_service_setting": cfg.traffic.min_in_service,

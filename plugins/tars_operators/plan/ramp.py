@@ -31,7 +31,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class ReleasePlan:
-    """The concrete plan of one release; JSON-able through :meth:`to_dict` (goes via XCom)."""
+    """The one plan of a release: what ``tars plan``, the plan route and ``prepare`` show.
+
+    ``stages`` holds the stages that have hosts; ``slots`` the DAG's stage task groups (a
+    plan may use fewer). The run's fields (version, who, reason, …) are set by
+    ``plan.request.plan_request``. JSON-able through :meth:`to_dict` (``prepare``'s XCom
+    ``plan`` and the preview's ``plan``).
+    """
 
     app: str
     stages: tuple[Stage, ...]
@@ -39,15 +45,30 @@ class ReleasePlan:
     budget_total: int  # failed hosts tolerated in the whole release
     min_in_service: int  # hosts of the app that must stay in service at any time
     fleet_size: int  # hosts of the app (the plan may cover fewer)
+    slots: tuple[str, ...] = ()  # the DAG's stage slots; empty: the plan's own stages
+    version: str = ""  # empty: not given (a preview); a run always has one
+    who: str = ""
+    reason: str = ""
+    ticket: str = ""
+    forced: str = ""  # reason of a forced window/freeze override
+    skip_fort: str = ""  # reason, when the fort stage was skipped
+    in_rotation: tuple[str, ...] = ()  # hosts the LB had in rotation before the release
+    dry_run: bool = False
 
     @property
-    def hosts(self) -> tuple[str, ...]:
+    def all_hosts(self) -> tuple[str, ...]:
         """Every host of the plan, in stage order."""
         return tuple(host for stage in self.stages for host in stage.hosts)
 
     @property
     def stage_names(self) -> tuple[str, ...]:
+        """The stages that have hosts, in order."""
         return tuple(stage.name for stage in self.stages)
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """The DAG's stage slots in order (the plan's stages when it was made without a DAG)."""
+        return self.slots or self.stage_names
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -55,35 +76,56 @@ class ReleasePlan:
                 return stage
         raise KeyError(name)
 
+    def hosts(self, name: str) -> tuple[str, ...]:
+        """The hosts of stage (or slot) ``name``; none for a slot this plan does not use."""
+        return next((s.hosts for s in self.stages if s.name == name), ())
+
     def budget_for(self, name: str) -> int:
-        """Failed hosts tolerated in stage ``name``."""
-        return self.budget_per_stage[self.stage(name).index]
+        """Failed hosts tolerated in stage ``name`` (0 for a slot this plan does not use)."""
+        return next((self.budget_per_stage[s.index] for s in self.stages if s.name == name), 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "app": self.app,
+            "version": self.version,
             "stages": [
                 {"name": s.name, "index": s.index, "hosts": list(s.hosts)} for s in self.stages
             ],
+            "slots": list(self.slots),
             "budget_per_stage": list(self.budget_per_stage),
+            "budget_stage": {s.name: self.budget_per_stage[s.index] for s in self.stages},
             "budget_total": self.budget_total,
             "min_in_service": self.min_in_service,
             "fleet_size": self.fleet_size,
+            "who": self.who, "reason": self.reason, "ticket": self.ticket,
+            "forced": self.forced, "skip_fort": self.skip_fort,
+            "in_rotation": list(self.in_rotation), "dry_run": self.dry_run,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReleasePlan:
-        stages = tuple(
-            Stage(str(s["name"]), int(s["index"]), tuple(str(h) for h in s["hosts"]))
-            for s in data["stages"]
-        )
+        """Also reads the older XCom shape (stages as ``[slot, hosts]`` pairs, empty slots too)."""
+        pairs = [(str(s["name"]), s["hosts"]) if isinstance(s, dict) else (str(s[0]), s[1])
+                 for s in data["stages"]]
+        used = [(name, tuple(str(h) for h in hosts)) for name, hosts in pairs if hosts]
+        stages = tuple(Stage(name, i, hosts) for i, (name, hosts) in enumerate(used))
+        by_name = data.get("budget_stage") or {}
+        budgets = data.get("budget_per_stage") or [by_name.get(s.name, 0) for s in stages]
         return cls(
-            app=str(data["app"]),
+            app=str(data.get("app", "")),
             stages=stages,
-            budget_per_stage=tuple(int(b) for b in data["budget_per_stage"]),
+            budget_per_stage=tuple(int(b) for b in budgets),
             budget_total=int(data["budget_total"]),
-            min_in_service=int(data["min_in_service"]),
-            fleet_size=int(data["fleet_size"]),
+            min_in_service=int(data.get("min_in_service", 0)),
+            fleet_size=int(data.get("fleet_size", 0)),
+            slots=tuple(str(s) for s in data["slots"]) if "slots" in data
+            else tuple(name for name, _ in pairs),
+            version=str(data.get("version") or ""),
+            who=str(data.get("who") or ""), reason=str(data.get("reason") or ""),
+            ticket=str(data.get("ticket") or ""), forced=str(data.get("forced") or ""),
+            skip_fort=str(data.get("skip_fort") or ""),
+            in_rotation=tuple(str(h) for h in data.get("in_rotation") or ()),
+            dry_run=bool(data.get("dry_run")),
         )
 
 

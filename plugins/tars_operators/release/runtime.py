@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tars_operators.config.spec import AppSpec
+from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.release.machine import PREPARE, StageOutcome
 
 FAILED_STATES = {"failed", "upstream_failed"}
@@ -27,59 +27,17 @@ def load_spec(config_path: str, defaults_path: str | None = None) -> AppSpec:
     return _load(config_path, defaults_path, mtime)
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """The concrete plan ``prepare`` computed for this run (it travels through XCom)."""
-
-    version: str
-    stages: tuple[tuple[str, tuple[str, ...]], ...]  # slot name → hosts (empty: unused slot)
-    budget_stage: dict[str, int]
-    budget_total: int
-    who: str
-    reason: str
-    ticket: str
-    forced: str = ""  # reason of a forced window/freeze override
-    skip_fort: str = ""  # reason, when the fort stage was skipped
-    in_rotation: tuple[str, ...] = ()  # hosts the LB had in rotation before the release
-    dry_run: bool = False
-
-    def hosts(self, stage: str) -> tuple[str, ...]:
-        return dict(self.stages)[stage]
-
-    @property
-    def all_hosts(self) -> list[str]:
-        return [h for _, hosts in self.stages for h in hosts]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version, "stages": [[s, list(h)] for s, h in self.stages],
-            "budget_stage": self.budget_stage, "budget_total": self.budget_total,
-            "who": self.who, "reason": self.reason, "ticket": self.ticket,
-            "forced": self.forced, "skip_fort": self.skip_fort,
-            "in_rotation": list(self.in_rotation), "dry_run": self.dry_run,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunPlan:
-        return cls(
-            version=d["version"], stages=tuple((s, tuple(h)) for s, h in d["stages"]),
-            budget_stage=dict(d["budget_stage"]), budget_total=int(d["budget_total"]),
-            who=d.get("who", ""), reason=d.get("reason", ""), ticket=d.get("ticket", ""),
-            forced=d.get("forced", ""), skip_fort=d.get("skip_fort", ""),
-            in_rotation=tuple(d.get("in_rotation", ())), dry_run=bool(d.get("dry_run")),
-        )
+def run_plan(context: Any) -> ReleasePlan:
+    """The plan ``prepare`` made for this run (its XCom ``plan``)."""
+    return ReleasePlan.from_dict(context["ti"].xcom_pull(task_ids=PREPARE, key="plan"))
 
 
-def run_plan(context: Any) -> RunPlan:
-    return RunPlan.from_dict(context["ti"].xcom_pull(task_ids=PREPARE, key="plan"))
-
-
-def stage_outcomes(context: Any, plan: RunPlan, upto: str | None = None) -> list[StageOutcome]:
+def stage_outcomes(context: Any, plan: ReleasePlan, upto: str | None = None) -> list[StageOutcome]:
     """Per stage, which hosts succeeded, failed or were left untouched (brake rollback)."""
     ti = context["ti"]
     run_id = context["dag_run"].run_id
     dag_id = context["dag_run"].dag_id
-    names = [s for s, _ in plan.stages]
+    names = list(plan.slot_names)
     if upto is not None:
         names = names[: names.index(upto) + 1]
     states = ti.get_task_states(

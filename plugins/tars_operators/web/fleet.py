@@ -300,8 +300,7 @@ def run_hosts(run: RunRecord, records: list[HostRecord]) -> list[RunHost]:
         if rec.run_id == run.run_id and rec.dag_id == run.dag_id:
             latest[(rec.task_id.rsplit(".release", 1)[0] if rec.task_id.endswith(".release")
                     else "rollback", rec.host)] = rec
-    planned = [(str(stage), str(h)) for stage, hosts in (run.plan or {}).get("stages", [])
-               for h in hosts]
+    planned = [(stage, str(h)) for stage, hosts in plan_stages(run.plan) for h in hosts]
     extra = [key for key in latest if key not in planned]
     return [_run_host(stage, host, latest.get((stage, host))) for stage, host in planned + extra]
 
@@ -317,6 +316,13 @@ def _run_host(stage: str, host: str, rec: HostRecord | None) -> RunHost:
                    rec.failure or "", _iso(rec.at))
 
 
+def plan_stages(plan: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
+    """(stage, hosts) of a ``prepare`` plan XCom: ``{"name", "hosts"}`` items, or the
+    ``[stage, hosts]`` pairs of runs planned before the plan type was unified."""
+    return [(str(s["name"]), list(s["hosts"])) if isinstance(s, dict) else (str(s[0]), list(s[1]))
+            for s in (plan or {}).get("stages", [])]
+
+
 def run_summary(run: RunRecord) -> dict[str, Any]:
     """The run's header: version, who, why, outcome, stage, plan and failure budgets."""
     plan = run.plan or {}
@@ -326,8 +332,8 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "outcome": outcome(run),
         "state": run.state or "", "stage": run.stage or "", "start": _iso(run.start),
         "end": _iso(run.end), "note": run.note,
-        "stages": [{"stage": s, "hosts": list(h), "budget": plan.get("budget_stage", {}).get(s)}
-                   for s, h in plan.get("stages", []) if h],
+        "stages": [{"stage": s, "hosts": h, "budget": plan.get("budget_stage", {}).get(s)}
+                   for s, h in plan_stages(plan) if h],
         "budget_total": plan.get("budget_total"), "failed_hosts": list(run.failed_hosts),
         "budgets": [asdict(b) for b in budgets_used(run)],
     }
@@ -354,7 +360,7 @@ def budgets_used(run: RunRecord) -> list[BudgetUse]:
     per_stage = plan.get("budget_stage") or {}
     failed = set(run.failed_hosts)
     uses: list[BudgetUse] = []
-    for stage, hosts in plan.get("stages", []):
+    for stage, hosts in plan_stages(plan):
         if not hosts or stage not in per_stage:
             continue
         uses.append(_use(str(stage), len(failed.intersection(hosts)), int(per_stage[stage])))

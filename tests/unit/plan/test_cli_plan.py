@@ -61,7 +61,7 @@ def test_plan_table(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_plan_json_with_overrides(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "shop", "--config-dir", str(config_dir), "--hosts", "web03,web01,web05",
-                       "--batches", "1,100%", "--skip-fort", "--json")
+                       "--batches", "1,100%", "--skip-fort", "fort host is down", "--json")
     assert code == 0
     data = json.loads(out)
     assert [(s["name"], s["hosts"]) for s in data["plan"]["stages"]] == [
@@ -81,9 +81,9 @@ def test_plan_json_with_overrides(config_dir: Path, capsys: pytest.CaptureFixtur
     # what prepare refuses, `tars plan` refuses: a 0% batch, a version with a newline
     (["--batches", "0%,50%"], "tars plan: params.batches: expected sizes like 1, 25%, 100% "
      "separated by commas, got '0%'"),
-    (["--version", "2.0"], "tars plan: version '2.0' does not match artifact.version_pattern"
+    (["--version", "2.0"], "tars plan: params.version: version '2.0' does not match artifact.version_pattern"
      r" ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"),
-    (["--version", "2.0.0\n"], "tars plan: version '2.0.0\\n' is not allowed: use 1-64 "
+    (["--version", "2.0.0\n"], "tars plan: params.version: version '2.0.0\\n' is not allowed: use 1-64 "
      "characters from [0-9A-Za-z._+-], starting with a letter or digit, without '..'"),
 ])
 def test_plan_errors_exit_2(config_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str],

@@ -50,7 +50,7 @@ def sizes(plan: ReleasePlan) -> list[tuple[str, int]]:
 def test_stages_follow_ansible_serial(hosts: int, strategy: dict[str, Any], expected: list[tuple[str, int]]) -> None:
     plan = plan_release(make_spec(hosts, strategy=strategy))
     assert sizes(plan) == expected
-    assert list(plan.hosts) == [f"h{i:02d}" for i in range(1, hosts + 1)]
+    assert list(plan.all_hosts) == [f"h{i:02d}" for i in range(1, hosts + 1)]
     assert [s.index for s in plan.stages] == list(range(len(expected)))
 
 
