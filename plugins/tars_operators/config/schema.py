@@ -240,15 +240,16 @@ class Schedule(Model):
 
 
 class StepPolicy(Model):
-    timeout: Annotated[float, Field(gt=0)] | None = None
-    retries: Annotated[int, Field(ge=0, le=10)] = 0
+    """One host step's bound and retries (read by ``steps.policy``)."""
+
+    timeout: Annotated[float, Field(gt=0)] | None = None  # one attempt; None: no bound of its own
+    retries: Annotated[int, Field(ge=0, le=10)] = 0  # attempts after a failure that may pass
 
 
 class Steps(Model):
     stage: StepPolicy = StepPolicy(timeout=600)
     pull_out: StepPolicy = StepPolicy(timeout=120)
     activate: StepPolicy = StepPolicy(timeout=300)
-    health: StepPolicy = StepPolicy()  # deadline comes from the checks
     smoke: StepPolicy = StepPolicy()
     pull_in: StepPolicy = StepPolicy(timeout=120)
     host_retries: Annotated[int, Field(ge=0, le=5)] = 0  # Airflow retries of a host's task
@@ -257,6 +258,16 @@ class Steps(Model):
     # How long a run waits for a host held by another Tars run of the app (deploy, canary,
     # rollback) before that host counts as failed, untouched.
     lease_wait: Annotated[float, Field(ge=0)] = 300.0
+
+
+# Fields that were documented and never read, now gone: a config that sets one gets this
+# message at the key (lint and DAG import), so nobody keeps believing it does something.
+REMOVED_FIELDS: dict[tuple[str, ...], tuple[str, str]] = {  # path -> (why, what to do)
+    ("steps", "health"): (
+        "removed (it was never applied): a health check already retries every "
+        "health[].interval until its health[].timeout, with health[].successes in a row",
+        "delete steps.health and set timeout, interval and successes on the health checks"),
+}
 
 
 Event = Literal["start", "stage_passed", "approval_needed", "brake", "rollback", "success",

@@ -167,6 +167,9 @@ def _problem(path: PathKey, err: dict[str, Any]) -> Problem:
 
 def _unknown_key(path: PathKey, owner: Any) -> Problem:
     key = str(path[-1])
+    removed = schema.REMOVED_FIELDS.get(tuple(str(p) for p in path))
+    if removed is not None:
+        return Problem(path, removed[0], removed[1], at_key=True)
     fields = _field_names(owner)
     hint = did_you_mean(key, fields) if fields else None
     if hint is None and fields:

@@ -276,14 +276,15 @@ def install_command(plan: InstallPlan) -> str:
 def activate_command(
     layout: ReleaseLayout, version: str, token: str, *, stop: str | None, start: str,
     meta: dict[str, Any], switch: bool = True, restart: bool = False,
-    adopt: tuple[str, dict[str, Any]] | None = None,
+    adopt: tuple[str, dict[str, Any]] | None = None, restart_command: str | None = None,
 ) -> str:
     """Write metadata, stop the service, point ``current`` at the release atomically, start.
 
     Metadata first: a worker killed after the switch leaves a release that says which run
     switched it and what it replaced. ``adopt`` writes the metadata of the release being
     switched away from (one without Tars metadata) so it stays a rollback target. Without
-    ``switch``, ``restart`` still stops and starts the service.
+    ``switch``, ``restart`` still stops and starts the service, or runs ``restart_command``
+    (the app's ``service.restart``) when one is given.
     """
     link_tmp = f"current.tmp-{token}"
     release = layout.release_dir(version)
@@ -298,6 +299,9 @@ def activate_command(
                   *write_file_lines(layout.meta_path(adopt[0]), meta_json(adopt[1])), "fi"]
     lines.append(f"mkdir -p {q(release + '/.tars')}")
     lines += write_file_lines(layout.meta_path(version), meta_json(meta))
+    if restart_command and restart and not switch:
+        lines.append(user_command(restart_command, "service restart"))
+        return "\n".join(lines)
     if stop and (switch or restart):
         lines.append(f"if [ -e current ]; then {user_command(stop, 'service stop')}; fi")
     if switch:

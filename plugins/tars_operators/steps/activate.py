@@ -2,7 +2,8 @@
 
 Activation: write metadata, stop, switch ``current`` atomically (new relative link +
 ``mv -T``), start, wait the ignition seconds. If ``current`` already resolves to the version
-and the service says it is running, nothing is restarted (unless ``restart``).
+and the service says it is running, nothing is restarted (unless ``restart``); a restart of
+the current release in place runs ``service.restart`` when the app sets it (else stop, start).
 
 A release run records in the new release what it replaced and which run switched it; a
 restore (rollback) records ``restored_by_run`` instead, so it never looks like a release.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+from tars_operators.config.schema import Service
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.templating import host_context, render
 from tars_operators.errors import InvalidValue, RemoteError
@@ -21,6 +23,7 @@ from tars_operators.remote.commands import activate_command, remove_releases_com
 from tars_operators.remote.layout import ReleaseLayout, rand_token
 from tars_operators.remote.validate import validate_version
 from tars_operators.results import StepResult
+from tars_operators.steps.policy import with_retries
 from tars_operators.steps.state import HostState, ReleaseMeta, now_iso, read_host_state, select_prunable
 
 
@@ -30,10 +33,17 @@ def activate_release(session: HostSession, spec: AppSpec, host: Host, version: s
 
     ``restore``: a rollback to a good or adopted release (any safe version name, even one
     another tool installed outside the app's pattern). ``restart``: stop and start even when
-    it is current and its status command says it runs.
+    it is current and its status command says it runs. A failed attempt is tried again
+    ``steps.activate.retries`` times, each a restart (a half-started service is stopped first).
     """
-    started = time.monotonic()
     validate_version(version, None if restore else spec.config.artifact.version_pattern)
+    return with_retries(spec, host.name, "activate", lambda attempt: _activate_once(
+        session, spec, host, version, run_id, restore=restore, restart=restart or attempt > 0))
+
+
+def _activate_once(session: HostSession, spec: AppSpec, host: Host, version: str, run_id: str, *,
+                   restore: bool, restart: bool) -> StepResult:
+    started = time.monotonic()
     ctx = host_context(spec, host, version)
     layout, service = ReleaseLayout(ctx["deploy_root"]), spec.config.service
     state = read_host_state(session, layout, step="activate")
@@ -46,6 +56,7 @@ def activate_release(session: HostSession, spec: AppSpec, host: Host, version: s
     timeout = spec.config.steps.activate.timeout or spec.config.ssh.command_timeout
     session.run(activate_command(layout, version, rand_token(), stop=render(service.stop, stop_ctx),
                                  start=render(service.start, ctx), switch=switch, restart=restart,
+                                 restart_command=_restart_command(service, ctx, switch, restart),
                                  meta=_new_meta(meta, state, run_id, switch=switch, restore=restore),
                                  adopt=_adoption(state, run_id) if switch else None),
                 step="activate", timeout=timeout,
@@ -57,6 +68,13 @@ def activate_release(session: HostSession, spec: AppSpec, host: Host, version: s
               else f"{version} was current; {'restarted' if restart else 'not running; started'}")
     return StepResult(host.name, "activate", "ok", version, time.monotonic() - started, detail,
                       {"previous": state.current, "restore": restore})
+
+
+def _restart_command(service: Service, ctx: dict[str, Any], switch: bool, restart: bool) -> str | None:
+    """``service.restart``, rendered, when the current release is restarted in place."""
+    if switch or not restart or not service.restart:
+        return None
+    return render(service.restart, ctx)
 
 
 def _activatable(state: HostState, host: Host, version: str, restore: bool) -> ReleaseMeta:

@@ -1,5 +1,9 @@
 """Health checks (wait for N consecutive successes) and smoke tests (once each), blocking.
 
+Smoke follows ``steps.smoke``: its ``timeout`` bounds all the smoke tests together and its
+``retries`` runs them all again after a failure. Health has no step policy: each check's own
+``timeout``, ``interval`` and ``successes`` already say how long and how often it is tried.
+
 The async twin is ``triggers.health.HealthCheckTrigger``; both use ``steps.evaluator``.
 """
 
@@ -17,6 +21,7 @@ from tars_operators.errors import HealthCheckFailed, RemoteCommandError, RemoteE
 from tars_operators.hooks.ssh import HostSession
 from tars_operators.remote.validate import validate_version
 from tars_operators.results import StepResult
+from tars_operators.steps.policy import Deadline, with_retries
 from tars_operators.steps.evaluator import (
     CheckProgress,
     Observation,
@@ -74,7 +79,8 @@ def run_checks(
     session: HostSession | None, spec: AppSpec, host: Host, version: str,
     checks: Sequence[HttpCheck | TcpCheck | CommandCheck] | None = None, *, kind: Kind = "health",
 ) -> StepResult:
-    """Health: every check until it passes (in order). Smoke: every check once, output kept."""
+    """Health: every check until it passes (in order). Smoke: every check once, output kept
+    (again ``steps.smoke.retries`` times after a failure)."""
     started = time.monotonic()
     validate_version(version, spec.config.artifact.version_pattern)
     if checks is None:
@@ -84,17 +90,26 @@ def run_checks(
         return StepResult(host.name, kind, "skipped", version, 0.0, f"no {kind} checks configured")
     with httpx.Client() as http:
         if kind == "smoke":
-            return _smoke(resolved, session, host, version, http, started)
+            return with_retries(spec, host.name, "smoke", lambda _: _smoke(
+                resolved, session, host, version, http, Deadline(spec, "smoke")))
         summaries = [wait_for(check, session, host.name, kind, http) for check in resolved]
     return StepResult(host.name, kind, "ok", version, time.monotonic() - started,
                       f"{len(resolved)} {kind} checks passed", {"checks": summaries})
 
 
 def _smoke(resolved: list[ResolvedCheck], session: HostSession | None, host: Host, version: str,
-           http: httpx.Client, started: float) -> StepResult:
-    outputs = []
+           http: httpx.Client, deadline: Deadline) -> StepResult:
+    started = time.monotonic()
+    outputs: list[dict[str, object]] = []
     for check in resolved:
-        obs = probe(check, session, check.attempt_timeout, http)
+        if deadline.left() == 0:
+            outputs.append({"name": check.name, "ok": False,
+                            "output": f"not run: {deadline.setting()} is up"})
+            continue
+        budget = deadline.cap(check.attempt_timeout)
+        obs = probe(check, session, budget, http)
+        if not obs.ok and deadline.left() == 0:
+            obs = Observation(False, f"{obs.summary} ({deadline.setting()} is up)")
         outputs.append({"name": check.name, "ok": obs.ok, "output": obs.summary})
     failed = [o for o in outputs if not o["ok"]]
     if failed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Literal
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import (
@@ -33,19 +34,29 @@ from tars_operators.remote.commands import (
 from tars_operators.remote.layout import ReleaseLayout, rand_token
 from tars_operators.remote.validate import validate_sha256, validate_version
 from tars_operators.results import StepResult
+from tars_operators.steps.policy import with_retries
 from tars_operators.steps.state import HostState, ReleaseMeta, now_iso, read_host_state
 from tars_operators.steps.templates import RenderedFile, Script, install_context, render_commands, render_templates
 
-STEP = "stage"
+STEP: Literal["stage"] = "stage"
 
 
 def stage_release(
     session: HostSession, spec: AppSpec, host: Host, version: str,
     artifact: FetchedArtifact | None, run_id: str,
 ) -> StepResult:
-    """Get ``version`` onto ``host`` as ``releases/<version>`` with status ``staged``."""
-    started = time.monotonic()
+    """Get ``version`` onto ``host`` as ``releases/<version>`` with status ``staged``; a failed
+    attempt is tried again ``steps.stage.retries`` times."""
     validate_version(version, spec.config.artifact.version_pattern)
+    return with_retries(spec, host.name, STEP,
+                        lambda _: _stage_once(session, spec, host, version, artifact, run_id))
+
+
+def _stage_once(
+    session: HostSession, spec: AppSpec, host: Host, version: str,
+    artifact: FetchedArtifact | None, run_id: str,
+) -> StepResult:
+    started = time.monotonic()
     ctx = install_context(spec, host, version)
     layout = ReleaseLayout(ctx["deploy_root"])
     artifact = artifact or fetch_artifact(spec, version, host=host)

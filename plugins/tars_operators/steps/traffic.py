@@ -13,13 +13,15 @@ back and refuses. Two workers racing for the last slot may both back off: that f
 
 Every LB call inside a step waits out an unreachable LB API up to `traffic.api_deadline`
 (hooks/lb/base.py); after that the step raises `LoadBalancerUnreachable` naming host and step.
+`steps.pull_out` / `steps.pull_in` bound each step: its `timeout` ends the drain (or ready) wait
+and the LB retries early, and a failed attempt is tried again `retries` times (steps/policy.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from tars_operators.config.schema import Size
@@ -32,6 +34,9 @@ from tars_operators.errors import (
 )
 from tars_operators.hooks.lb.base import LoadBalancer, ServerState, lb_step
 from tars_operators.results import StepResult
+from tars_operators.steps.policy import Deadline, PolicyStep, with_retries
+
+Body = Callable[[LoadBalancer, AppSpec, Host, float, Deadline], StepResult]
 
 
 def required_in_service(min_in_service: Size, total: int) -> int:
@@ -111,25 +116,44 @@ def _drain_checked(lb: LoadBalancer, spec: AppSpec, host: Host, before: ServerSt
 
 def pull_out(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
     """Drain host, wait for zero sessions (MAINT after `drain_timeout`), verified through the LB."""
-    started = time.monotonic()
     if lb.provider == "none":
-        return _skipped(host, "pull_out", started)
-    with lb_step("pull_out", host.name):
-        return _pull_out(lb, spec, host, started)
+        return _skipped(host, "pull_out", time.monotonic())
+    return with_retries(spec, host.name, "pull_out",
+                        lambda _: _bounded(lb, spec, host, "pull_out", _pull_out))
 
 
-def _pull_out(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> StepResult:
+def _bounded(lb: LoadBalancer, spec: AppSpec, host: Host, step: PolicyStep, body: Body) -> StepResult:
+    """One attempt of a traffic step within its ``steps.<step>.timeout``: LB retries end there."""
+    started, deadline = time.monotonic(), Deadline(spec, step)
+    outer, lb.step_deadline = lb.step_deadline, deadline.at
+    try:
+        with lb_step(step, host.name):
+            return body(lb, spec, host, started, deadline)
+    except LoadBalancerUnreachable as exc:
+        if deadline.left() == 0 and len(exc.args) == 1:
+            exc.args = (f"{exc.args[0]} (the step's {deadline.setting()} is up)",)
+        raise
+    finally:
+        lb.step_deadline = outer
+
+
+def _pull_out(lb: LoadBalancer, spec: AppSpec, host: Host, started: float,
+              deadline: Deadline) -> StepResult:
     check_capacity(lb, spec, [host.name])
     before = lb.state(host)
     if before.known and before.admin == "maint":
         return _result(host, "pull_out", started, before, f"already out: {before.describe()}",
                        "unchanged")
     _drain_checked(lb, spec, host, before)
-    timeout = spec.config.traffic.drain_timeout
+    drain_timeout = spec.config.traffic.drain_timeout
+    timeout = deadline.cap(drain_timeout)
+    cut = deadline.cuts(drain_timeout)
+    shown = deadline.timeout if cut and deadline.timeout is not None else drain_timeout
     state, drained = lb.wait_drained(host, timeout)
     if not state.known:
         return _result(host, "pull_out", started, state,
-                       f"drained via {lb.where()}; waited traffic.drain_timeout ({timeout:g}s); "
+                       f"drained via {lb.where()}; waited "
+                       f"{deadline.setting() if cut else f'traffic.drain_timeout ({shown:g}s)'}; "
                        f"unverified: the LB does not report state", verified=False)
     forced = not drained
     if forced:
@@ -141,23 +165,28 @@ def _pull_out(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> St
             f"draining: {state.describe()}; not restarting it"
         )
     left = "requests possibly" if state.sessions is None else f"{state.sessions} sessions"
-    detail = (f"drain timeout {timeout:g}s with {left} left; forced MAINT"
+    detail = (f"{'steps.pull_out.timeout' if cut else 'drain timeout'} {shown:g}s with {left} "
+              "left; forced MAINT"
               if forced else f"out of rotation: {state.describe()}")
     return _result(host, "pull_out", started, state, detail, verified=True, forced_maint=forced)
 
 
 def pull_in(lb: LoadBalancer, spec: AppSpec, host: Host) -> StepResult:
     """Put host back and wait until the LB itself reports it UP (health check passed)."""
-    started = time.monotonic()
     if lb.provider == "none":
-        return _skipped(host, "pull_in", started)
-    with lb_step("pull_in", host.name):
-        return _pull_in(lb, spec, host, started)
+        return _skipped(host, "pull_in", time.monotonic())
+    return with_retries(spec, host.name, "pull_in",
+                        lambda _: _bounded(lb, spec, host, "pull_in", _pull_in))
 
 
-def _pull_in(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> StepResult:
+def _pull_in(lb: LoadBalancer, spec: AppSpec, host: Host, started: float,
+             deadline: Deadline) -> StepResult:
     lb.enable(host)
-    timeout = spec.config.traffic.ready_timeout
+    ready_timeout = spec.config.traffic.ready_timeout
+    timeout = deadline.cap(ready_timeout)
+    cut = deadline.cuts(ready_timeout)
+    bound = "steps.pull_in.timeout" if cut else "traffic.ready_timeout"
+    shown = deadline.timeout if cut and deadline.timeout is not None else ready_timeout
     state, up = lb.wait_up(host, timeout)
     if not state.known:
         return _result(host, "pull_in", started, state,
@@ -166,7 +195,7 @@ def _pull_in(lb: LoadBalancer, spec: AppSpec, host: Host, started: float) -> Ste
     if not up:
         raise LoadBalancerError(
             f"{host.name}: pull_in: {lb.where()} does not report {state.name} UP after "
-            f"{timeout:g}s (traffic.ready_timeout): {state.describe()}. It is set ready, so the "
+            f"{shown:g}s ({bound}): {state.describe()}. It is set ready, so the "
             f"LB sends traffic as soon as its own health checks pass."
         )
     return _result(host, "pull_in", started, state, f"in rotation: {state.describe()}",

@@ -145,6 +145,8 @@ class LoadBalancer(ABC):
     provider: ClassVar[str]
     poll_interval: float = 0.1
     backoff: Backoff = Backoff()
+    # Monotonic end of the running step's own timeout (steps.pull_out.timeout …): retries stop there.
+    step_deadline: float | None = None
 
     def __init__(self, spec: AppSpec) -> None:
         self.spec = spec
@@ -164,6 +166,8 @@ class LoadBalancer(ABC):
     def _retry(self, what: str, host: Host | None, fn: Callable[[], T]) -> T:
         started = time.monotonic()
         deadline, attempt = started + self.api_deadline, 0
+        if self.step_deadline is not None:
+            deadline = min(deadline, self.step_deadline)
         while True:
             attempt += 1
             try:
