@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -197,92 +196,22 @@ def config_dir() -> Path:
 
 
 def load_app_spec(app_name: str) -> Any:
-    """The app's spec as the DAG file loads it: 422 broken config, 404 no config for it.
+    """The app's spec as the DAG file finds it: 422 broken config, 404 no config for it.
 
-    Only ``<app>.yaml``/``<app>.yml`` is read when it defines the app (the convention). For an
-    app defined in a file named otherwise, a full load finds the file once; later requests
-    read only that file (so the spec, its defaults and inventory are always current).
+    ``config/finder.py`` reads only ``<app>.yaml`` when it defines the app, and remembers the
+    file of an app defined elsewhere, so a request never parses the whole directory again.
     """
+    from tars_operators.config.finder import find_app
+
     directory = config_dir()
-    guess = [p for p in (directory / f"{app_name}.yaml", directory / f"{app_name}.yml")
-             if p.is_file()]
-    spec = _load_from(guess, app_name) if guess else None
-    if spec is not None:
-        return spec
-    spec, broken = _load_elsewhere(directory, app_name)
-    if spec is not None:
-        return spec
-    more = f"; {broken} file(s) there have errors" if broken else ""
+    found = find_app(directory, app_name, base_dir=REPO)
+    if found.spec is not None:
+        return found.spec
+    if found.errors:
+        raise HTTPException(422, f"the config of {app_name} has errors: "
+                                 + "; ".join(found.errors[:5]))
+    more = f"; {found.broken} file(s) there have errors" if found.broken else ""
     raise HTTPException(404, f"no config of app {app_name!r} in {directory}{more}")
-
-
-def _load_from(files: list[Path], app_name: str) -> Any:
-    """The app's spec from these files; 422 with their errors; None if they define another app."""
-    from tars_operators.config.loader import load_files
-
-    result = load_files(files, base_dir=REPO)
-    if app_name in result.specs:
-        return result.specs[app_name]
-    errors = [line for err in result.errors.values() for line in err.errors]
-    if errors:
-        raise HTTPException(422, f"the config of {app_name} has errors: " + "; ".join(errors[:5]))
-    return None
-
-
-@dataclass(frozen=True)
-class _Index:
-    """Which file defines which app, as of the last full load of a config directory."""
-
-    stamp: tuple[tuple[str, int, int], ...]
-    files: dict[str, Path]
-    broken: int
-
-
-_INDEX: dict[Path, _Index] = {}
-
-
-def _load_elsewhere(directory: Path, app_name: str) -> tuple[Any, int]:
-    """(spec or None, number of broken files) for an app whose file is not named after it.
-
-    Parses every file only when the index does not know the app and a file changed since the
-    index was built, so repeated requests never parse the whole directory again.
-    """
-    from tars_operators.config.loader import load_all
-
-    stamp = _stamp(directory)
-    index = _INDEX.get(directory)
-    if index is not None:
-        known = index.files.get(app_name)
-        if known is not None and known.is_file():
-            spec = _load_from([known], app_name)
-            if spec is not None:
-                return spec, index.broken
-        elif known is None and index.stamp == stamp:
-            return None, index.broken
-    if not directory.is_dir():
-        return None, 0
-    full = load_all(directory, base_dir=REPO)
-    files = {name: spec.source for name, spec in full.specs.items()}
-    _INDEX[directory] = _Index(stamp, files, len(full.errors))
-    return full.specs.get(app_name), len(full.errors)
-
-
-def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, size and mtime of the config files a full load reads (stat only, nothing parsed)."""
-    from tars_operators.config.loader import APP_SUFFIXES, DEFAULTS_NAME
-
-    try:
-        files = sorted(p for p in directory.iterdir() if p.suffix in APP_SUFFIXES)
-    except OSError:
-        files = []
-    stamps: list[tuple[str, int, int]] = []
-    for path in [*files, directory.parent / DEFAULTS_NAME]:
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        stamps.append((path.name, st.st_size, st.st_mtime_ns))
-    return tuple(stamps)
 
 
 def preview_release(spec: Any, request: Any) -> dict[str, Any]:

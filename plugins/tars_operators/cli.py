@@ -169,24 +169,21 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _find_app(name: str, config_dir: Path) -> Any:
     """The app's spec, or an exit code after printing why there is none."""
-    from tars_operators.config.loader import load_all, load_files
+    from tars_operators.config.finder import find_app
     from tars_operators.config.problems import did_you_mean
 
     if not config_dir.is_dir():
         print(f"tars plan: config directory not found: {config_dir}", file=sys.stderr)
         return EXIT_USAGE
-    guess = [p for p in (config_dir / f"{name}.yaml", config_dir / f"{name}.yml") if p.is_file()]
-    result = load_files(guess) if guess else None
-    if result is None or (name not in result.specs and not result.errors):
-        result = load_all(config_dir)
-    if name in result.specs:
-        return result.specs[name]
-    if guess and guess[0].absolute() in result.errors:
-        for line in result.errors[guess[0].absolute()].errors:
+    found = find_app(config_dir, name)
+    if found.spec is not None:
+        return found.spec
+    if found.errors:
+        for line in found.errors:
             print(line, file=sys.stderr)
         return EXIT_ERRORS
-    hint = did_you_mean(name, result.specs)
-    known = ", ".join(sorted(result.specs)) or "none"
+    hint = did_you_mean(name, found.known)
+    known = ", ".join(found.known) or "none"
     print(f"tars plan: unknown app '{name}' in {config_dir} (apps: {known})"
           + (f"; {hint}" if hint else ""), file=sys.stderr)
     return EXIT_USAGE

@@ -10,7 +10,7 @@ import pytest
 from fastapi import HTTPException
 
 from tars_operators import api
-from tars_operators.config import loader
+from tars_operators.config import finder, loader
 from tests.unit.config.test_loader import APP  # the same minimal app config
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ def apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "configs" / "apps"
     directory.mkdir(parents=True)
     monkeypatch.setenv("TARS_CONFIG_DIR", str(directory))
-    monkeypatch.setattr(api, "_INDEX", {})
+    monkeypatch.setattr(finder, "_INDEX", {})
     return directory
 
 

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from airflow.sdk import DAG
 
-from tars_operators.config.loader import load_all, load_files
+from tars_operators.config.finder import find_app
+from tars_operators.config.loader import load_all
 from tars_operators.errors import ConfigError
 
 PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__", "tars_inspect__")
@@ -43,17 +44,15 @@ def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | Non
     if app == "":
         return {}
     config_dir = Path(config_dir)
-    result = None
-    if app:  # by convention apps/<name>.yaml; fall back to loading every file
-        guess = [p for p in (config_dir / f"{app}.yaml", config_dir / f"{app}.yml") if p.is_file()]
-        if guess:
-            result = load_files(guess, base_dir=base_dir)
-            if app not in result.specs:
-                result = None
-    if result is None:
+    if app:  # only the app asked for, found the way the routes and `tars plan` find it
+        found = find_app(config_dir, app, base_dir=base_dir)
+        specs, errors = ({app: found.spec} if found.spec is not None else {}), []
+    else:
         result = load_all(config_dir, base_dir=base_dir)
+        specs = result.specs
+        errors = [line for err in result.errors.values() for line in err.errors]
     dags: dict[str, Any] = {}
-    for name, spec in sorted(result.specs.items()):
+    for name, spec in sorted(specs.items()):
         if app and name != app:
             continue
         kinds: dict[str, Callable[[], DAG]] = {
@@ -67,8 +66,7 @@ def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | Non
             if only and only != dag_id:
                 continue
             dags[dag_id] = make()
-    if result.errors and not app:
-        lines = [line for err in result.errors.values() for line in err.errors]
+    if errors:
         dags["tars_broken_configs"] = BrokenConfigs(dag_id="tars_broken_configs", schedule=None,
-                                                    doc_md="\n".join(lines))
+                                                    doc_md="\n".join(errors))
     return dags
