@@ -3,8 +3,10 @@
 In memory, shared files (``defaults.yaml``, inventories) are kept: parsed once per process. On disk,
 the parsed data of every config file is kept as JSON (never pickle: a cache must not be able
 to run code) so that the DAG processor, which parses the DAG file in a fresh process every
-cycle, does not parse hundreds of unchanged YAML files each time. ``TARS_CACHE_DIR`` moves the
-disk cache (default ``$XDG_CACHE_HOME/tars/yaml`` or ``~/.cache/tars/yaml``); ``off`` disables it.
+cycle, does not parse hundreds of unchanged YAML files each time. ``TARS_CONFIG_CACHE_DIR`` moves
+the disk cache, else ``$TARS_CACHE_DIR/yaml`` (default ``$XDG_CACHE_HOME/tars/yaml`` or
+``~/.cache/tars/yaml``); ``off`` in either disables it. The artifact cache is separate
+(``hooks.artifacts.default_cache_dir``).
 """
 
 from __future__ import annotations
@@ -90,11 +92,17 @@ def _parse(path: Path, key: tuple[int, int, int]) -> YamlFile:
     return parsed
 
 
+OFF = ("", "off", "0")
+
+
 def cache_dir() -> Path | None:
     """Where parsed YAML is kept on disk, or None when disabled."""
-    setting = os.environ.get("TARS_CACHE_DIR")
-    if setting is not None:
-        return None if setting in ("", "off", "0") else Path(setting)
+    own = os.environ.get("TARS_CONFIG_CACHE_DIR")
+    if own is not None:
+        return None if own in OFF else Path(own)
+    shared = os.environ.get("TARS_CACHE_DIR")
+    if shared is not None:  # the base of both caches; "off" keeps meaning "no YAML cache"
+        return None if shared in OFF else Path(shared) / "yaml"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tars" / "yaml"
 

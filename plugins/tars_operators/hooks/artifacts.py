@@ -56,12 +56,21 @@ class FetchedArtifact:
 
 
 def default_cache_dir() -> Path:
-    """``$TARS_CACHE_DIR``, else ``$AIRFLOW_HOME/tars-cache``, else ``~/.cache/tars``."""
-    if os.environ.get("TARS_CACHE_DIR"):
-        return Path(os.environ["TARS_CACHE_DIR"])
+    """``$TARS_ARTIFACT_CACHE_DIR``, else ``$TARS_CACHE_DIR/artifacts``, else
+    ``$AIRFLOW_HOME/tars-cache``, else ``~/.cache/tars/artifacts``.
+
+    Never shared with the YAML parse cache (``config.files.cache_dir``); ``TARS_CACHE_DIR=off``
+    (which turns that one off) leaves artifacts in their default place: push needs a local copy.
+    """
+    own = os.environ.get("TARS_ARTIFACT_CACHE_DIR")
+    if own:
+        return Path(own)
+    shared = os.environ.get("TARS_CACHE_DIR")
+    if shared and shared not in ("off", "0"):
+        return Path(shared) / "artifacts"
     if os.environ.get("AIRFLOW_HOME"):
         return Path(os.environ["AIRFLOW_HOME"]) / "tars-cache"
-    return Path.home() / ".cache" / "tars"
+    return Path.home() / ".cache" / "tars" / "artifacts"
 
 
 def artifact_url(spec: AppSpec, version: str, host: Host | None = None) -> str:

@@ -225,7 +225,7 @@ def test_json_schema_in_docs_is_current() -> None:
 def test_parsed_yaml_is_cached_on_disk_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    monkeypatch.setenv("TARS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TARS_CONFIG_CACHE_DIR", str(tmp_path / "cache"))
     app = write(tmp_path / "apps/a.yaml", APP.format(name="alpha"))
     files.clear_cache()
     assert load_app(app).name == "alpha"
@@ -246,7 +246,7 @@ def test_parsed_yaml_is_cached_on_disk_as_json(tmp_path: Path, monkeypatch: pyte
 
 
 def test_yaml_that_json_cannot_hold_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TARS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TARS_CONFIG_CACHE_DIR", str(tmp_path / "cache"))
     doc = write(tmp_path / "x.yaml", "when: 2024-01-01\n1: one\n")
     assert files.read_yaml(doc).data == {"when": __import__("datetime").date(2024, 1, 1), 1: "one"}
     assert not list((tmp_path / "cache").glob("*.json"))
