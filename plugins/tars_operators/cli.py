@@ -82,6 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(args)
 
 
+# What a release request may say, the same options for `tars plan` and `tars deploy`.
+REQUEST_ARGS = (
+    arg("--reason", default=None, help="why (run note, audit trail)"),
+    arg("--ticket", default=None, help="change ticket, e.g. OPS-1234"),
+    arg("--hosts", default=None, help="only these hosts, comma separated"),
+    arg("--batches", default=None, help="ramp override, e.g. '1,25%%,100%%'"),
+    arg("--force", metavar="REASON", default=None, help="run outside the deploy window or"
+        " through a freeze; the reason is recorded"),
+    arg("--skip-fort", metavar="REASON", default=None, help="no fort stage; the reason is"
+        " recorded"),
+)
+
+
 def _default_config_dir() -> Path:
     return Path(os.environ.get("TARS_CONFIG_DIR", "configs/apps"))
 
@@ -131,14 +144,7 @@ def _summary(spec: Any) -> str:
         " $TARS_CONFIG_DIR)"),
     arg("--version", default=None, help="the version to release (checked against"
         " artifact.version_pattern)"),
-    arg("--hosts", default=None, help="only these hosts, comma separated"),
-    arg("--batches", default=None, help="override strategy.batches, e.g. 1,25%%,100%%"),
-    arg("--skip-fort", metavar="REASON", default=None, help="no fort stage; a run needs the"
-        " reason"),
-    arg("--force", metavar="REASON", default=None, help="past a closed window or freeze; a run"
-        " needs the reason"),
-    arg("--reason", default="", help="why (shown in the plan)"),
-    arg("--ticket", default="", help="change ticket, e.g. OPS-1234"),
+    *REQUEST_ARGS,
     arg("--json", action="store_true", help="print JSON instead of a table"),
 )
 def _plan(args: argparse.Namespace) -> int:
@@ -154,7 +160,7 @@ def _plan(args: argparse.Namespace) -> int:
         version=args.version, hosts=args.hosts, batches=args.batches,
         skip_fort=args.skip_fort is not None, skip_fort_reason=args.skip_fort or "",
         force=args.force is not None, force_reason=args.force or "",
-        reason=args.reason, ticket=args.ticket,
+        reason=args.reason or "", ticket=args.ticket or "",
     )
     try:  # the rule a run applies (plan/request.py): what `tars plan` accepts, a run accepts
         plan = plan_request(spec, request)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, cast
 from urllib.parse import quote
 
-from tars_operators.cli import EXIT_OK, EXIT_USAGE, arg, command
+from tars_operators.cli import EXIT_OK, EXIT_USAGE, REQUEST_ARGS, arg, command
 from tars_operators.client import status as _status  # noqa: F401 - registers `tars status`
 from tars_operators.client.api import Airflow, ApiError
 from tars_operators.client.follow import Follow, say
@@ -116,14 +116,7 @@ def describe_plan(preview: dict[str, Any], forced: bool) -> list[str]:
     "deploy", "release APP at VERSION through tars_deploy__APP (REST; for CI jobs)",
     arg("app", help="app name (app.name)"),
     arg("version", help="the version to release, or 'latest' when the app has a latest pointer"),
-    arg("--reason", default=None, help="why (run note, audit trail)"),
-    arg("--ticket", default=None, help="change ticket, e.g. OPS-1234"),
-    arg("--hosts", default=None, help="only these hosts, comma separated"),
-    arg("--batches", default=None, help="ramp override, e.g. '1,25%%,100%%'"),
-    arg("--force", metavar="REASON", default=None, help="run outside the deploy window or"
-        " through a freeze; the reason is recorded"),
-    arg("--skip-fort", metavar="REASON", default=None, help="no fort stage; the reason is"
-        " recorded"),
+    *REQUEST_ARGS,
     arg("--dry-run", action="store_true", help="plan and validate only; touch no host"),
     arg("--unpause", action="store_true", help="unpause the app's DAG if it is paused"),
     *WAIT_ARGS,
