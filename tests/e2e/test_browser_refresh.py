@@ -87,7 +87,7 @@ def test_refresh_from_hosts_shows_what_each_host_runs_and_the_lb_live(e2e: E2E) 
             assert rows[by_hand]["On host"] == f"1.0.0 (good) ≠ recorded {VERSION}"
             assert "differs" in (driver.find_element(
                 By.CSS_SELECTOR, f"#hosts tr[data-host='{by_hand}']").get_attribute("class") or "")
-            assert rows[blocked]["On host"].startswith("not read: "), rows[blocked]
+            assert rows[blocked]["On host"].startswith("not read: inspect: cannot connect"), rows[blocked]
             assert "refused" in rows[blocked]["On host"].lower(), rows[blocked]
             # The LB column stays live; hosts in rotation read UP.
             assert rows[maint]["LB state"] == "MAINT live"

@@ -134,7 +134,11 @@ onSubmit($("rollback-form"), () => {
     .catch((error) => show($("rollback-state"), el("span", {class: "error"}, error.message)));
 });
 
-refresh().catch((error) => show($("state"), el("span", {class: "error"}, error.message)))
+refresh()
+  .then((data) => {  // a refresh already running (started elsewhere): follow it closely too
+    if (data.refresh?.running && !watching) watching = setTimeout(() => watchRefresh().catch(fail), 1000);
+  })
+  .catch((error) => show($("state"), el("span", {class: "error"}, error.message)))
   .finally(() => { document.body.dataset.ready = "true"; });
 // A release moves hosts through steps: refresh while the tab is open.
 setInterval(() => refresh().catch(() => {}), 5000);
