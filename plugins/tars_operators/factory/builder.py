@@ -305,5 +305,7 @@ def _schedule(spec: AppSpec) -> Any:
 
 def _at_once(spec: AppSpec) -> int:
     """How many hosts may be out of rotation together without breaking the capacity floor."""
+    from tars_operators.plan.capacity import at_once
+
     plan = spec.default_plan
-    return max(1, plan.fleet_size - plan.min_in_service)
+    return at_once(plan.fleet_size, plan.min_in_service)

@@ -110,13 +110,12 @@ class PrepareOperator(BaseBranchOperator):
 
     def _commit(self, spec: Any, context: Any, plan: ReleasePlan, overridden: Any) -> str:
         from tars_operators.hooks.lb.provider import load_balancer_for
-        from tars_operators.steps.traffic import required_in_service
 
         in_rotation: tuple[str, ...] = ()
         if spec.config.traffic.provider != "none":
             try:
                 with load_balancer_for(spec) as lb:
-                    in_rotation = self._check_floor(spec, lb, plan, required_in_service)
+                    in_rotation = self._check_floor(spec, lb, plan)
             except TarsError as exc:
                 self._refuse(context, str(exc))
         plan = replace(plan, in_rotation=in_rotation, reason=_forced_reason(plan, overridden))
@@ -135,19 +134,17 @@ class PrepareOperator(BaseBranchOperator):
                    run_id=dr.run_id, version=plan.version)
         return DRY_RUN if plan.dry_run else FETCH
 
-    def _check_floor(self, spec: Any, lb: Any, plan: ReleasePlan, required: Any) -> tuple[str, ...]:
+    def _check_floor(self, spec: Any, lb: Any, plan: ReleasePlan) -> tuple[str, ...]:
         """Capacity floor at plan time, against what the LB reports now (down hosts count)."""
+        from tars_operators.plan.capacity import live_violation
+
         states = lb.states(spec.hosts)
         up = tuple(name for name, state in states.items() if state.in_service)
-        need = required(spec.config.traffic.min_in_service, len(spec.hosts))
-        biggest = max((len([h for h in hosts if h in up]) for hosts in (s.hosts for s in plan.stages)), default=0)
-        if len(up) - biggest < need:
-            down = ", ".join(f"{n} ({s.status})" for n, s in states.items() if n not in up)
-            raise PlanError(
-                f"capacity floor: {len(up)} of {len(spec.hosts)} hosts are in service now; a "
-                f"stage of {biggest} would leave {len(up) - biggest}, and traffic.min_in_service "
-                f"needs {need}. Out of service now: {down or 'none'}"
-            )
+        why = live_violation([s.hosts for s in plan.stages],
+                             {name: state.status for name, state in states.items()}, up,
+                             plan.min_in_service)
+        if why:
+            raise PlanError(why)
         return up
 
 

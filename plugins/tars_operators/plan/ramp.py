@@ -15,7 +15,8 @@ from typing import Any
 from tars_operators.config.problems import did_you_mean
 from tars_operators.config.spec import AppSpec
 from tars_operators.errors import PlanError
-from tars_operators.plan.sizes import Size, batch_size, budget_count, floor_count, parse_size
+from tars_operators.plan.capacity import required_in_service, stage_violation
+from tars_operators.plan.sizes import Size, batch_size, budget_count, parse_size
 
 FORT = "fort"
 
@@ -155,8 +156,8 @@ def plan_release(
     for chunk in _chunks(rest, [batch_size(size, len(names)) for size in sizes]):
         stages.append(Stage(f"batch_{len(stages) + (0 if fort else 1)}", len(stages), chunk))
     fleet = len(spec.hosts)
-    floor = floor_count(traffic.min_in_service, fleet)
-    violation = capacity_violation(stages, fleet, floor)
+    floor = required_in_service(traffic.min_in_service, fleet)
+    violation = stage_violation([(s.name, s.hosts) for s in stages], fleet, floor)
     if violation:
         raise PlanError(violation)
     budget = strategy.failure_budget
@@ -173,16 +174,6 @@ def plan_release(
 def stage_slots(spec: AppSpec) -> int:
     """How many stages the default plan of ``spec`` has (the DAG's stage task groups)."""
     return len(plan_release(spec).stages)
-
-
-def capacity_violation(stages: Sequence[Stage], fleet: int, floor: int) -> str | None:
-    """Why the first stage that breaks the floor does, or ``None`` when every stage keeps it."""
-    for stage in stages:
-        left = fleet - len(stage.hosts)
-        if left < floor:
-            return (f"{stage.name}: batch of {len(stage.hosts)} would leave {left} of {fleet}"
-                    f" hosts in service; traffic.min_in_service needs {floor}")
-    return None
 
 
 def _select(spec: AppSpec, hosts: list[str] | None) -> list[str]:

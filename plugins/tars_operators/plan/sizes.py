@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 from tars_operators.errors import PlanError
@@ -39,12 +38,6 @@ def batch_size(size: Size, total: int) -> int:
             raise PlanError(f"a batch must hold at least 1 host, got {size}")
         return int(size)
     return max(1, total * pct // 100)
-
-
-def floor_count(size: Size, total: int) -> int:
-    """A capacity floor: a percentage of ``total`` rounded up (50% of 5 hosts is 3)."""
-    pct = _percent(size)
-    return int(size) if pct is None else math.ceil(total * pct / 100)
 
 
 def budget_count(size: Size, total: int) -> int:

@@ -19,12 +19,10 @@ and the LB retries early, and a failed attempt is tried again `retries` times (s
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tars_operators.config.schema import Size
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import (
     CapacityError,
@@ -33,17 +31,11 @@ from tars_operators.errors import (
     LoadBalancerUnreachable,
 )
 from tars_operators.hooks.lb.base import LoadBalancer, ServerState, lb_step
+from tars_operators.plan.capacity import required_in_service
 from tars_operators.results import StepResult
 from tars_operators.steps.policy import Deadline, PolicyStep, with_retries
 
 Body = Callable[[LoadBalancer, AppSpec, Host, float, Deadline], StepResult]
-
-
-def required_in_service(min_in_service: Size, total: int) -> int:
-    """Hosts that must stay in service: an int, or "N%" of total rounded up."""
-    if isinstance(min_in_service, str):
-        return math.ceil(int(min_in_service.rstrip("%")) * total / 100)
-    return min_in_service
 
 
 def _host(spec: AppSpec, name: str) -> Host:
