@@ -14,7 +14,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -30,6 +30,10 @@ from tars_operators.release.brake import (
 from tars_operators.release.events import brake_changed
 from tars_operators.release.machine import Brake
 from tars_operators.web.pages import SecurityHeaders, static_response
+
+if TYPE_CHECKING:
+    from tars_operators.config.spec import AppSpec
+    from tars_operators.plan.request import ReleaseRequest
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="Tars", description="Brake, audit trail and plan preview of Tars releases")
@@ -214,7 +218,7 @@ def load_app_spec(app_name: str) -> Any:
     raise HTTPException(404, f"no config of app {app_name!r} in {directory}{more}")
 
 
-def preview_release(spec: Any, request: Any) -> dict[str, Any]:
+def preview_release(spec: AppSpec, request: ReleaseRequest) -> dict[str, Any]:
     """The plan preview of a ``ReleaseRequest``, or ``TarsError`` naming what is wrong with it."""
     from tars_operators.plan.preview import preview
     from tars_operators.plan.request import plan_request

@@ -126,6 +126,21 @@ def test_plan_round_trips_through_json() -> None:
     assert again.stage("batch_2").hosts == ("h03", "h04")
 
 
+def test_a_plan_prepare_pushed_before_the_one_plan_type_still_reads() -> None:
+    """A run planned by an older Tars (stages as [slot, hosts] pairs) resumes and shows."""
+    old = {"version": "2.0.0", "stages": [["fort", ["h01"]], ["batch_1", ["h02", "h03"]],
+                                          ["batch_2", []]],
+           "budget_stage": {"fort": 0, "batch_1": 1}, "budget_total": 1, "who": "ann",
+           "reason": "r", "ticket": "T-1", "forced": "", "skip_fort": "",
+           "in_rotation": ["h01", "h02", "h03"], "dry_run": False}
+    plan = ReleasePlan.from_dict(old)
+    assert plan.slot_names == ("fort", "batch_1", "batch_2")
+    assert plan.stage_names == ("fort", "batch_1")
+    assert (plan.hosts("batch_1"), plan.hosts("batch_2")) == (("h02", "h03"), ())
+    assert (plan.budget_for("batch_1"), plan.budget_for("batch_2")) == (1, 0)
+    assert (plan.version, plan.who, plan.in_rotation) == ("2.0.0", "ann", ("h01", "h02", "h03"))
+
+
 def test_stage_slots_is_the_default_plans_stage_count() -> None:
     assert stage_slots(make_spec(10)) == 4
     assert stage_slots(make_spec(7, strategy={"fort": 0, "batches": [2]})) == 4
