@@ -55,7 +55,7 @@ class ReleaseRequest:
 
 def plan_request(spec: AppSpec, request: ReleaseRequest, *, slots: Sequence[str] | None = None,
                  canary: bool = False, latest: Callable[[], str] | None = None) -> ReleasePlan:
-    """The plan of ``request``, or ``PlanError``/``InvalidValue`` saying which input and why.
+    """The plan of ``request``, or a ``TarsError`` (``PlanError`` mostly) naming the input and why.
 
     ``slots`` are the DAG's stage task groups (default: the deploy DAG's, the stages of the
     app's default plan); a plan whose stages do not fit them is refused. ``canary`` keeps
