@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 from contextlib import contextmanager
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any, Iterator
 
@@ -26,7 +26,9 @@ class Mailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self.lock:
-            self.mails.append(message_from_bytes(envelope.original_content or envelope.content))
+            # policy.default: headers decoded (a subject with '→' is RFC 2047-encoded on the wire)
+            self.mails.append(message_from_bytes(envelope.original_content or envelope.content,
+                                                 policy=policy.default))
         return "250 OK"
 
     def subjects(self) -> list[str]:

@@ -73,18 +73,18 @@ def test_a_mail_carries_user_text_verbatim_and_escaped(monkeypatch: pytest.Monke
         monkeypatch.setenv("AIRFLOW_CONN_TARS_SMTP", box.connection())
         sent = notify(app(smtp(to=["ops@example.test", "dev@example.test"],
                                **{"from": "releases@example.test"})),
-                      "start", f"planned: <b>{INJECT}</b>", [f"by alice: {INJECT}"], run_id="r1",
+                      "start", f"planned → <b>{INJECT}</b>", [f"by alice: {INJECT}"], run_id="r1",
                       version="2.0.0")
         assert [(d.target, d.ok) for d in sent] == [("smtp:tars_smtp", True)]
         (mail,) = box.mails
     assert mail["From"] == "releases@example.test"
     assert mail["To"] == "ops@example.test, dev@example.test"
-    assert mail["Subject"] == f"[tars] demo start: planned: <b>{INJECT}</b>"
+    assert mail["Subject"] == f"[tars] demo start: planned → <b>{INJECT}</b>"
     raw = next(p for p in mail.walk() if p.get_content_type() == "text/html")
     assert "<b>" not in raw.get_payload(decode=True).decode()  # escaped: no markup injected
     text = body(mail)
-    assert f"planned: <b>{INJECT}</b>\nby alice: {INJECT}\n" in text
-    assert "49" not in text and "xxx" not in text  # nothing rendered
+    assert f"planned → <b>{INJECT}</b>\nby alice: {INJECT}\n" in text
+    assert text.count(INJECT) == 2 and "xxx" not in text  # nothing rendered
 
 
 def test_the_connection_gives_the_sender_when_the_config_does_not(
