@@ -1,8 +1,10 @@
-"""Release events through the real services: webhooks and the Asset a downstream DAG runs on.
+"""Release events through the real services: webhooks, mail through Airflow's SMTP notifier,
+and the Asset a downstream DAG runs on.
 
-A webhook receiver on loopback gets every event of a good release, a rolled-back one, an
-approval and a brake; the example DAG ``configs/examples/after_release.py`` runs after each
-release of ``demo`` and reads what Tars put in the event.
+A webhook receiver and an SMTP receiver on loopback (the notifier's Airflow connection points
+at it) get every event of a good release, a rolled-back one, an approval and a brake; the
+example DAG ``configs/examples/after_release.py`` runs after each release of ``demo`` and reads
+what Tars put in the event.
 
 The stack is this module's own, with a dags folder of two files: a link to the real
 ``dags/tars_apps.py`` and a copy of the example DAG, exactly what a team does with the example
@@ -11,6 +13,7 @@ The stack is this module's own, with a dags folder of two files: a link to the r
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +27,7 @@ from sandbox.localstack import wired_env
 from tars_operators.client.api import ApiError
 from tars_operators.release.events import EVENTS
 from tests.e2e.harness import E2E, poll
+from tests.smtp import Mailbox, body, smtp_receiver
 from tests.webhooks import Receiver, receiver
 
 pytestmark = pytest.mark.e2e
@@ -32,10 +36,12 @@ REPO = Path(__file__).resolve().parents[2]
 APP = "demo"  # the app the example DAG is scheduled on
 CONSUMER = "after_release__demo"
 SECRET_PATH = "/services/T0E2E/B0E2E/e2e-secret-key"
+INJECT = "{{ 7*7 }} {% if true %}rendered{% endif %}"  # user text: must arrive as written
+Stack = tuple[E2E, Receiver, Mailbox]
 
 
 @pytest.fixture(scope="module")
-def stack(sandbox: Sandbox) -> Iterator[tuple[E2E, Receiver]]:
+def stack(sandbox: Sandbox) -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="tars-e2e-ev-"))
     config_dir = home / "configs" / "apps"
     config_dir.mkdir(parents=True)
@@ -47,19 +53,34 @@ def stack(sandbox: Sandbox) -> Iterator[tuple[E2E, Receiver]]:
     st = AirflowStack(home=home / "airflow", parallelism=6, dags_folder=dags)
     st.extra_env.update(wired_env(sandbox, st))
     st.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
-    with receiver() as rec:
+    with receiver() as rec, smtp_receiver() as box:
+        st.extra_env["AIRFLOW_CONN_TARS_SMTP"] = box.connection()  # every component sees it
         try:
             st.start()
-            yield E2E(sandbox, st, config_dir), rec
+            yield E2E(sandbox, st, config_dir), rec, box
         finally:
             st.stop()
             shutil.rmtree(home, ignore_errors=True)
 
 
 def webhook(rec: Receiver, **more: Any) -> dict[str, Any]:
-    """Demo overrides: fort 1 · 1 · 2 · the rest, every event to the receiver (a secret path)."""
+    """Demo overrides: fort 1 · 1 · 2 · the rest, every event to the webhook receiver (a secret
+    path) and by mail through the SMTP notifier."""
     return {"strategy.batches": [1, 2, "100%"],
-            "notify.webhooks": [{"url": rec.url + SECRET_PATH, "events": list(EVENTS)}], **more}
+            "notify.webhooks": [{"url": rec.url + SECRET_PATH, "events": list(EVENTS)}],
+            "notify.notifiers": [{"kind": "smtp", "to": ["releases@example.test"],
+                                  "conn_id": "tars_smtp", "events": list(EVENTS)}], **more}
+
+
+def mailed(box: Mailbox, run_id: str | None = None, app: str = APP) -> list[str]:
+    """The events mailed for ``run_id`` (or, with None, for no run: the brake), in order."""
+    found = []
+    for mail in list(box.mails):
+        text = body(mail)
+        run = re.search(r"^run: (.+)$", text, re.M)
+        if f"app: {app}\n" in text and (run.group(1) if run else None) == run_id:
+            found.append(re.search(r"^event: (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    return found
 
 
 def consumer_run_for(e2e: E2E, run_id: str) -> dict[str, Any] | None:
@@ -83,15 +104,20 @@ def consumer_run_for(e2e: E2E, run_id: str) -> dict[str, Any] | None:
 
 
 def test_a_good_release_notifies_and_triggers_the_downstream_dag(
-        stack: tuple[E2E, Receiver], fleet: Sandbox) -> None:
-    e2e, rec = stack
+        stack: Stack, fleet: Sandbox) -> None:
+    e2e, rec, box = stack
     dag_id = e2e.add_app(APP, **webhook(rec))
     e2e.wait_dag(CONSUMER)
-    run = e2e.release(dag_id, {"version": "2.0.0", "reason": "e2e events",
+    run = e2e.release(dag_id, {"version": "2.0.0", "reason": f"e2e events {INJECT}",
                                "hosts": ["host01", "host02"]})
     run_id = run["dag_run_id"]
     assert run["state"] == "success", run["note"]
     assert rec.events(run_id) == ["start", "stage_passed", "stage_passed", "success"]
+    assert mailed(box, run_id) == rec.events(run_id)  # sent in step, not after the run
+    (mail,) = [m for m in box.matching(f"run: {run_id}") if m["Subject"].startswith(
+        f"[tars] {APP} start: planned: 2 hosts → 2.0.0")]
+    assert mail["To"] == "releases@example.test" and mail["From"] == "tars@example.test"
+    assert f"e2e events {INJECT}" in body(mail), body(mail)  # the reason, never rendered
     start, fort, batch, success = rec.of("start", run_id) + rec.of("stage_passed", run_id) + \
         rec.of("success", run_id)
     assert all(b["app"] == APP and b["version"] == "2.0.0" for b in (start, fort, success))
@@ -111,14 +137,15 @@ def test_a_good_release_notifies_and_triggers_the_downstream_dag(
 
 
 def test_a_broken_release_notifies_rollback_and_failure(
-        stack: tuple[E2E, Receiver], fleet: Sandbox) -> None:
-    e2e, rec = stack
+        stack: Stack, fleet: Sandbox) -> None:
+    e2e, rec, box = stack
     dag_id = e2e.add_app(APP, **webhook(rec))
     run = e2e.release(dag_id, {"version": "2.0.0-broken", "reason": "e2e events broken",
                                "hosts": ["host01", "host02"]})
     run_id = run["dag_run_id"]
     assert run["state"] == "failed", run["note"]
     assert rec.events(run_id) == ["start", "rollback", "failure"]
+    assert mailed(box, run_id) == rec.events(run_id)
     rollback, failure = rec.of("rollback", run_id)[0], rec.of("failure", run_id)[0]
     assert rollback["summary"].startswith("rolling back 1 host(s) from 2.0.0-broken")
     assert rollback["details"] == ["host01"]
@@ -130,8 +157,8 @@ def test_a_broken_release_notifies_rollback_and_failure(
 
 
 def test_an_approval_notifies_approval_needed_once(
-        stack: tuple[E2E, Receiver], fleet: Sandbox) -> None:
-    e2e, rec = stack
+        stack: Stack, fleet: Sandbox) -> None:
+    e2e, rec, box = stack
     app = "demo_approve"
     dag_id = e2e.add_app(app, **webhook(rec, **{"strategy.approval": {
         "enabled": True, "after": ["fort"], "timeout_seconds": 600, "default": "halt"}}))
@@ -146,11 +173,12 @@ def test_an_approval_notifies_approval_needed_once(
     # sent once: the callback runs again when the task resumes with the answer
     assert rec.events(run_id) == ["start", "stage_passed", "approval_needed", "stage_passed",
                                   "success"]
+    assert mailed(box, run_id, app) == rec.events(run_id)
 
 
 def test_pulling_and_releasing_the_brake_notifies(
-        stack: tuple[E2E, Receiver], fleet: Sandbox) -> None:
-    e2e, rec = stack
+        stack: Stack, fleet: Sandbox) -> None:
+    e2e, rec, box = stack
     e2e.add_app(APP, **webhook(rec))
     user = e2e.stack.user
     e2e.api.request("POST", f"/tars/apps/{APP}/brake",
@@ -163,3 +191,18 @@ def test_pulling_and_releasing_the_brake_notifies(
     assert pulled["run_id"] is None and pulled["app"] == APP
     released = poll(lambda: rec.of("brake")[1:], 30, "the brake-released event")[-1]
     assert released["summary"] == f"brake released by {user}: all clear"
+    # sent by the api-server, through the same Airflow connection
+    poll(lambda: len(mailed(box, None)) >= 2 or None, 30, "the brake mails")
+    assert box.matching(f"[tars] {APP} brake: brake ON (hold) by {user}: e2e events: smoke alarm")
+    assert box.matching(f"[tars] {APP} brake: brake released by {user}: all clear")
+
+
+def test_every_event_the_schema_accepts_arrived_by_mail_and_webhook(stack: Stack) -> None:
+    """After the tests above (one stack, in file order): each event both ways, at least once."""
+    _, rec, box = stack
+    apps = (APP, "demo_approve")
+    by_mail = {e for app in apps for run in {*(b["run_id"] for b in rec.bodies)}
+               for e in mailed(box, run, app)}
+    for event in EVENTS:  # the schema's Event Literal
+        assert event in rec.events(), f"no {event!r} webhook: run the whole module"
+        assert event in by_mail, f"no {event!r} mail (mailed: {sorted(by_mail)})"
