@@ -140,7 +140,10 @@ def parse_lease(host: str, text: str) -> Lease | None:
         fields[key] = rest.split("\t")
     holder_f, acquired_f = fields.get("holder", []), fields.get("acquired", [])
     holder = Holder(*holder_f) if len(holder_f) == 2 and all(holder_f) else Holder("?", "?")
-    one = lambda key: "\t".join(fields.get(key, [""]))  # noqa: E731
+
+    def one(key: str) -> str:
+        return "\t".join(fields.get(key, [""]))
+
     return Lease(host=host, holder=holder, token=acquired_f[0] if acquired_f else "",
                  since=acquired_f[1] if len(acquired_f) > 1 else "", phase=one("phase") or "unknown",
                  version=one("version"), target=one("target"), updated=one("updated"),
