@@ -11,6 +11,8 @@ the user is the triggering user). Both leave an entry in the app's audit trail. 
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
@@ -21,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
-from tars_operators.release.brake import audit_entry
+from tars_operators.release.brake import append_audit, audit_entry, audit_key
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -61,6 +64,15 @@ def _require_dag_access(dag_id: str, entity: str, method: Literal["POST", "PUT"]
             method=method, access_entity=DagAccessEntity[entity], details=details, user=user):
         raise HTTPException(403, f"{user.get_name()} may not {what}: that needs "
                                  f"{method} permission on {entity.lower()} of DAG {dag_id}")
+
+
+def _audit(app_name: str, entry: dict[str, Any], session: Session) -> None:
+    """Append to the app's audit trail in the request's session: written with the action
+    (committed together, or not at all), and no second writer waiting on the first (SQLite)."""
+    variables = _core()._variables()
+    key = audit_key(app_name)
+    variables.set(key, append_audit(variables.get(key, default_var=None), entry), session=session)
+    log.warning("tars audit %s: %s", app_name, json.dumps(entry))
 
 
 def _same_app(app_name: str, dag_id: str) -> None:
@@ -133,8 +145,8 @@ def answer_approval(app_name: str, dag_id: str, run_id: str, task_id: str, body:
         dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=body.map_index,
         update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[body.option]),
         user=user, session=session)
-    _core()._audit(app_name, audit_entry("approval answered", user.get_name(), body.reason,
-                                         option=body.option, run_id=run_id, task_id=task_id))
+    _audit(app_name, audit_entry("approval answered", user.get_name(), body.reason,
+                                 option=body.option, run_id=run_id, task_id=task_id), session)
     return {"app": app_name, "run_id": run_id, "task_id": task_id,
             "chosen_options": list(answer.chosen_options),
             "responded_at": answer.responded_at.isoformat(timespec="seconds")}
@@ -185,7 +197,7 @@ def roll_back(app_name: str, body: RollbackBody, request: Request, user: GetUser
                           body=TriggerDAGRunPostBody(logical_date=None, conf=conf))
     # Annotated as the response model, it returns the DagRun row FastAPI would serialize.
     run_id = str(cast(Any, run).run_id)
-    _core()._audit(app_name, audit_entry("rollback requested", user.get_name(), body.reason,
-                                         run_id=run_id, ticket=body.ticket,
-                                         hosts=conf["hosts"], version=conf["version"]))
+    _audit(app_name, audit_entry("rollback requested", user.get_name(), body.reason,
+                                 run_id=run_id, ticket=body.ticket, hosts=conf["hosts"],
+                                 version=conf["version"]), session)
     return {"app": app_name, "dag_id": dag_id, "run_id": run_id}

@@ -68,12 +68,14 @@ class Session:
 class Variables:
     def __init__(self) -> None:
         self.store: dict[str, str] = {}
+        self.sessions: list[Any] = []
 
     def get(self, key: str, default_var: Any = None) -> Any:
         return self.store.get(key, default_var)
 
-    def set(self, key: str, value: str) -> None:
+    def set(self, key: str, value: str, session: Any = None) -> None:
         self.store[key] = value
+        self.sessions.append(session)
 
     def audit(self) -> list[dict[str, Any]]:
         return json.loads(self.store.get("tars_audit__demo", "[]"))
@@ -165,6 +167,8 @@ def test_an_answer_goes_through_airflows_hitl_update_and_is_audited(
         "tars_deploy__demo", "manual__1", "fort.approve", -1)
     assert call["user"].get_name() == "editor_eve"
     [entry] = variables.audit()
+    # In the request's session: committed with the answer, or not at all.
+    assert variables.sessions == [call["session"]]
     assert {k: entry[k] for k in ("event", "by", "reason", "option", "run_id", "task_id")} == {
         "event": "approval answered", "by": "editor_eve", "reason": "fort looks fine",
         "option": "Continue", "run_id": "manual__1", "task_id": "fort.approve"}
