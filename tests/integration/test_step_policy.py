@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from sandbox import Sandbox
-from tars_operators.config.schema import Service, Steps
+from tars_operators.config.schema import Install, Service, Steps
 from tars_operators.config.spec import AppSpec
-from tars_operators.errors import LoadBalancerError
+from tars_operators.errors import LoadBalancerError, RemoteCommandTimeout
 from tars_operators.hooks.artifacts import fetch_artifact
 from tars_operators.hooks.lb import load_balancer_for
 from tars_operators.hooks.ssh import open_session
-from tars_operators.release.hostflow import restore_host
+from tars_operators.release.restore import restore_host
 from tars_operators.steps import policy
 from tars_operators.steps.activate import activate_release
 from tars_operators.steps.checks import run_checks
@@ -33,13 +33,16 @@ CTL = "{{ deploy_root }}/current/bin/demo-ctl"
 
 
 def with_config(spec: AppSpec, *, steps: dict[str, Any] | None = None,
-                service: dict[str, Any] | None = None) -> AppSpec:
-    """``spec`` with its ``steps`` and/or ``service`` sections replaced (validated like YAML)."""
+                service: dict[str, Any] | None = None, pre_install: list[str] | None = None) -> AppSpec:
+    """``spec`` with its ``steps``, ``service`` or ``install.pre_install`` replaced (validated)."""
     update: dict[str, Any] = {}
     if steps is not None:
         update["steps"] = Steps.model_validate(steps)
     if service is not None:
         update["service"] = Service.model_validate(service)
+    if pre_install is not None:
+        update["install"] = Install.model_validate(
+            {**spec.config.install.model_dump(), "pre_install": pre_install})
     return AppSpec(spec.config.model_copy(update=update), spec.hosts, spec.source, spec.global_vars)
 
 
@@ -153,3 +156,32 @@ def test_a_repair_restarts_with_service_restart(fleet: Sandbox, ssh_conn: None, 
     assert activate["detail"] == "1.0.0 was current; restarted"
     assert result["version"] == "1.0.0" and app_healthy(host)
     assert haproxy_status(fleet, "host07") == "UP"
+
+
+def test_stage_timeout_stops_a_stuck_install_and_leaves_no_release(
+        fleet: Sandbox, ssh_conn: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARS_ARTIFACT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = with_config(make_spec(fleet, config_dir=tmp_path), steps={"stage": {"timeout": 2}},
+                       pre_install=["sleep 60"])
+    host = spec.host("host08")
+    art = fetch_artifact(spec, "2.0.0")
+    started = time.monotonic()
+    with open_session(spec, host) as session, pytest.raises(RemoteCommandTimeout) as err:
+        stage_release(session, spec, host, "2.0.0", art, "r1")
+    assert time.monotonic() - started < 10
+    assert str(err.value).startswith("host08: stage: timed out after 2s")
+    assert not (Path(host.vars["deploy_root"]) / "releases" / "2.0.0").exists()
+
+
+def test_activate_timeout_and_retries_on_a_restart_that_hangs(
+        fleet: Sandbox, ssh_conn: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy, "pause", lambda attempt: 0.0)
+    spec = with_config(make_spec(fleet), steps={"activate": {"timeout": 1.5, "retries": 1}}, service={
+        "start": f"{CTL} start", "stop": f"{CTL} stop", "status": f"{CTL} status", "restart": "sleep 60"})
+    host = spec.host("host09")
+    started = time.monotonic()
+    with open_session(spec, host) as session, pytest.raises(RemoteCommandTimeout) as err:
+        activate_release(session, spec, host, "1.0.0", "r1", restore=True, restart=True)
+    assert 3 <= time.monotonic() - started < 10  # two attempts of 1.5 s
+    assert str(err.value).startswith("host09: activate: timed out after 1.5s")
+    assert str(err.value).endswith("(failed 2 attempts; steps.activate.retries: 1)")
