@@ -25,7 +25,8 @@ from tars_operators.hooks.artifacts import fetch_artifact
 from tars_operators.hooks.lb import load_balancer_for
 from tars_operators.hooks.ssh import open_session
 from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
-from tars_operators.release.hostflow import HostJob, failure, finish, restore_host, run_until_health
+from tars_operators.release.hostflow import HostJob, failure, finish, run_until_health
+from tars_operators.release.restore import restore_host
 from tars_operators.steps.stage import stage_release
 from tars_operators.steps.state import HostState, layout_for, previous_good, read_host_state
 from tars_operators.steps.traffic import pull_out

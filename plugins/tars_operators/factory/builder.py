@@ -47,7 +47,7 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     approval_after = set(c.strategy.approval.after) if c.strategy.approval.enabled else set()
     nodes = m.topology(slots, approval_after, bake=c.strategy.bake_seconds > 0)
     if _canary_approval(spec, canary):
-        nodes = [CanaryNode(**vars(nodes[0]), approve=f"{slots[0]}.approve")]
+        nodes = [CanaryNode(**vars(nodes[0]), approve=m.approve_id(slots[0]))]
     common: dict[str, Any] = {"config_path": str(spec.source),
                               "defaults_path": str(defaults_path) if defaults_path else None}
     with DAG(
@@ -64,7 +64,7 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     ) as dag:
         prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
         fetch = FetchOperator(task_id=m.FETCH, **common)
-        prepare >> [fetch, DryRunOperator(task_id="dry_run", **common)]
+        prepare >> [fetch, DryRunOperator(task_id=m.DRY_RUN, **common)]
         # A leaf that fails the run when prepare or fetch failed: otherwise every later task
         # is skipped (gates skip themselves off the path) and Airflow calls the run a success.
         # On the normal path the scheduler skips it without starting a worker.
@@ -98,16 +98,17 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
     )
 
     join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
-    with TaskGroup("rollback"):
-        plan_rb = RollbackPlanOperator(task_id="plan", trigger_rule=join, **common)
+    with TaskGroup(m.ROLLBACK_GROUP):
+        plan_rb = RollbackPlanOperator(task_id=m.in_group(m.ROLLBACK_PLAN), trigger_rule=join,
+                                       **common)
         hosts_rb = RollbackHostOperator.partial(
-            task_id="hosts", map_index_template=HOST_LABEL,
+            task_id=m.in_group(m.ROLLBACK_HOSTS), map_index_template=HOST_LABEL,
             max_active_tis_per_dagrun=_at_once(spec), **common,
         ).expand(host=plan_rb.output)
         # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
         # (no worker start) when the run never rolled back.
         report = RollbackReportOperator(
-            task_id="report", trigger_rule=TriggerRule.NONE_SKIPPED, **common
+            task_id=m.in_group(m.ROLLBACK_REPORT), trigger_rule=TriggerRule.NONE_SKIPPED, **common
         )
         plan_rb >> hosts_rb >> report
     halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **common)
@@ -124,16 +125,16 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
     c = spec.config
     with TaskGroup(node.stage):
         enter = EnterStageOperator(
-            task_id="enter", stage=node.stage,
+            task_id=m.in_group(node.enter), stage=node.stage,
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
         )
         release = ReleaseHostOperator.partial(
-            task_id="release", map_index_template=HOST_LABEL, stage=node.stage,
+            task_id=m.in_group(node.release), map_index_template=HOST_LABEL, stage=node.stage,
             max_active_tis_per_dagrun=c.strategy.parallel,
             retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
         ).expand(host=enter.output)
         gate = GateOperator(
-            task_id="gate", app=spec.name, node=node, stages=slots,
+            task_id=m.in_group(node.gate), app=spec.name, node=node, stages=slots,
             on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE, **common,
         )
         release >> gate
@@ -144,7 +145,7 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
     gate >> ends
     for a, b in zip(after, after[1:]):
         a >> b
-    if after and after[-1].task_id.endswith(".approve"):
+    if node.after_gate and node.after_gate[-1] == m.approve_id(node.stage):
         after[-1] >> ends[:2]  # an approval may choose rollback or halt
     return enter, gate, after
 
@@ -175,9 +176,9 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
                f"download), passes health checks and returns to rotation, at most {at_once} at "
                f"a time (traffic.min_in_service).",
     ) as dag:
-        plan_task = AppRollbackPlanOperator(task_id="plan", **common)
+        plan_task = AppRollbackPlanOperator(task_id=m.RESTORE_PLAN, **common)
         RollbackHostOperator.partial(
-            task_id="restore", map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
+            task_id=m.RESTORE, map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
         ).expand_kwargs(plan_task.output)
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
@@ -227,21 +228,20 @@ def _after_gate(spec: AppSpec, node: m.StageNode, common: dict[str, Any]) -> lis
     c = spec.config
     tasks: list[Any] = []
     for task_id in node.after_gate:
-        short = task_id.split(".", 1)[1]
-        if short == "bake":
+        if task_id == m.bake_id(node.stage):
             # Measured from when the bake starts (TimeDeltaSensor counts from the run's logical
             # time, which a manual run has long passed); deferred: no worker slot held.
             tasks.append(WaitSensor(
-                task_id="bake", time_to_wait=timedelta(seconds=c.strategy.bake_seconds),
+                task_id=m.in_group(task_id), time_to_wait=timedelta(seconds=c.strategy.bake_seconds),
                 deferrable=True,
             ))
-        elif short == "approve":
+        elif task_id == m.approve_id(node.stage):
             a = c.strategy.approval
             options = {"Continue": node.next_enter, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
             default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
             subject = f"{spec.name}: continue the release after {node.stage}?"
             tasks.append(HITLBranchOperator(
-                task_id="approve", subject=subject,
+                task_id=m.in_group(task_id), subject=subject,
                 on_execute_callback=_approval_needed(common, subject),
                 body=(f"The {node.stage} stage of **{spec.name}** passed. Continue to the next "
                       f"stage, roll back every host this run touched, or halt here. Without an "
@@ -277,7 +277,7 @@ def _canary_approve(spec: AppSpec, node: CanaryNode, common: dict[str, Any]) -> 
     default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
     subject = f"{spec.name}: keep the canary on {node.stage}?"
     return HITLBranchOperator(
-        task_id="approve", subject=subject,
+        task_id=m.in_group(node.approve), subject=subject,
         on_execute_callback=_approval_needed(common, subject),
         body=(f"The scheduled canary of **{spec.name}** passed on the {node.stage} stage. "
               f"Continue keeps it there (release the rest with the deploy DAG), Roll back "

@@ -6,14 +6,14 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from tars_operators.operators.release_host import _SpecOperator
+from tars_operators.operators.base import SpecOperator
 from tars_operators.release import machine as m
 from tars_operators.release.events import outcome_of, release_asset
 from tars_operators.release.runtime import run_plan
 
 ANNOUNCE = "release_event"
 
-class AnnounceOperator(_SpecOperator):
+class AnnounceOperator(SpecOperator):
     """Emits the release's Asset event with extra ``{version, hosts, outcome, run_id, dag_id}``.
 
     A teardown after finalize / halt / abort / rollback.report: it runs whichever of them ran,

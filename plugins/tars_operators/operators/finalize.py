@@ -6,9 +6,9 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from tars_operators.operators.release_host import _SpecOperator
+from tars_operators.operators.base import SpecOperator
 from tars_operators.operators.rollback import decision_reason
-from tars_operators.release import hostflow
+from tars_operators.release import restore
 from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder
 from tars_operators.release.machine import FETCH, PREPARE
@@ -17,7 +17,7 @@ from tars_operators.release.runtime import run_plan, stage_outcomes
 from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
 
-class FinalizeOperator(_SpecOperator):
+class FinalizeOperator(SpecOperator):
     """All stages passed: repair hosts that failed within budget, then check the hosts' truth.
 
     The invariant: every planned host runs the release (or, when it failed within budget, a
@@ -36,14 +36,14 @@ class FinalizeOperator(_SpecOperator):
         outcomes, late = reconcile(spec, stage_outcomes(context, plan), plan.version, run_id,
                                    log=self.log)
         failed = [h for o in outcomes for h in o.failed]
-        repaired = hostflow.repair_failed(spec, failed, plan.version, run_id, log=self.log,
+        repaired = restore.repair_failed(spec, failed, plan.version, run_id, log=self.log,
                                           lease=RunLease.from_context(context, spec))
         # The run is over: read every planned host and give its lease back in one session.
         seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
         expect = {h: (None if h in failed else plan.version) for h in plan.all_hosts}
         wrong = problems(seen, expect)
         others = [h for h in plan.in_rotation if h not in expect]
-        wrong += [f"NOT IN ROTATION: {p}" for p in hostflow.rotation_problems(spec, others)]
+        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
         done = sum(1 for h in plan.all_hosts if seen[h].on(plan.version))
         where = "succeeded" if not wrong else "FAILED: hosts not where the release says"
         head = Progress(where, done, len(plan.all_hosts), plan.version, len(failed),
@@ -84,7 +84,7 @@ def _repairs(repaired: dict[str, str], seen: dict[str, Any]) -> list[str]:
     return lines
 
 
-class HaltOperator(_SpecOperator):
+class HaltOperator(SpecOperator):
     """Halt: hosts stay as they are (failed ones out of rotation); the run fails, saying so."""
 
     ui_color = "#f28b82"
@@ -96,7 +96,7 @@ class HaltOperator(_SpecOperator):
                                 context["dag_run"].run_id, log=self.log)
         failed = [h for o in outcomes for h in o.failed]
         read_truth(self.spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
-        problems = hostflow.rotation_problems(self.spec, plan.in_rotation)
+        problems = restore.rotation_problems(self.spec, plan.in_rotation)
         text = (f"halted: {reason}. Hosts are left as they are; failed: "
                 f"{', '.join(failed) or 'none'}.")
         details = [msg for o in outcomes for _, msg in o.why]  # why each host failed
@@ -108,7 +108,7 @@ class HaltOperator(_SpecOperator):
         raise AirflowFailException(text + ("\n" + "\n".join(details) if details else ""))
 
 
-class AbortOperator(_SpecOperator):
+class AbortOperator(SpecOperator):
     """Runs only when ``prepare`` or ``fetch`` failed: no host was touched; the run FAILS.
 
     Without this leaf the gates skip themselves (their stage never started) and Airflow would
@@ -137,7 +137,7 @@ class AbortOperator(_SpecOperator):
         raise AirflowFailException(text)
 
 
-class DryRunOperator(_SpecOperator):
+class DryRunOperator(SpecOperator):
     """A dry run ends here: the plan is in the note and the log; no host was touched."""
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from tars_operators.release.brake import read_brake
 from tars_operators.release.events import notify
-from tars_operators.release.machine import Decision, GateInput, StageNode, decide
+from tars_operators.release.machine import (
+    Decision, GateInput, StageNode, decide, release_after_gate, route,
+)
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
@@ -63,23 +65,21 @@ class GateOperator(BaseBranchOperator):
         late_lines = [f"{h}: finished; its task's report was lost (counted as done)" for h in late]
         self._note(context, plan, outcomes,
                    [verdict.reason] + [m for o in outcomes for _, m in o.why] + late_lines, brake)
-        self.log.info("gate %s: %s — %s", self.node.stage, verdict.decision.value, verdict.reason)
+        target = route(self.node, verdict, remaining=bool(remaining),
+                       stage_had_hosts=bool(outcome.hosts))
+        release = release_after_gate(self.node, target)
+        self.log.info("gate %s: %s — %s; release %s", self.node.stage, verdict.decision.value,
+                      verdict.reason, release.value)
         ti.xcom_push(key="decision", value={"decision": verdict.decision.value,
-                                            "reason": verdict.reason})
+                                            "reason": verdict.reason, "release": release.value})
         if verdict.decision in (Decision.CONTINUE, Decision.FINISH) and outcome.hosts:
             notify(load_spec(self.config_path, self.defaults_path), "stage_passed",
                    f"{self.node.stage} passed: {verdict.reason}",
                    [f"on {plan.version}: {', '.join(outcome.succeeded)}", *(m for _, m in outcome.why)],
                    run_id=dr.run_id, version=plan.version)
-        if verdict.decision is Decision.WAIT:
+        if target is None:
             self.defer(trigger=BrakeReleasedTrigger(self.app), method_name="execute_complete")
-        if verdict.decision is Decision.FINISH or (
-            verdict.decision is Decision.CONTINUE and not remaining
-        ):
-            return self.node.choices[Decision.FINISH]
-        if verdict.decision is Decision.CONTINUE and not outcome.hosts:
-            return self.node.next_enter  # an empty slot: no bake, no approval for nothing
-        return self.node.choices[verdict.decision]
+        return target
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:
         """The brake changed: decide again from fresh state."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from tars_operators.operators.release_host import _SpecOperator
+from tars_operators.operators.base import SpecOperator
 from tars_operators.release.truth import HostTruth, read_truth
 
 INSPECT = "inspect"
@@ -29,7 +29,7 @@ def host_report(truth: HostTruth) -> dict[str, Any]:
     }
 
 
-class InspectHostsOperator(_SpecOperator):
+class InspectHostsOperator(SpecOperator):
     """Read every host of the app (release state over SSH, state in the LB); never changes one."""
 
     ui_color = "#e8f0fe"

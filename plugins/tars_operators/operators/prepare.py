@@ -13,13 +13,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from tars_operators.errors import PlanError, TarsError
 from tars_operators.plan.conf import check_run_conf
 from tars_operators.release.events import notify
-from tars_operators.release.machine import FETCH
+from tars_operators.release.machine import DRY_RUN, FETCH
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.plan.request import ReleaseRequest, plan_request
 from tars_operators.release.runtime import load_spec
-
-DRY_RUN = "dry_run"
 
 
 class PrepareOperator(BaseBranchOperator):

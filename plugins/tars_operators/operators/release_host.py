@@ -11,32 +11,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from tars_operators.errors import TarsError
+from tars_operators.operators.base import SpecOperator
 from tars_operators.redaction import redact_url
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
+from tars_operators.release.machine import Decision, before_host
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
-from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
+from tars_operators.release.runtime import pushed_failures, run_plan, stage_outcomes
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
 
-class _SpecOperator(BaseOperator):
-    def __init__(self, *, config_path: str, defaults_path: str | None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.config_path = config_path
-        self.defaults_path = defaults_path
-
-    @property
-    def spec(self) -> Any:
-        return load_spec(self.config_path, self.defaults_path)
-
-
-class EnterStageOperator(_SpecOperator):
+class EnterStageOperator(SpecOperator):
     """Marks that the run entered a stage (gates use it to know they are on the path)."""
 
     ui_color = "#eeeeee"
@@ -52,7 +41,7 @@ class EnterStageOperator(_SpecOperator):
         return list(hosts)
 
 
-class FetchOperator(_SpecOperator):
+class FetchOperator(SpecOperator):
     """Resolve the artifact, download it once into the controller cache and verify its sha256."""
 
     ui_color = "#e6f4ea"
@@ -95,7 +84,7 @@ class FetchOperator(_SpecOperator):
                 delay = min(delay * 2, 15.0)
 
 
-class ReleaseHostOperator(_SpecOperator):
+class ReleaseHostOperator(SpecOperator):
     """Release one host: brake check, then the chain; returns the per-step results."""
 
     ui_color = "#d2e3fc"
@@ -108,9 +97,10 @@ class ReleaseHostOperator(_SpecOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         brake = read_brake(self.spec.name)
-        if brake is not None:
-            if brake.action == "rollback":
-                return self._untouched(context, f"brake asks for rollback ({brake.reason})")
+        go = before_host(brake)
+        if brake is not None and go is Decision.ROLLBACK:
+            return self._untouched(context, f"brake asks for rollback ({brake.reason})")
+        if brake is not None and go is Decision.WAIT:
             self.log.warning("brake pulled by %s (%s): %s waits, untouched", brake.by,
                              brake.reason, self.host)
             self._live_note(context, now=f"{self.host} waits for the brake", brake=brake)
@@ -142,15 +132,15 @@ class ReleaseHostOperator(_SpecOperator):
                 if pending is None:
                     hostflow.finish(job, log=self.log)
             except TarsError as exc:
-                self._fail(context, hostflow.failure(job, exc, log=self.log))
+                self._fail(context, job, hostflow.failure(job, exc, log=self.log))
         if pending is not None:  # the session is closed: nothing is held while waiting
             self.defer(trigger=pending.trigger, method_name="after_health",
                        kwargs={"done": job.results_dicts()})
         return job.summary("ok")
 
-    def _fail(self, context: Any, message: str) -> None:
+    def _fail(self, context: Any, job: hostflow.HostJob, message: str) -> None:
         """Leave the reason where gates and reports find it, then fail the task."""
-        context["ti"].xcom_push(key="failure", value={"host": self.host, "message": message})
+        context["ti"].xcom_push(key="failure", value=job.failure_record(message))
         self._live_note(context)
         raise hostflow.StepFailed(message)
 
@@ -165,11 +155,8 @@ class ReleaseHostOperator(_SpecOperator):
             plan = run_plan(context)
             outcomes = stage_outcomes(context, plan, upto=self.stage)
             failures = {h: m for o in outcomes for h, m in o.why}
-            pushed = context["ti"].xcom_pull(task_ids=self.task_id, key="failure",
-                                             map_indexes=list(range(len(plan.hosts(self.stage)))))
-            for value in pushed if isinstance(pushed, list) else [pushed]:
-                if isinstance(value, dict) and "host" in value:
-                    failures[value["host"]] = value.get("message", "")
+            failures.update(pushed_failures(context["ti"], self.task_id,
+                                            len(plan.hosts(self.stage))))
             where = stage_label(self.stage, list(plan.stage_names))
             line = Progress(
                 where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),
@@ -187,13 +174,12 @@ class ReleaseHostOperator(_SpecOperator):
         job = self._job(context)
         job.restore(done or [])
         try:
-            hostflow.health_event(job, event)
+            hostflow.health_event(job, event, log=self.log)
             hostflow.finish(job, log=self.log)
         except TarsError as exc:
-            self._fail(context, hostflow.failure(job, exc, log=self.log))
+            self._fail(context, job, hostflow.failure(job, exc, log=self.log))
         return job.summary("ok")
 
     def _untouched(self, context: Any, why: str) -> dict[str, Any]:
         self.log.warning("%s untouched: %s", self.host, why)
-        return {"host": self.host, "index": context["ti"].map_index, "state": "untouched",
-                "detail": why, "steps": []}
+        return hostflow.untouched(self.host, context["ti"].map_index, why)

@@ -7,11 +7,11 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from tars_operators.errors import InvalidValue, TarsError
-from tars_operators.operators.release_host import _SpecOperator
-from tars_operators.release import hostflow
+from tars_operators.operators.base import SpecOperator
+from tars_operators.release import hostflow, restore
 from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder, wait_until_free
-from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN
+from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN, gate_id
 from tars_operators.release.notes import compose, set_run_note
 from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
 from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
@@ -27,7 +27,7 @@ def decision_reason(context: Any, wanted: str) -> str:
     """
     ti = context["ti"]
     for stage in reversed(run_plan(context).slot_names):
-        d = ti.xcom_pull(task_ids=f"{stage}.gate", key="decision")
+        d = ti.xcom_pull(task_ids=gate_id(stage), key="decision")
         if not d:
             continue
         if d.get("decision") == wanted:
@@ -36,7 +36,7 @@ def decision_reason(context: Any, wanted: str) -> str:
     return "unknown"
 
 
-class RollbackPlanOperator(_SpecOperator):
+class RollbackPlanOperator(SpecOperator):
     """Which hosts to restore: every host this run touched, failed half-way included."""
 
     ui_color = "#fce8e6"
@@ -61,7 +61,7 @@ class RollbackPlanOperator(_SpecOperator):
         return hosts
 
 
-class RollbackHostOperator(_SpecOperator):
+class RollbackHostOperator(SpecOperator):
     """One host to its rollback target (no download), healthy, back in rotation.
 
     In a release's rollback the host undoes this run (only where this run switched it; a
@@ -88,13 +88,13 @@ class RollbackHostOperator(_SpecOperator):
         give_back = self.whole_app or self.target is not None
         try:
             if self.target is not None:
-                return hostflow.restore_host(spec, spec.host(self.host), None, run_id,
+                return restore.restore_host(spec, spec.host(self.host), None, run_id,
                                              target=RollbackTarget.from_dict(self.target),
                                              lease=lease, give_back_lease=give_back, log=self.log)
             if self.whole_app:
-                return hostflow.restore_host(spec, spec.host(self.host), None, run_id, lease=lease,
+                return restore.restore_host(spec, spec.host(self.host), None, run_id, lease=lease,
                                              give_back_lease=give_back, log=self.log)
-            return hostflow.restore_host(spec, spec.host(self.host), run_plan(context).version,
+            return restore.restore_host(spec, spec.host(self.host), run_plan(context).version,
                                          run_id, undo_run=run_id, lease=lease,
                                          give_back_lease=give_back, log=self.log)
         except TarsError as exc:
@@ -104,7 +104,7 @@ class RollbackHostOperator(_SpecOperator):
             raise hostflow.StepFailed(f"{self.host}: rollback failed: {why}") from None
 
 
-class RollbackReportOperator(_SpecOperator):
+class RollbackReportOperator(SpecOperator):
     """Ends a rolled-back run FAILED, naming the stage, the failed hosts and the reason.
 
     What it says about each touched host is read from the host and the load balancer at the
@@ -149,13 +149,13 @@ def report_first_line(message: str) -> str:
 
 def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
-    from tars_operators.release.runtime import _failures
+    from tars_operators.release.runtime import pushed_failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
     ti = context["ti"]
     dr = context["dag_run"]
     outcomes, _ = reconcile(spec, stage_outcomes(context, plan), plan.version, dr.run_id)
-    reasons = _failures(ti, ROLLBACK_HOSTS, len(hosts)) if hosts else {}
+    reasons = pushed_failures(ti, ROLLBACK_HOSTS, len(hosts)) if hosts else {}
     states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
                                 task_ids=[ROLLBACK_HOSTS]).get(dr.run_id, {})
     results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
@@ -166,7 +166,7 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
              for h in hosts if seen[h].on(plan.version)]
     wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})
     others = [h for h in plan.in_rotation if h not in hosts]
-    wrong += [f"NOT IN ROTATION: {p}" for p in hostflow.rotation_problems(spec, others)]
+    wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
     details = list(wrong)
     bad = sorted({w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")})
     if bad:
@@ -192,7 +192,7 @@ def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tu
     return message, details
 
 
-class AppRollbackPlanOperator(_SpecOperator):
+class AppRollbackPlanOperator(SpecOperator):
     """Each host's rollback target, resolved once: undo the app's latest release run where it
     switched hosts (the others stay), or the ``version`` param on every listed host.
 

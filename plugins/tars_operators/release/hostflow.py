@@ -1,21 +1,22 @@
-"""The per-host chain of a release and its undo, as plain functions (no Airflow needed).
+"""The per-host chain of a release, as plain functions (no Airflow needed).
 
-stage → pull out → activate → health → smoke → mark good → pull in → prune. On failure the
-host's new release is marked failed, and the message says whether the host is out of
-rotation. ``restore_host`` is the undo and the repair: the host's rollback target
-(``release.rollback_target``), running, healthy and back in rotation.
+stage → pull out → activate → health → smoke → mark good → pull in → prune. Each step that
+succeeds moves the host's ``machine.HostTrack`` (pending → staged → out of rotation → active →
+healthy → in rotation); a failure moves it to failed. On failure the host's new release is
+marked failed, and the message says whether the host is out of rotation. The undo and the
+repair are in ``release.restore``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import HealthCheckFailed, RemoteError, TarsError
+from tars_operators.errors import HealthCheckFailed, TarsError
+from tars_operators.release.machine import HOST_STEPS, HostPhase, HostTrack
 from tars_operators.results import StepResult
 
 log_ = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class HostJob:
     session: Any = None  # one SSH connection for the whole chain (see ``connected``)
     lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
     progress: Any = None  # called with what the host does now ("health-checking"), for the note
+    track: HostTrack = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.track = HostTrack(self.host.name)
 
     @property
     def steps_done(self) -> list[str]:
@@ -58,7 +63,9 @@ class HostJob:
         return "activate" in self.steps_done
 
     def add(self, result: StepResult, log: Any) -> None:
+        """A step succeeded: keep its result and move the host to the phase it leads to."""
         self.results.append(result)
+        self.track.after_step(result.step)
         log.info("%s %s: %s (%.2fs) %s", self.host.name, result.step, result.state,
                  result.seconds, result.detail)
 
@@ -66,16 +73,33 @@ class HostJob:
         return [r.as_dict() for r in self.results]
 
     def restore(self, done: list[dict[str, Any]]) -> None:
+        """Resume after a deferral: the steps done so far, and the phases they led through."""
         self.results = [StepResult(**d) for d in done]
+        self.track = HostTrack.replay(self.host.name, self.steps_done)
 
     def summary(self, state: str) -> dict[str, Any]:
+        """The host task's result (XCom): what the views and a resumed run read."""
         return {
             "host": self.host.name, "index": self.index, "state": state,
-            "version": self.version,
+            "version": self.version, "phase": self.track.phase.value,
+            "phases": self.track.as_list(),
             "seconds": round(sum(r.seconds for r in self.results), 3),
             "steps": [{"step": r.step, "state": r.state, "seconds": round(r.seconds, 3),
                        "detail": r.detail} for r in self.results],
         }
+
+    def failure_record(self, message: str) -> dict[str, Any]:
+        """What a failed host task leaves (XCom ``failure``) for gates, reports and views."""
+        return {"host": self.host.name, "message": message, "phase": self.track.phase.value,
+                "phases": self.track.as_list()}
+
+
+def untouched(host: str, index: int, why: str) -> dict[str, Any]:
+    """The result of a host task that left its host alone (a brake asked for rollback)."""
+    track = HostTrack(host)
+    track.to(HostPhase.UNTOUCHED)
+    return {"host": host, "index": index, "state": "untouched", "phase": track.phase.value,
+            "phases": track.as_list(), "detail": why, "steps": []}
 
 
 @contextmanager
@@ -155,13 +179,13 @@ def _health_trigger() -> Any:
     return HealthCheckTrigger if hasattr(HealthCheckTrigger, "for_host") else None
 
 
-def health_event(job: HostJob, event: Any) -> None:
+def health_event(job: HostJob, event: Any, *, log: Any = log_) -> None:
     """Back from the triggerer: record the health result or raise its failure."""
     event = event or {}
     if event.get("status") != "passed":
         raise HealthCheckFailed(job.host.name, "health", str(event.get("message", event)))
-    job.results.append(StepResult(job.host.name, "health", "ok", job.version,
-                                  float(event.get("seconds", 0.0)), "health checks passed"))
+    job.add(StepResult(job.host.name, "health", "ok", job.version,
+                       float(event.get("seconds", 0.0)), "health checks passed"), log)
 
 
 def finish(job: HostJob, *, log: Any = log_) -> None:
@@ -190,6 +214,7 @@ def failure(job: HostJob, exc: BaseException, *, log: Any = log_) -> str:
     from tars_operators.steps.activate import mark_release
 
     step = getattr(exc, "step", None) or _next_step(job)
+    job.track.to(HostPhase.FAILED)
     if job.activated:
         try:
             with connected(job) as session:
@@ -204,8 +229,6 @@ def failure(job: HostJob, exc: BaseException, *, log: Any = log_) -> str:
 
 
 def _next_step(job: HostJob) -> str:
-    from tars_operators.release.machine import HOST_STEPS
-
     done = set(job.steps_done)
     return next((s for s in HOST_STEPS if s not in done), "unknown")
 
@@ -216,112 +239,3 @@ def short_reason(text: str, host: str, step: str = "") -> str:
         if prefix and text.startswith(prefix):
             text = text[len(prefix):]
     return text
-
-
-def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
-                 undo_run: str | None = None, target: Any = None, explicit: str | None = None,
-                 lease: Any = None, give_back_lease: bool = False,
-                 log: Any = log_) -> dict[str, Any]:
-    """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
-    host, where it stands and what to run next.
-
-    The target is ``target`` (a ``RollbackTarget`` resolved by a plan) or resolved here from
-    the host's state: undo ``undo_run`` / ``bad_version``, or go to ``explicit``. A host
-    already on its target is still checked: a stopped or unhealthy service is restarted
-    (stop + start) and checked again, and the host always ends back in rotation.
-
-    ``lease`` (a ``RunLease``): taken before the host is read or changed; with
-    ``give_back_lease`` it is released when the restore ends, whatever the outcome.
-    """
-    from tars_operators.hooks.ssh import open_session
-    from tars_operators.release import leases
-
-    started = time.monotonic()
-    with open_session(spec, host) as session, _lb(spec) as lb:
-        session.connect("rollback")
-        leases.take(session, spec, host, lease, phase="restoring", log=log)
-        try:
-            return _restore(spec, host, session, lb, bad_version, run_id, started,
-                            undo_run=undo_run, target=target, explicit=explicit, log=log)
-        finally:
-            if give_back_lease and lease is not None:
-                leases.give_back(session, spec, host, lease.holder, log=log)
-
-
-def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str | None,
-             run_id: str, started: float, *, undo_run: str | None, target: Any,
-             explicit: str | None, log: Any) -> dict[str, Any]:
-    from tars_operators.release.restore import Restore, next_hint, rotation_word
-    from tars_operators.release.rollback_target import resolve_rollback
-    from tars_operators.steps.state import layout_for, read_host_state
-
-    state = read_host_state(session, layout_for(spec, host), step="rollback")
-    chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
-                                        explicit=explicit)
-    log.info("%s", chosen.line(host.name))
-    if chosen.refused or chosen.version is None:
-        raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
-                          f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
-    restore = Restore(spec, host, session, lb, run_id, log)
-    try:
-        restore.run(state, chosen.version, undo=chosen.undo)
-    except TarsError as exc:
-        where = "OUT OF ROTATION" if restore.out else rotation_word(lb, host)
-        raise RemoteError(host.name, "rollback", (
-            f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
-            f"— host {where}, current: {restore.current or state.describe_current()}. "
-            f"{next_hint(spec, host)}")) from exc
-    return {"host": host.name, "state": "restored" if restore.changed else "unchanged",
-            "version": chosen.version, "from": state.current,
-            "moved": state.current != chosen.version, "why": chosen.why,
-            "seconds": round(time.monotonic() - started, 3),
-            "steps": [s.as_dict() for s in restore.steps]}
-
-
-
-def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
-    """Wait (bounded) until taking ``host`` out keeps ``min_in_service``; then it may go."""
-    from tars_operators.errors import CapacityError
-    from tars_operators.steps.traffic import check_capacity
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check_capacity(lb, spec, [host.name])
-            return
-        except CapacityError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.info("%s waits for capacity: %s", host.name, exc)
-            time.sleep(1.0)
-
-
-def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
-                  lease: Any = None, log: Any = log_) -> dict[str, str]:
-    """Hosts that failed within the budget: undo this run where it switched them, and bring
-    every one of them back running, healthy and in rotation."""
-    out = {}
-    for name in hosts:
-        try:
-            r = restore_host(spec, spec.host(name), version, run_id, undo_run=run_id,
-                             lease=lease, log=log)
-            how = "restored to" if r["moved"] else "kept on"
-            out[name] = f"{how} {r['version']}, in rotation"
-        except TarsError as exc:
-            out[name] = f"NOT repaired: {short_reason(str(exc), name, 'rollback')}"
-            log.error("%s: repair failed: %s", name, exc)
-    return out
-
-
-def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[str]) -> list[str]:
-    """Hosts that were in rotation before the release and are not now, with what the LB says."""
-    from tars_operators.steps.traffic import rotation_report
-
-    if spec.config.traffic.provider == "none" or not in_rotation_before:
-        return []
-    hosts = [spec.host(n) for n in in_rotation_before]
-    with _lb(spec) as lb:
-        report = rotation_report(lb, spec, hosts)
-    if report.error:
-        return [f"rotation unknown: {report.error}"]
-    return [f"{name}: {why}" for name, why in report.not_in_rotation]

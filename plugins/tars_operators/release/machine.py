@@ -12,7 +12,7 @@ stopped the release before the host was reached).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -71,7 +71,8 @@ HOST_TRANSITIONS: dict[HostPhase, frozenset[HostPhase]] = {
     HostPhase.OUT_OF_ROTATION: frozenset({HostPhase.ACTIVE, HostPhase.FAILED}),
     HostPhase.ACTIVE: frozenset({HostPhase.HEALTHY, HostPhase.FAILED}),
     HostPhase.HEALTHY: frozenset({HostPhase.IN_ROTATION, HostPhase.FAILED}),
-    HostPhase.IN_ROTATION: frozenset({HostPhase.RESTORED}),  # a later gate rolled back
+    # A later gate rolled back; or the run lost the host's lease as it recorded the pull-in.
+    HostPhase.IN_ROTATION: frozenset({HostPhase.RESTORED, HostPhase.FAILED}),
     HostPhase.FAILED: frozenset({HostPhase.RESTORED, HostPhase.FAILED}),
     HostPhase.RESTORED: frozenset(),
     HostPhase.UNTOUCHED: frozenset(),
@@ -95,6 +96,45 @@ def check_transition(table: Mapping[Any, frozenset[Any]], current: Enum, new: En
         raise ValueError(f"illegal transition {current.value} → {new.value}")
 
 
+@dataclass
+class HostTrack:
+    """One host's way through the chain: every phase change checked against
+    ``HOST_TRANSITIONS`` and kept in order (the host task's result carries it)."""
+
+    host: str
+    phases: list[HostPhase] = field(default_factory=lambda: [HostPhase.PENDING])
+
+    @property
+    def phase(self) -> HostPhase:
+        return self.phases[-1]
+
+    def to(self, new: HostPhase) -> None:
+        """Move to ``new``; an illegal transition is a bug in the chain and raises."""
+        try:
+            check_transition(HOST_TRANSITIONS, self.phase, new)
+        except ValueError as exc:
+            raise ValueError(f"{self.host}: {exc}") from None
+        self.phases.append(new)
+
+    def after_step(self, step: str) -> None:
+        """A chain step succeeded: the phase it leads to (steps that only confirm the phase,
+        such as smoke after health, or housekeeping such as mark and prune, change nothing)."""
+        new = HOST_PHASE_AFTER_STEP.get(step)
+        if new is not None and new is not self.phase:
+            self.to(new)
+
+    def as_list(self) -> list[str]:
+        return [p.value for p in self.phases]
+
+    @classmethod
+    def replay(cls, host: str, steps: list[str]) -> HostTrack:
+        """The track after ``steps`` succeeded in order (a resumed task rebuilds it)."""
+        track = cls(host)
+        for step in steps:
+            track.after_step(step)
+        return track
+
+
 class Decision(str, Enum):
     CONTINUE = "continue"  # next stage (through bake / approval when configured)
     FINISH = "finish"  # last stage done: the release succeeded
@@ -111,6 +151,14 @@ class Brake:
     reason: str
     at: str
     action: str = "hold"  # hold | rollback
+
+
+def before_host(brake: Brake | None) -> Decision:
+    """Before a host is touched: go on (CONTINUE), wait until the brake is released (WAIT), or
+    leave the host untouched because the brake asks for rollback (ROLLBACK)."""
+    if brake is None:
+        return Decision.CONTINUE
+    return Decision.ROLLBACK if brake.action == "rollback" else Decision.WAIT
 
 
 @dataclass(frozen=True)
@@ -181,6 +229,7 @@ FINALIZE = "finalize"
 PREPARE = "prepare"
 FETCH = "fetch"
 ABORT = "abort"  # prepare or fetch failed: no host touched, the run fails saying why
+DRY_RUN = "dry_run"
 
 
 @dataclass(frozen=True)
@@ -215,12 +264,105 @@ def topology(stages: list[str], approval_after: set[str], bake: bool) -> list[St
         last = i == len(stages) - 1
         after: list[str] = []
         if not last and bake:
-            after.append(f"{stage}.bake")
+            after.append(bake_id(stage))
         if not last and stage in approval_after:
-            after.append(f"{stage}.approve")
+            after.append(approve_id(stage))
         nodes.append(StageNode(
-            stage=stage, enter=f"{stage}.enter", release=f"{stage}.release",
-            gate=f"{stage}.gate", after_gate=tuple(after),
-            next_enter=FINALIZE if last else f"{stages[i + 1]}.enter",
+            stage=stage, enter=enter_id(stage), release=release_id(stage),
+            gate=gate_id(stage), after_gate=tuple(after),
+            next_enter=FINALIZE if last else enter_id(stages[i + 1]),
         ))
     return nodes
+
+
+def route(node: StageNode, verdict: GateDecision, *, remaining: bool,
+          stage_had_hosts: bool) -> str | None:
+    """The task a gate leads to after ``verdict``; None while the brake holds (the gate waits).
+
+    ``remaining``: a later stage slot has hosts; without one, continuing is finishing. An
+    empty stage goes straight to the next stage (no bake, no approval for nothing).
+    """
+    d = verdict.decision
+    if d is Decision.WAIT:
+        return None
+    if d is Decision.FINISH or (d is Decision.CONTINUE and not remaining):
+        return node.choices[Decision.FINISH]
+    if d is Decision.CONTINUE and not stage_had_hosts:
+        return node.next_enter
+    return node.choices[d]
+
+
+def release_after_gate(node: StageNode, target: str | None) -> Release:
+    """The release's phase once the gate of ``node`` sent the run to ``target`` (checked)."""
+    if target is None:
+        new = Release.BRAKED
+    elif target == ROLLBACK_PLAN:
+        new = Release.ROLLING_BACK
+    elif target == HALT:
+        new = Release.HALTED
+    elif target == FINALIZE:
+        new = Release.SUCCEEDED
+    elif target.endswith(".bake"):
+        new = Release.BAKING
+    elif target.endswith(".approve"):
+        new = Release.AWAITING_APPROVAL
+    else:
+        new = Release.RUNNING_STAGE
+    check_transition(RELEASE_TRANSITIONS, Release.AT_GATE, new)
+    return new
+
+
+# ---- task ids: the one place that names them (builder, runtime, views all ask here) -----
+
+ROLLBACK_GROUP = "rollback"
+RESTORE_PLAN = "plan"  # the rollback DAG: which host goes to which release
+RESTORE = "restore"  # the rollback DAG's per-host task
+HOST_TASK_SUFFIX = ".release"
+
+
+def enter_id(stage: str) -> str:
+    return f"{stage}.enter"
+
+
+def release_id(stage: str) -> str:
+    """The per-host release task of ``stage`` (mapped over its hosts)."""
+    return f"{stage}{HOST_TASK_SUFFIX}"
+
+
+def gate_id(stage: str) -> str:
+    return f"{stage}.gate"
+
+
+def bake_id(stage: str) -> str:
+    return f"{stage}.bake"
+
+
+def approve_id(stage: str) -> str:
+    return f"{stage}.approve"
+
+
+def in_group(task_id: str) -> str:
+    """``fort.enter`` → ``enter``: the id inside its task group (the builder's ``task_id=``)."""
+    return task_id.split(".", 1)[1] if "." in task_id else task_id
+
+
+def is_release_task(task_id: str) -> bool:
+    """A stage's per-host release task (``batch_1.release``)."""
+    return task_id.endswith(HOST_TASK_SUFFIX)
+
+
+def is_enter_task(task_id: str) -> bool:
+    return task_id.endswith(".enter")
+
+
+def is_restore_task(task_id: str) -> bool:
+    """A per-host restore: the run's own rollback or the rollback DAG's."""
+    return task_id in (ROLLBACK_HOSTS, RESTORE)
+
+
+def stage_of(task_id: str) -> str:
+    """The stage a stage task belongs to (``batch_1.release`` → ``batch_1``); the rollback's
+    tasks belong to ``rollback``; any other task id is returned as it is."""
+    if is_restore_task(task_id):
+        return ROLLBACK_GROUP
+    return task_id.split(".", 1)[0] if "." in task_id else task_id

@@ -1,14 +1,26 @@
-"""The steps of a restore (``hostflow.restore_host``): target re-activated or restarted,
-healthy, the undone release marked failed, back in rotation."""
+"""Undo and repair: a host on its rollback target (``release.rollback_target``), running,
+healthy and back in rotation — the run's own rollback, the rollback DAG, the repair of hosts
+that failed within the budget — and the rotation check the run's ends make."""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.release.hostflow import wait_capacity
+from tars_operators.errors import RemoteError, TarsError
+from tars_operators.release.hostflow import short_reason
 from tars_operators.results import StepResult
+
+log_ = logging.getLogger(__name__)
+
+
+def _lb(spec: AppSpec) -> Any:
+    from tars_operators.hooks.lb.provider import load_balancer_for  # the providers load late
+
+    return load_balancer_for(spec)
 
 
 @dataclass
@@ -97,3 +109,110 @@ def next_hint(spec: AppSpec, host: Host) -> str:
     return (f"Next: fix the cause, then `tars rollback {spec.name} --hosts {host.name} --reason …` "
             f"(tars_rollback__{spec.name} with hosts=[{host.name}]; its `version` param picks a "
             "good release on the host), or deploy a release to it.")
+
+
+def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
+                 undo_run: str | None = None, target: Any = None, explicit: str | None = None,
+                 lease: Any = None, give_back_lease: bool = False,
+                 log: Any = log_) -> dict[str, Any]:
+    """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
+    host, where it stands and what to run next.
+
+    The target is ``target`` (a ``RollbackTarget`` resolved by a plan) or resolved here from
+    the host's state: undo ``undo_run`` / ``bad_version``, or go to ``explicit``. A host
+    already on its target is still checked: a stopped or unhealthy service is restarted
+    (stop + start) and checked again, and the host always ends back in rotation.
+
+    ``lease`` (a ``RunLease``): taken before the host is read or changed; with
+    ``give_back_lease`` it is released when the restore ends, whatever the outcome.
+    """
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.release import leases
+
+    started = time.monotonic()
+    with open_session(spec, host) as session, _lb(spec) as lb:
+        session.connect("rollback")
+        leases.take(session, spec, host, lease, phase="restoring", log=log)
+        try:
+            return _restore(spec, host, session, lb, bad_version, run_id, started,
+                            undo_run=undo_run, target=target, explicit=explicit, log=log)
+        finally:
+            if give_back_lease and lease is not None:
+                leases.give_back(session, spec, host, lease.holder, log=log)
+
+
+def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str | None,
+             run_id: str, started: float, *, undo_run: str | None, target: Any,
+             explicit: str | None, log: Any) -> dict[str, Any]:
+    from tars_operators.release.rollback_target import resolve_rollback
+    from tars_operators.steps.state import layout_for, read_host_state
+
+    state = read_host_state(session, layout_for(spec, host), step="rollback")
+    chosen = target or resolve_rollback(state, undo_run=undo_run, undo_version=bad_version,
+                                        explicit=explicit)
+    log.info("%s", chosen.line(host.name))
+    if chosen.refused or chosen.version is None:
+        raise RemoteError(host.name, "rollback", f"{chosen.why}; the host is left as it is "
+                          f"({rotation_word(lb, host)}). {next_hint(spec, host)}")
+    restore = Restore(spec, host, session, lb, run_id, log)
+    try:
+        restore.run(state, chosen.version, undo=chosen.undo)
+    except TarsError as exc:
+        where = "OUT OF ROTATION" if restore.out else rotation_word(lb, host)
+        raise RemoteError(host.name, "rollback", (
+            f"could not bring the host to {chosen.version}: {short_reason(str(exc), host.name)} "
+            f"— host {where}, current: {restore.current or state.describe_current()}. "
+            f"{next_hint(spec, host)}")) from exc
+    return {"host": host.name, "state": "restored" if restore.changed else "unchanged",
+            "version": chosen.version, "from": state.current,
+            "moved": state.current != chosen.version, "why": chosen.why,
+            "seconds": round(time.monotonic() - started, 3),
+            "steps": [s.as_dict() for s in restore.steps]}
+
+
+def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
+    """Wait (bounded) until taking ``host`` out keeps ``min_in_service``; then it may go."""
+    from tars_operators.errors import CapacityError
+    from tars_operators.steps.traffic import check_capacity
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_capacity(lb, spec, [host.name])
+            return
+        except CapacityError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("%s waits for capacity: %s", host.name, exc)
+            time.sleep(1.0)
+
+
+def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
+                  lease: Any = None, log: Any = log_) -> dict[str, str]:
+    """Hosts that failed within the budget: undo this run where it switched them, and bring
+    every one of them back running, healthy and in rotation."""
+    out = {}
+    for name in hosts:
+        try:
+            r = restore_host(spec, spec.host(name), version, run_id, undo_run=run_id,
+                             lease=lease, log=log)
+            how = "restored to" if r["moved"] else "kept on"
+            out[name] = f"{how} {r['version']}, in rotation"
+        except TarsError as exc:
+            out[name] = f"NOT repaired: {short_reason(str(exc), name, 'rollback')}"
+            log.error("%s: repair failed: %s", name, exc)
+    return out
+
+
+def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[str]) -> list[str]:
+    """Hosts that were in rotation before the release and are not now, with what the LB says."""
+    from tars_operators.steps.traffic import rotation_report
+
+    if spec.config.traffic.provider == "none" or not in_rotation_before:
+        return []
+    hosts = [spec.host(n) for n in in_rotation_before]
+    with _lb(spec) as lb:
+        report = rotation_report(lb, spec, hosts)
+    if report.error:
+        return [f"rotation unknown: {report.error}"]
+    return [f"{name}: {why}" for name, why in report.not_in_rotation]

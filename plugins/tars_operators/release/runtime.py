@@ -9,7 +9,7 @@ from typing import Any
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.plan.ramp import ReleasePlan
-from tars_operators.release.machine import PREPARE, StageOutcome
+from tars_operators.release.machine import PREPARE, StageOutcome, release_id
 
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -41,7 +41,7 @@ def stage_outcomes(context: Any, plan: ReleasePlan, upto: str | None = None) -> 
     if upto is not None:
         names = names[: names.index(upto) + 1]
     states = ti.get_task_states(
-        dag_id=dag_id, run_ids=[run_id], task_ids=[f"{s}.release" for s in names]
+        dag_id=dag_id, run_ids=[run_id], task_ids=[release_id(s) for s in names]
     ).get(run_id, {})
     outcomes = []
     for stage in names:
@@ -49,10 +49,11 @@ def stage_outcomes(context: Any, plan: ReleasePlan, upto: str | None = None) -> 
         ok: list[str] = []
         failed: list[str] = []
         untouched: list[str] = []
-        results = _host_results(ti, f"{stage}.release", len(hosts)) if hosts else {}
-        failures = _failures(ti, f"{stage}.release", len(hosts)) if hosts else {}
+        task = release_id(stage)
+        results = _host_results(ti, task, len(hosts)) if hosts else {}
+        failures = pushed_failures(ti, task, len(hosts)) if hosts else {}
         for i, host in enumerate(hosts):
-            state = states.get(f"{stage}.release_{i}") or states.get(f"{stage}.release")
+            state = states.get(f"{task}_{i}") or states.get(task)
             if state in FAILED_STATES:
                 failed.append(host)
             elif state == "success":
@@ -62,8 +63,9 @@ def stage_outcomes(context: Any, plan: ReleasePlan, upto: str | None = None) -> 
     return outcomes
 
 
-def _failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
-    """Failure messages the host tasks pushed (key ``failure``) before failing."""
+def pushed_failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
+    """Failure messages the host tasks of ``task_id`` pushed (key ``failure``) before failing,
+    by host (a running stage's too: a host's task pushes before it ends)."""
     values = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=list(range(n)))
     if values is None:
         return {}

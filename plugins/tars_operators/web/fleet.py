@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tars_operators.release.machine import is_release_task, is_restore_task, stage_of
+
 RUNNING = ("queued", "running")
-# Task ids of host tasks whose result says which version the host runs afterwards.
-RESTORE_TASKS = ("rollback.hosts", "restore")
 
 
 def is_host_task(task_id: str) -> bool:
-    return task_id.endswith(".release") or task_id in RESTORE_TASKS
+    """A task whose result says which version the host runs afterwards."""
+    return is_release_task(task_id) or is_restore_task(task_id)
 
 
 @dataclass(frozen=True)
@@ -298,8 +299,7 @@ def run_hosts(run: RunRecord, records: list[HostRecord]) -> list[RunHost]:
     latest: dict[tuple[str, str], HostRecord] = {}
     for rec in sorted(records, key=lambda r: _stamp(r.at)):
         if rec.run_id == run.run_id and rec.dag_id == run.dag_id:
-            latest[(rec.task_id.rsplit(".release", 1)[0] if rec.task_id.endswith(".release")
-                    else "rollback", rec.host)] = rec
+            latest[(stage_of(rec.task_id), rec.host)] = rec
     planned = [(stage, str(h)) for stage, hosts in plan_stages(run.plan) for h in hosts]
     extra = [key for key in latest if key not in planned]
     return [_run_host(stage, host, latest.get((stage, host))) for stage, host in planned + extra]

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tars_operators.release.machine import is_enter_task, is_release_task, stage_of
 from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task
 from tars_operators.web.onhost import InspectRecord
 
@@ -46,7 +47,8 @@ def next_canary(session: Session, app: str) -> datetime | None:
                           .where(DagModel.dag_id == PREFIXES[1] + app)).first()
     if row is None or row.is_paused:
         return None
-    return row.next_dagrun_create_after
+    when: datetime | None = row.next_dagrun_create_after
+    return when
 
 
 def read_inspect(session: Session, app: str) -> InspectRecord | None:
@@ -121,7 +123,7 @@ def _read_runs(session: Session, dag_ids: list[str],
     stages = _stages(tis)
     failed: dict[tuple[str, str], list[str]] = defaultdict(list)
     for h in hosts:
-        if h.state in ("failed", "upstream_failed") and h.task_id.endswith(".release"):
+        if h.state in ("failed", "upstream_failed") and is_release_task(h.task_id):
             failed[(h.dag_id, h.run_id)].append(h.host)
     records = [_run_record(r, xcoms, stages, failed) for r in runs]
     return records, [h for h in hosts if h.host]
@@ -152,11 +154,11 @@ def _stages(tis: list[Any]) -> dict[tuple[str, str], str]:
     """Per run, the last stage whose ``enter`` task ran (the stage a running run is in)."""
     entered: dict[tuple[str, str], tuple[Any, str]] = {}
     for t in tis:
-        if t.task_id.endswith(".enter") and _state(str(t.state) if t.state else None) == "success":
+        if is_enter_task(t.task_id) and _state(str(t.state) if t.state else None) == "success":
             when = t.start_date
             key = (t.dag_id, t.run_id)
             if key not in entered or (when and entered[key][0] and when > entered[key][0]):
-                entered[key] = (when, t.task_id.split(".", 1)[0])
+                entered[key] = (when, stage_of(t.task_id))
     return {k: v[1] for k, v in entered.items()}
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tars_operators.release.machine import (
-    FINALIZE, HALT, HOST_TRANSITIONS, RELEASE_TRANSITIONS, ROLLBACK_PLAN, Brake, Decision,
-    GateInput, HostPhase, Release, StageOutcome, check_transition, decide, topology,
+    FINALIZE, HALT, HOST_TRANSITIONS, RELEASE_TRANSITIONS, RESTORE, ROLLBACK_HOSTS, ROLLBACK_PLAN,
+    Brake, Decision, GateDecision, GateInput, HostPhase, HostTrack, Release, StageOutcome,
+    check_transition, decide, enter_id, gate_id, in_group, is_enter_task, is_release_task,
+    is_restore_task, release_after_gate, release_id, route, stage_of, topology,
 )
 
 pytestmark = pytest.mark.unit
@@ -75,3 +77,52 @@ def test_topology_places_bake_and_approval_between_gate_and_next_stage() -> None
     assert b2.after_gate == () and b2.next_enter == FINALIZE
     assert b2.choices[Decision.ROLLBACK] == ROLLBACK_PLAN and b2.choices[Decision.HALT] == HALT
     assert all(n.choices[Decision.FINISH] == FINALIZE for n in nodes)
+
+
+@pytest.mark.parametrize(("decision", "remaining", "had_hosts", "target", "release"), [
+    (Decision.CONTINUE, True, True, "fort.bake", Release.BAKING),
+    (Decision.CONTINUE, True, False, "batch_1.enter", Release.RUNNING_STAGE),  # empty: no bake
+    (Decision.CONTINUE, False, True, FINALIZE, Release.SUCCEEDED),  # nothing left to release
+    (Decision.FINISH, False, True, FINALIZE, Release.SUCCEEDED),
+    (Decision.ROLLBACK, True, True, ROLLBACK_PLAN, Release.ROLLING_BACK),
+    (Decision.HALT, True, True, HALT, Release.HALTED),
+    (Decision.WAIT, True, True, None, Release.BRAKED),
+])
+def test_the_gate_routes_through_the_machine(decision: Decision, remaining: bool, had_hosts: bool,
+                                            target: str | None, release: Release) -> None:
+    fort = topology(["fort", "batch_1"], {"fort"}, bake=True)[0]
+    got = route(fort, GateDecision(decision, "why"), remaining=remaining,
+                stage_had_hosts=had_hosts)
+    assert got == target
+    assert release_after_gate(fort, got) is release
+
+
+def test_approval_after_the_gate_is_awaiting_approval() -> None:
+    fort = topology(["fort", "batch_1"], {"fort"}, bake=False)[0]
+    target = route(fort, GateDecision(Decision.CONTINUE, "ok"), remaining=True, stage_had_hosts=True)
+    assert target == "fort.approve"
+    assert release_after_gate(fort, target) is Release.AWAITING_APPROVAL
+
+
+def test_task_ids_are_named_once_and_read_back() -> None:
+    node = topology(["batch_1"], set(), bake=False)[0]
+    assert (node.enter, node.release, node.gate) == (
+        enter_id("batch_1"), release_id("batch_1"), gate_id("batch_1"))
+    assert [in_group(t) for t in (node.enter, node.release, node.gate)] == [
+        "enter", "release", "gate"]
+    assert in_group(ROLLBACK_HOSTS) == "hosts" and in_group(RESTORE) == RESTORE
+    assert stage_of(node.release) == "batch_1" and stage_of(node.enter) == "batch_1"
+    assert stage_of(ROLLBACK_HOSTS) == stage_of(RESTORE) == "rollback"
+    assert is_release_task(node.release) and not is_release_task(node.gate)
+    assert is_enter_task(node.enter) and is_restore_task(RESTORE) and is_restore_task(ROLLBACK_HOSTS)
+
+
+def test_a_host_track_refuses_a_skipped_phase_and_names_the_host() -> None:
+    track = HostTrack("web1")
+    track.after_step("stage")
+    track.after_step("pull_out")
+    with pytest.raises(ValueError, match="web1: illegal transition out of rotation → in rotation"):
+        track.after_step("pull_in")
+    assert track.as_list() == ["pending", "staged", "out of rotation"]
+    assert HostTrack.replay("web1", ["stage", "pull_out", "activate", "health", "smoke", "mark"]
+                            ).phase is HostPhase.HEALTHY
