@@ -95,13 +95,17 @@ def _send_all(targets: list[Webhook | Notifier], notice: Notice) -> list[Deliver
     a dead one delays the task by one budget, not one per target, and a provider that ignores
     its own timeouts is left behind rather than holding the release."""
     results: list[Delivery | None] = [None] * len(targets)
+    shown = [redact_url(t.url, keep_path=False) if isinstance(t, Webhook) else
+             notifiers.describe(t) for t in targets]
 
     def run(index: int, target: Webhook | Notifier) -> None:
         try:
             results[index] = send(target.url, notice) if isinstance(target, Webhook) else \
                 send_notifier(target, notice)
         except Exception as exc:  # noqa: BLE001 - a notification never fails the release
-            log_.warning("notification %s not sent: %s", notice.event, type(exc).__name__)
+            log_.warning("notification %s (%s) not sent: %s", shown[index], notice.event,
+                         type(exc).__name__)
+            results[index] = Delivery(shown[index], False, 1, type(exc).__name__)
 
     threads = [threading.Thread(target=run, args=(i, t), daemon=True,
                                 name=f"tars-notify-{notice.event}-{i}")
@@ -112,13 +116,11 @@ def _send_all(targets: list[Webhook | Notifier], notice: Notice) -> list[Deliver
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     out = []
-    for target, result in zip(targets, results):
+    for index, result in enumerate(results):
         if result is None:
-            shown = redact_url(target.url, keep_path=False) if isinstance(target, Webhook) \
-                else notifiers.describe(target)
-            log_.warning("notification %s (%s) not sent within %.0fs", shown, notice.event,
-                         BUDGET)
-            result = Delivery(shown, False, 1, f"not sent within {BUDGET:.0f}s")
+            log_.warning("notification %s (%s) not sent within %.0fs", shown[index],
+                         notice.event, BUDGET)
+            result = Delivery(shown[index], False, 1, f"not sent within {BUDGET:.0f}s")
         out.append(result)
     return out
 
