@@ -125,7 +125,7 @@ MODES = {
 def child(mode: str, work: Path) -> None:
     """One measurement in this fresh process, like one DAG-file parse of the DAG processor."""
     apps = work / "configs" / "apps"
-    os.environ["TARS_CACHE_DIR"] = "off" if mode == "cold" else str(work / "cache")
+    os.environ["TARS_CONFIG_CACHE_DIR"] = "off" if mode == "cold" else str(work / "cache")
     code = compile((work / "floor.py").read_text(), "floor.py", "exec")
     gc.collect()  # start from the same clean heap on both sides
     start = time.process_time()
@@ -156,7 +156,7 @@ def main() -> None:
         return child(args.child, args.work)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        os.environ["TARS_CACHE_DIR"] = str(work / "cache")  # filled here: warm for "tars"
+        os.environ["TARS_CONFIG_CACHE_DIR"] = str(work / "cache")  # filled here: warm for "tars"
         specs = load_all(config_load.write(work / "configs", args.apps, args.hosts, False)).specs
         assert len(specs) == args.apps
         (work / "floor.py").write_text(
