@@ -1,9 +1,9 @@
 """Release events through the real services: webhooks, mail through Airflow's SMTP notifier,
 and the Asset a downstream DAG runs on.
 
-A webhook receiver and an SMTP receiver on loopback (the notifier's Airflow connection points
-at it) get every event of a good release, a rolled-back one, an approval and a brake; the
-example DAG ``configs/examples/after_release.py`` runs after each release of ``demo`` and reads
+A webhook receiver, an SMTP receiver (the ``smtp`` notifier's Airflow connection) and a second
+HTTP receiver (the ``slack_webhook`` notifier's connection host) on loopback get every event of
+a good release, a rolled-back one, an approval and a brake; the example DAG ``configs/examples/after_release.py`` runs after each release of ``demo`` and reads
 what Tars put in the event.
 
 The stack is this module's own, with a dags folder of two files: a link to the real
@@ -13,9 +13,11 @@ The stack is this module's own, with a dags folder of two files: a link to the r
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,7 +39,15 @@ APP = "demo"  # the app the example DAG is scheduled on
 CONSUMER = "after_release__demo"
 SECRET_PATH = "/services/T0E2E/B0E2E/e2e-secret-key"
 INJECT = "{{ 7*7 }} {% if true %}rendered{% endif %}"  # user text: must arrive as written
-Stack = tuple[E2E, Receiver, Mailbox]
+SLACK_TOKEN = "T0E2E/B0E2E/slack-secret-token"
+
+
+@dataclass(frozen=True)
+class Stack:
+    e2e: E2E
+    hooks: Receiver  # the webhook's JSON bodies
+    mail: Mailbox  # the smtp notifier's mails
+    slack: Receiver  # the slack_webhook notifier's posts
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +63,18 @@ def stack(sandbox: Sandbox) -> Iterator[Stack]:
     st = AirflowStack(home=home / "airflow", parallelism=6, dags_folder=dags)
     st.extra_env.update(wired_env(sandbox, st))
     st.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
-    with receiver() as rec, smtp_receiver() as box:
-        st.extra_env["AIRFLOW_CONN_TARS_SMTP"] = box.connection()  # every component sees it
+    with receiver() as rec, smtp_receiver() as box, receiver() as slack:
+        # Slack's connection from the environment, SMTP's from Airflow's database (below): the
+        # tasks read it through the supervisor, the api-server (brake) from the metastore.
+        st.extra_env["AIRFLOW_CONN_TARS_SLACK"] = json.dumps(
+            {"conn_type": "slackwebhook", "host": slack.url, "password": SLACK_TOKEN})
         try:
             st.start()
-            yield E2E(sandbox, st, config_dir), rec, box
+            e2e = E2E(sandbox, st, config_dir)
+            smtp = json.loads(box.connection())
+            e2e.api.request("POST", "/api/v2/connections", json={
+                "connection_id": "tars_smtp", **smtp, "extra": json.dumps(smtp["extra"])})
+            yield Stack(e2e, rec, box, slack)
         finally:
             st.stop()
             shutil.rmtree(home, ignore_errors=True)
@@ -69,7 +86,9 @@ def webhook(rec: Receiver, **more: Any) -> dict[str, Any]:
     return {"strategy.batches": [1, 2, "100%"],
             "notify.webhooks": [{"url": rec.url + SECRET_PATH, "events": list(EVENTS)}],
             "notify.notifiers": [{"kind": "smtp", "to": ["releases@example.test"],
-                                  "conn_id": "tars_smtp", "events": list(EVENTS)}], **more}
+                                  "conn_id": "tars_smtp", "events": list(EVENTS)},
+                                 {"kind": "slack_webhook", "conn_id": "tars_slack",
+                                  "events": list(EVENTS)}], **more}
 
 
 def mailed(box: Mailbox, run_id: str | None = None, app: str = APP) -> list[str]:
@@ -80,6 +99,19 @@ def mailed(box: Mailbox, run_id: str | None = None, app: str = APP) -> list[str]
         run = re.search(r"^run: (.+)$", text, re.M)
         if f"app: {app}\n" in text and (run.group(1) if run else None) == run_id:
             found.append(re.search(r"^event: (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    return found
+
+
+def slacked(slack: Receiver, run_id: str | None = None, app: str = APP) -> list[str]:
+    """The events posted to Slack for ``run_id`` (None: for no run), in order."""
+    found = []
+    with slack.lock:
+        texts = [b["text"] for b in slack.bodies]
+    for text in texts:
+        head = re.match(r"\[tars\] (\S+) (\S+): ", text)
+        run = re.search(r"run: (\S+)", text.splitlines()[-1])
+        if head and head.group(1) == app and (run.group(1) if run else None) == run_id:
+            found.append(head.group(2))
     return found
 
 
@@ -105,7 +137,7 @@ def consumer_run_for(e2e: E2E, run_id: str) -> dict[str, Any] | None:
 
 def test_a_good_release_notifies_and_triggers_the_downstream_dag(
         stack: Stack, fleet: Sandbox) -> None:
-    e2e, rec, box = stack
+    e2e, rec, box, slack = stack.e2e, stack.hooks, stack.mail, stack.slack
     dag_id = e2e.add_app(APP, **webhook(rec))
     e2e.wait_dag(CONSUMER)
     run = e2e.release(dag_id, {"version": "2.0.0", "reason": f"e2e events {INJECT}",
@@ -113,11 +145,13 @@ def test_a_good_release_notifies_and_triggers_the_downstream_dag(
     run_id = run["dag_run_id"]
     assert run["state"] == "success", run["note"]
     assert rec.events(run_id) == ["start", "stage_passed", "stage_passed", "success"]
-    assert mailed(box, run_id) == rec.events(run_id)  # sent in step, not after the run
+    assert mailed(box, run_id) == slacked(slack, run_id) == rec.events(run_id)  # in step
     (mail,) = [m for m in box.matching(f"run: {run_id}") if m["Subject"].startswith(
         f"[tars] {APP} start: planned: 2 hosts → 2.0.0")]
     assert mail["To"] == "releases@example.test" and mail["From"] == "tars@example.test"
     assert f"e2e events {INJECT}" in body(mail), body(mail)  # the reason, never rendered
+    assert any(f"e2e events {INJECT}" in b["text"] for b in slack.bodies)
+    assert set(slack.paths) == {"/" + SLACK_TOKEN}  # the connection's webhook
     start, fort, batch, success = rec.of("start", run_id) + rec.of("stage_passed", run_id) + \
         rec.of("success", run_id)
     assert all(b["app"] == APP and b["version"] == "2.0.0" for b in (start, fort, success))
@@ -138,14 +172,14 @@ def test_a_good_release_notifies_and_triggers_the_downstream_dag(
 
 def test_a_broken_release_notifies_rollback_and_failure(
         stack: Stack, fleet: Sandbox) -> None:
-    e2e, rec, box = stack
+    e2e, rec, box, slack = stack.e2e, stack.hooks, stack.mail, stack.slack
     dag_id = e2e.add_app(APP, **webhook(rec))
     run = e2e.release(dag_id, {"version": "2.0.0-broken", "reason": "e2e events broken",
                                "hosts": ["host01", "host02"]})
     run_id = run["dag_run_id"]
     assert run["state"] == "failed", run["note"]
     assert rec.events(run_id) == ["start", "rollback", "failure"]
-    assert mailed(box, run_id) == rec.events(run_id)
+    assert mailed(box, run_id) == slacked(slack, run_id) == rec.events(run_id)
     rollback, failure = rec.of("rollback", run_id)[0], rec.of("failure", run_id)[0]
     assert rollback["summary"].startswith("rolling back 1 host(s) from 2.0.0-broken")
     assert rollback["details"] == ["host01"]
@@ -158,7 +192,7 @@ def test_a_broken_release_notifies_rollback_and_failure(
 
 def test_an_approval_notifies_approval_needed_once(
         stack: Stack, fleet: Sandbox) -> None:
-    e2e, rec, box = stack
+    e2e, rec, box, slack = stack.e2e, stack.hooks, stack.mail, stack.slack
     app = "demo_approve"
     dag_id = e2e.add_app(app, **webhook(rec, **{"strategy.approval": {
         "enabled": True, "after": ["fort"], "timeout_seconds": 600, "default": "halt"}}))
@@ -173,12 +207,12 @@ def test_an_approval_notifies_approval_needed_once(
     # sent once: the callback runs again when the task resumes with the answer
     assert rec.events(run_id) == ["start", "stage_passed", "approval_needed", "stage_passed",
                                   "success"]
-    assert mailed(box, run_id, app) == rec.events(run_id)
+    assert mailed(box, run_id, app) == slacked(slack, run_id, app) == rec.events(run_id)
 
 
 def test_pulling_and_releasing_the_brake_notifies(
         stack: Stack, fleet: Sandbox) -> None:
-    e2e, rec, box = stack
+    e2e, rec, box, slack = stack.e2e, stack.hooks, stack.mail, stack.slack
     e2e.add_app(APP, **webhook(rec))
     user = e2e.stack.user
     e2e.api.request("POST", f"/tars/apps/{APP}/brake",
@@ -192,17 +226,21 @@ def test_pulling_and_releasing_the_brake_notifies(
     released = poll(lambda: rec.of("brake")[1:], 30, "the brake-released event")[-1]
     assert released["summary"] == f"brake released by {user}: all clear"
     # sent by the api-server, through the same Airflow connection
-    poll(lambda: len(mailed(box, None)) >= 2 or None, 30, "the brake mails")
+    poll(lambda: len(mailed(box, None)) >= 2 and len(slacked(slack, None)) >= 2 or None, 30,
+         "the brake mails and Slack posts")
     assert box.matching(f"[tars] {APP} brake: brake ON (hold) by {user}: e2e events: smoke alarm")
     assert box.matching(f"[tars] {APP} brake: brake released by {user}: all clear")
 
 
-def test_every_event_the_schema_accepts_arrived_by_mail_and_webhook(stack: Stack) -> None:
-    """After the tests above (one stack, in file order): each event both ways, at least once."""
-    _, rec, box = stack
+def test_every_event_the_schema_accepts_arrived_by_every_route(stack: Stack) -> None:
+    """After the tests above (one stack, in file order): each event by webhook, by mail and on
+    Slack, at least once."""
+    rec, box, slack = stack.hooks, stack.mail, stack.slack
+    runs = {b["run_id"] for b in rec.bodies}
     apps = (APP, "demo_approve")
-    by_mail = {e for app in apps for run in {*(b["run_id"] for b in rec.bodies)}
-               for e in mailed(box, run, app)}
+    by_mail = {e for app in apps for run in runs for e in mailed(box, run, app)}
+    on_slack = {e for app in apps for run in runs for e in slacked(slack, run, app)}
     for event in EVENTS:  # the schema's Event Literal
         assert event in rec.events(), f"no {event!r} webhook: run the whole module"
         assert event in by_mail, f"no {event!r} mail (mailed: {sorted(by_mail)})"
+        assert event in on_slack, f"no {event!r} Slack post (posted: {sorted(on_slack)})"
