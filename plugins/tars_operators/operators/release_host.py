@@ -17,7 +17,7 @@ from tars_operators.redaction import redact_url
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
-from tars_operators.release.machine import Decision, before_host
+from tars_operators.release.machine import FETCH, Decision, before_host
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
@@ -116,7 +116,7 @@ class ReleaseHostOperator(SpecOperator):
         from tars_operators.hooks.artifacts import FetchedArtifact
 
         plan = run_plan(context)
-        art = context["ti"].xcom_pull(task_ids="fetch")
+        art = context["ti"].xcom_pull(task_ids=FETCH)
         return hostflow.HostJob(
             spec=self.spec, host=self.spec.host(self.host), version=plan.version,
             run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tars_operators.release.machine import is_enter_task, is_release_task, stage_of
+from tars_operators.release.machine import PREPARE, is_enter_task, is_release_task, stage_of
 from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task
 from tars_operators.web.onhost import InspectRecord
 
@@ -165,7 +165,7 @@ def _stages(tis: list[Any]) -> dict[tuple[str, str], str]:
 def _run_record(run: Any, xcoms: dict[tuple[str, str, str, int, str], Any],
                 stages: dict[tuple[str, str], str],
                 failed: dict[tuple[str, str], list[str]]) -> RunRecord:
-    plan = _dict(xcoms.get((run.dag_id, run.run_id, "prepare", -1, "plan")))
+    plan = _dict(xcoms.get((run.dag_id, run.run_id, PREPARE, -1, "plan")))
     state = _state(str(run.state)) if run.state is not None else None
     who = str((plan or {}).get("who") or run.triggering_user_name or "")
     return RunRecord(run.dag_id, run.run_id, state, run.start_date, run.end_date,
