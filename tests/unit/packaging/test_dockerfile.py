@@ -43,7 +43,7 @@ def test_ssh_client_is_installed() -> None:
 def test_the_image_installs_no_test_tool() -> None:
     """Test tools live in requirements-test.txt, which the image does not install."""
     runtime = (REPO / "requirements.txt").read_text().lower()
-    for tool in ("pytest", "selenium", "mypy", "types-"):
+    for tool in ("pytest", "selenium", "mypy", "types-", "aiosmtpd"):
         assert f"\n{tool}" not in runtime, f"{tool} belongs in requirements-test.txt"
     assert "requirements-test.txt" not in _dockerfile()
     assert "-r requirements.txt" in (REPO / "requirements-test.txt").read_text()
