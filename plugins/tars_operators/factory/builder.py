@@ -237,8 +237,8 @@ def _after_gate(spec: AppSpec, node: m.StageNode, common: dict[str, Any]) -> lis
             ))
         elif task_id == m.approve_id(node.stage):
             a = c.strategy.approval
-            options = {"Continue": node.next_enter, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
-            default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+            options = m.approval_choices(node.next_enter)
+            default = m.APPROVAL_ANSWERS[a.default]
             subject = f"{spec.name}: continue the release after {node.stage}?"
             tasks.append(HITLBranchOperator(
                 task_id=m.in_group(task_id), subject=subject,
@@ -273,8 +273,8 @@ def _canary_approve(spec: AppSpec, node: CanaryNode, common: dict[str, Any]) -> 
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
     a = spec.config.strategy.approval
-    options = {"Continue": m.FINALIZE, "Roll back": m.ROLLBACK_PLAN, "Halt": m.HALT}
-    default = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}[a.default]
+    options = m.approval_choices(m.FINALIZE)
+    default = m.APPROVAL_ANSWERS[a.default]
     subject = f"{spec.name}: keep the canary on {node.stage}?"
     return HITLBranchOperator(
         task_id=m.in_group(node.approve), subject=subject,

@@ -292,6 +292,16 @@ def route(node: StageNode, verdict: GateDecision, *, remaining: bool,
     return node.choices[d]
 
 
+# An approval's answers (as shown to the person) for ``strategy.approval.default``.
+APPROVAL_ANSWERS = {"continue": "Continue", "rollback": "Roll back", "halt": "Halt"}
+
+
+def approval_choices(continue_to: str) -> dict[str, str]:
+    """Where each answer of an approval leads: on (``continue_to``), the rollback, or halt."""
+    return {APPROVAL_ANSWERS["continue"]: continue_to,
+            APPROVAL_ANSWERS["rollback"]: ROLLBACK_PLAN, APPROVAL_ANSWERS["halt"]: HALT}
+
+
 def release_after_gate(node: StageNode, target: str | None) -> Release:
     """The release's phase once the gate of ``node`` sent the run to ``target`` (checked)."""
     if target is None:

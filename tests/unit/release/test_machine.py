@@ -7,8 +7,8 @@ import pytest
 from tars_operators.release.machine import (
     FINALIZE, HALT, HOST_TRANSITIONS, RELEASE_TRANSITIONS, RESTORE, ROLLBACK_HOSTS, ROLLBACK_PLAN,
     Brake, Decision, GateDecision, GateInput, HostPhase, HostTrack, Release, StageOutcome,
-    check_transition, decide, enter_id, gate_id, in_group, is_enter_task, is_release_task,
-    is_restore_task, release_after_gate, release_id, route, stage_of, topology,
+    approval_choices, check_transition, decide, enter_id, gate_id, in_group, is_enter_task,
+    is_release_task, is_restore_task, release_after_gate, release_id, route, stage_of, topology,
 )
 
 pytestmark = pytest.mark.unit
@@ -126,3 +126,10 @@ def test_a_host_track_refuses_a_skipped_phase_and_names_the_host() -> None:
     assert track.as_list() == ["pending", "staged", "out of rotation"]
     assert HostTrack.replay("web1", ["stage", "pull_out", "activate", "health", "smoke", "mark"]
                             ).phase is HostPhase.HEALTHY
+
+
+def test_an_approval_leads_on_back_or_to_halt_and_the_release_table_allows_each() -> None:
+    choices = approval_choices("batch_1.enter")
+    assert choices == {"Continue": "batch_1.enter", "Roll back": ROLLBACK_PLAN, "Halt": HALT}
+    for new in (Release.RUNNING_STAGE, Release.ROLLING_BACK, Release.HALTED):
+        check_transition(RELEASE_TRANSITIONS, Release.AWAITING_APPROVAL, new)
