@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tars_operators.release.machine import (
+    PREPARE, ROLLBACK_GROUP, ROLLBACK_HOSTS, gate_id, is_release_task, stage_of,
+)
+
 DONE_OK = {"success"}
 DONE_BAD = {"failed", "upstream_failed"}
 ACTIVE = {"running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"}
 # Tasks of a release that wait on something other than a worker.
-WINDOW_TASK = "prepare"
+WINDOW_TASK = PREPARE
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,14 @@ class Snapshot:
 
 
 def stage_name(task_id: str) -> str:
-    """``batch_1.release`` → ``batch_1``; ``rollback.hosts`` → ``rollback``; else the task id."""
-    head, _, tail = task_id.rpartition(".")
-    return head if head and tail in ("release", "hosts") else task_id
+    """``batch_1.release`` → ``batch_1``; ``rollback.hosts`` → ``rollback``; else the task id
+    (the rollback DAG's ``restore`` keeps its own name)."""
+    return stage_of(task_id) if is_release_task(task_id) or task_id == ROLLBACK_HOSTS else task_id
+
+
+def is_gate(task_id: str) -> bool:
+    """A stage's gate (``batch_1.gate``), by the machine's own naming."""
+    return task_id == gate_id(stage_of(task_id))
 
 
 def _order(task_id: str) -> tuple[int, int, str]:
@@ -61,7 +70,7 @@ def _order(task_id: str) -> tuple[int, int, str]:
         return (0, 0, name)
     if name.startswith("batch_") and name[6:].isdigit():
         return (1, int(name[6:]), name)
-    return (3 if name == "rollback" else 2, 0, name)
+    return (3 if name == ROLLBACK_GROUP else 2, 0, name)
 
 
 def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
@@ -88,7 +97,7 @@ def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
         stages=stages,
         waiting_window=WINDOW_TASK in deferred,
         approvals=unmapped("awaiting_input"),
-        braked_at=tuple(t for t in deferred if t.endswith(".gate")),
+        braked_at=tuple(t for t in deferred if is_gate(t)),
         failed_tasks=tuple(sorted({t["task_id"] for t in tis if t.get("state") == "failed"})),
     )
 
@@ -110,8 +119,7 @@ def changes(old: Snapshot | None, new: Snapshot, *, approve_hint: str = "") -> l
             lines.append(stage.line())
     for task_id in new.approvals:
         if old is None or task_id not in old.approvals:
-            after = task_id.rsplit(".", 1)[0] if "." in task_id else task_id
-            lines.append(f"awaiting approval after {after}"
+            lines.append(f"awaiting approval after {stage_of(task_id)}"
                          + (f": {approve_hint}" if approve_hint else ""))
     for gate in new.braked_at:
         if old is None or gate not in old.braked_at:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tars_operators.client.progress import changes, outcome, snapshot, stage_name
+from tars_operators.release.machine import (
+    PREPARE, ROLLBACK_HOSTS, ROLLBACK_PLAN, approve_id, gate_id, release_id,
+)
 from tests.unit.client.conftest import ti
 
 pytestmark = pytest.mark.unit
@@ -19,6 +22,17 @@ def test_stage_names() -> None:
     assert stage_name("batch_2.release") == "batch_2"
     assert stage_name("rollback.hosts") == "rollback"
     assert stage_name("restore") == "restore"
+
+
+def test_task_ids_are_the_machines() -> None:
+    """The ids the DAG is built with (release/machine) are the ids progress recognises."""
+    snap = snapshot({"state": "running"}, [
+        ti(release_id("batch_3"), "success", 0), ti(ROLLBACK_HOSTS, "running", 0),
+        ti(gate_id("batch_3"), "deferred"), ti(ROLLBACK_PLAN, "deferred"),
+        ti(PREPARE, "deferred"), ti(approve_id("batch_3"), "awaiting_input")])
+    assert [s.name for s in snap.stages] == ["batch_3", "rollback"]
+    assert snap.braked_at == ("batch_3.gate",) and snap.waiting_window
+    assert "awaiting approval after batch_3" in changes(None, snap)
 
 
 def test_first_snapshot_says_everything() -> None:
