@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -10,6 +10,9 @@ from tars_operators.operators.base import SpecOperator
 from tars_operators.release import machine as m
 from tars_operators.release.events import outcome_of, release_asset
 from tars_operators.release.runtime import run_plan
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 ANNOUNCE = "release_event"
 
@@ -28,7 +31,7 @@ class AnnounceOperator(SpecOperator):
         super().__init__(outlets=[release_asset(app)], **kwargs)
         self.app = app
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         dr = context["dag_run"]
         ends = [m.FINALIZE, m.HALT, m.ABORT, m.ROLLBACK_REPORT, m.PREPARE]
@@ -39,8 +42,10 @@ class AnnounceOperator(SpecOperator):
         if outcome is None or states.get(m.PREPARE) != "success":
             raise AirflowSkipException("nothing was released: no release event")
         plan = run_plan(context)
-        extra = {"version": plan.version, "hosts": list(plan.all_hosts), "outcome": outcome,
-                 "run_id": dr.run_id, "dag_id": dr.dag_id}
+        # Any: the asset event wants JsonValue, and list[str] is no list[JsonValue] (invariance).
+        extra: dict[str, Any] = {"version": plan.version, "hosts": list(plan.all_hosts),
+                                 "outcome": outcome, "run_id": dr.run_id,
+                                 "dag_id": dr.dag_id}
         context["outlet_events"][release_asset(self.app)].extra = extra
         self.log.info("release event %s: %s", release_asset(self.app).uri, extra)
         return extra

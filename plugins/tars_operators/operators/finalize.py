@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -16,6 +16,9 @@ from tars_operators.release.notes import Progress, compose, set_run_note
 from tars_operators.release.runtime import run_plan, stage_outcomes
 from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
 
 class FinalizeOperator(SpecOperator):
     """All stages passed: repair hosts that failed within budget, then check the hosts' truth.
@@ -28,7 +31,7 @@ class FinalizeOperator(SpecOperator):
 
     ui_color = "#ceead6"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         plan = run_plan(context)
         spec = self.spec
         run_id = context["dag_run"].run_id
@@ -89,7 +92,7 @@ class HaltOperator(SpecOperator):
 
     ui_color = "#f28b82"
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Context) -> None:
         plan = run_plan(context)
         reason = decision_reason(context, "halt")
         outcomes, _ = reconcile(self.spec, stage_outcomes(context, plan), plan.version,
@@ -118,7 +121,7 @@ class AbortOperator(SpecOperator):
 
     ui_color = "#f28b82"
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Context) -> None:
         ti = context["ti"]
         dr = context["dag_run"]
         states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
@@ -140,7 +143,7 @@ class AbortOperator(SpecOperator):
 class DryRunOperator(SpecOperator):
     """A dry run ends here: the plan is in the note and the log; no host was touched."""
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         plan = run_plan(context)
         for stage in plan.slot_names:
             hosts = plan.hosts(stage)

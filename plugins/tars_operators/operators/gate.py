@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk.exceptions import AirflowSkipException
@@ -19,6 +19,9 @@ from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
 from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class GateOperator(BaseBranchOperator):
@@ -40,7 +43,7 @@ class GateOperator(BaseBranchOperator):
         self.stages = stages
         self.on_failure = on_failure
 
-    def choose_branch(self, context: Any) -> str | None:
+    def choose_branch(self, context: Context) -> str | None:
         ti = context["ti"]
         dr = context["dag_run"]
         entered = ti.get_task_states(
@@ -81,11 +84,11 @@ class GateOperator(BaseBranchOperator):
             self.defer(trigger=BrakeReleasedTrigger(self.app), method_name="execute_complete")
         return target
 
-    def execute_complete(self, context: Any, event: Any = None) -> Any:
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
         """The brake changed: decide again from fresh state."""
         return self.execute(context)
 
-    def _note(self, context: Any, plan: ReleasePlan, outcomes: list[Any], details: list[str],
+    def _note(self, context: Context, plan: ReleasePlan, outcomes: list[Any], details: list[str],
               brake: Any) -> None:
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)

@@ -10,10 +10,13 @@ queues, and each read is audited as a run.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tars_operators.operators.base import SpecOperator
 from tars_operators.release.truth import HostTruth, read_truth
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 INSPECT = "inspect"
 
@@ -34,7 +37,7 @@ class InspectHostsOperator(SpecOperator):
 
     ui_color = "#e8f0fe"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         spec = self.spec
         names = [h.name for h in spec.hosts]
         read_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -9,7 +9,7 @@ lasts longer than ``steps.health_defer_after`` (no worker slot held while an app
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tars_operators.errors import TarsError
 from tars_operators.operators.base import SpecOperator
@@ -24,6 +24,14 @@ from tars_operators.release.notes import (
 from tars_operators.release.runtime import pushed_failures, run_plan, stage_outcomes
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _map_index(context: Context) -> int:
+    """The host's index in its stage: the task is mapped, so Airflow always sets it."""
+    return cast(int, context["ti"].map_index)
+
 
 class EnterStageOperator(SpecOperator):
     """Marks that the run entered a stage (gates use it to know they are on the path)."""
@@ -34,7 +42,7 @@ class EnterStageOperator(SpecOperator):
         super().__init__(**kwargs)
         self.stage = stage
 
-    def execute(self, context: Any) -> list[str]:
+    def execute(self, context: Context) -> list[str]:
         """The stage's hosts: the release task is mapped over this list."""
         hosts = run_plan(context).hosts(self.stage)
         self.log.info("entering %s: %d host(s): %s", self.stage, len(hosts), ", ".join(hosts))
@@ -46,7 +54,7 @@ class FetchOperator(SpecOperator):
 
     ui_color = "#e6f4ea"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         plan = run_plan(context)
         try:
             art = self._fetch(plan.version)
@@ -95,7 +103,7 @@ class ReleaseHostOperator(SpecOperator):
         self.stage = stage
         self.host = host
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         brake = read_brake(self.spec.name)
         go = before_host(brake)
         if brake is not None and go is Decision.ROLLBACK:
@@ -107,12 +115,12 @@ class ReleaseHostOperator(SpecOperator):
             self.defer(trigger=BrakeReleasedTrigger(self.spec.name), method_name="after_brake")
         return self._run(context)
 
-    def after_brake(self, context: Any, event: Any = None) -> dict[str, Any]:
+    def after_brake(self, context: Context, event: Any = None) -> dict[str, Any]:
         if event and event.get("brake") == "rollback":
             return self._untouched(context, f"brake asks for rollback ({event.get('reason')})")
         return self._run(context)
 
-    def _job(self, context: Any) -> hostflow.HostJob:
+    def _job(self, context: Context) -> hostflow.HostJob:
         from tars_operators.hooks.artifacts import FetchedArtifact
 
         plan = run_plan(context)
@@ -120,11 +128,11 @@ class ReleaseHostOperator(SpecOperator):
         return hostflow.HostJob(
             spec=self.spec, host=self.spec.host(self.host), version=plan.version,
             run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,
-            index=context["ti"].map_index, lease=RunLease.from_context(context, self.spec),
+            index=_map_index(context), lease=RunLease.from_context(context, self.spec),
             progress=lambda now: self._live_note(context, now=f"{self.host} {now}"),
         )
 
-    def _run(self, context: Any) -> dict[str, Any]:
+    def _run(self, context: Context) -> dict[str, Any]:
         job = self._job(context)
         with hostflow.connected(job):
             try:
@@ -138,13 +146,13 @@ class ReleaseHostOperator(SpecOperator):
                        kwargs={"done": job.results_dicts()})
         return job.summary("ok")
 
-    def _fail(self, context: Any, job: hostflow.HostJob, message: str) -> None:
+    def _fail(self, context: Context, job: hostflow.HostJob, message: str) -> None:
         """Leave the reason where gates and reports find it, then fail the task."""
         context["ti"].xcom_push(key="failure", value=job.failure_record(message))
         self._live_note(context)
         raise hostflow.StepFailed(message)
 
-    def _live_note(self, context: Any, *, now: str = "", brake: Any = None) -> None:
+    def _live_note(self, context: Context, *, now: str = "", brake: Any = None) -> None:
         """The run note as this host's task sees the release now: its stage, what happens,
         every failure pushed so far (this host's too, before its task ends), the brake.
 
@@ -170,7 +178,8 @@ class ReleaseHostOperator(SpecOperator):
         except Exception as exc:  # a note that cannot be written must not change the release
             self.log.warning("run note not updated: %s", exc)
 
-    def after_health(self, context: Any, event: Any = None, done: list[Any] | None = None) -> Any:
+    def after_health(self, context: Context, event: Any = None,
+                     done: list[Any] | None = None) -> Any:
         job = self._job(context)
         job.restore(done or [])
         try:
@@ -180,6 +189,6 @@ class ReleaseHostOperator(SpecOperator):
             self._fail(context, job, hostflow.failure(job, exc, log=self.log))
         return job.summary("ok")
 
-    def _untouched(self, context: Any, why: str) -> dict[str, Any]:
+    def _untouched(self, context: Context, why: str) -> dict[str, Any]:
         self.log.warning("%s untouched: %s", self.host, why)
-        return hostflow.untouched(self.host, context["ti"].map_index, why)
+        return hostflow.untouched(self.host, _map_index(context), why)

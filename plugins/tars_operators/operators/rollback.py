@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -18,8 +18,11 @@ from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hos
 from tars_operators.remote.validate import validate_version
 from tars_operators.steps.state import HostState
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
-def decision_reason(context: Any, wanted: str) -> str:
+
+def decision_reason(context: Context, wanted: str) -> str:
     """Why the run took the ``wanted`` path (rollback / halt): the last gate that decided.
 
     A gate that said ``continue`` followed by the run reaching here means the approval
@@ -41,7 +44,7 @@ class RollbackPlanOperator(SpecOperator):
 
     ui_color = "#fce8e6"
 
-    def execute(self, context: Any) -> list[str]:
+    def execute(self, context: Context) -> list[str]:
         plan = run_plan(context)
         outcomes = stage_outcomes(context, plan)
         # A host that failed waiting for its lease was never touched by this run.
@@ -79,7 +82,7 @@ class RollbackHostOperator(SpecOperator):
         self.whole_app = whole_app
         self.target = target
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         spec = self.spec
         run_id = context["dag_run"].run_id
         # The rollback DAG holds each host only while restoring it; a release's rollback keeps
@@ -114,7 +117,7 @@ class RollbackReportOperator(SpecOperator):
 
     ui_color = "#f28b82"
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Context) -> None:
         ti = context["ti"]
         dr = context["dag_run"]
         planned = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
@@ -147,7 +150,7 @@ def report_first_line(message: str) -> str:
             "touched host is back on a good release and UP); the release did not go out")
 
 
-def rollback_summary(context: Any, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
+def rollback_summary(context: Context, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.release.runtime import pushed_failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
@@ -200,7 +203,7 @@ class AppRollbackPlanOperator(SpecOperator):
     without a reason or with an unsafe version.
     """
 
-    def execute(self, context: Any) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> list[dict[str, Any]]:
         params = context["params"]
         reason = str(params.get("reason") or "").strip()
         if not reason:

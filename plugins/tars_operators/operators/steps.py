@@ -6,7 +6,7 @@ loader), opens one SSH session to the host, calls the step and returns ``StepRes
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from airflow.sdk import BaseOperator
 
@@ -14,6 +14,9 @@ from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import InvalidValue
 from tars_operators.redaction import redact_url
 from tars_operators.results import StepResult
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 SpecLoader = Callable[[], AppSpec]
 
@@ -72,7 +75,7 @@ class FetchArtifactOperator(TarsStepOperator):
         super().__init__(**kwargs)
         self.cache_dir = cache_dir
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from pathlib import Path
 
         from tars_operators.hooks.artifacts import fetch_artifact
@@ -93,7 +96,7 @@ class StageReleaseOperator(TarsStepOperator):
         super().__init__(**kwargs)
         self.artifact = artifact
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from tars_operators.hooks.artifacts import FetchedArtifact
         from tars_operators.steps.stage import stage_release
 
@@ -106,7 +109,7 @@ class StageReleaseOperator(TarsStepOperator):
 class ActivateReleaseOperator(TarsStepOperator):
     """Stop, switch ``current``, start (no-op if already current and running)."""
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from tars_operators.steps.activate import activate_release
 
         return self.run_step(activate_release, self.version, context["run_id"])
@@ -115,7 +118,7 @@ class ActivateReleaseOperator(TarsStepOperator):
 class SmokeTestOperator(TarsStepOperator):
     """Run the app's smoke checks once each; their output is in the result's ``data``."""
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from tars_operators.steps.checks import run_checks
 
         return self.run_step(run_checks, self.version, kind="smoke")
@@ -128,7 +131,7 @@ class MarkReleaseOperator(TarsStepOperator):
         super().__init__(**kwargs)
         self.status = status
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from tars_operators.steps.activate import mark_release
 
         return self.run_step(mark_release, self.version, self.status)
@@ -141,7 +144,7 @@ class PruneReleasesOperator(TarsStepOperator):
         super().__init__(version=version, **kwargs)
         self.keep = keep
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from tars_operators.steps.activate import prune_releases
 
         return self.run_step(prune_releases, keep=self.keep)

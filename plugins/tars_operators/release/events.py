@@ -14,11 +14,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, get_args
+from typing import TYPE_CHECKING, Any, Callable, get_args
 
 from tars_operators.config.schema import Event, Notifier, Webhook
 from tars_operators.redaction import mask_url, redact_url, scrub
 from tars_operators.release import notifiers
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 log_ = logging.getLogger(__name__)
 
@@ -217,7 +220,7 @@ class ApprovalNeeded:
     defaults_path: str | None
     question: str
 
-    def __call__(self, context: Any) -> None:
+    def __call__(self, context: Context) -> None:
         from tars_operators.release.runtime import load_spec, run_plan
 
         store = context.get("task_state_store")

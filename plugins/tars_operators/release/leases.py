@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import TarsError
 from tars_operators.steps.lease import Holder
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 log_ = logging.getLogger(__name__)
 
@@ -28,13 +31,13 @@ class RunLease:
     wait: float
 
     @classmethod
-    def from_context(cls, context: Any, spec: AppSpec) -> RunLease:
+    def from_context(cls, context: Context, spec: AppSpec) -> RunLease:
         from tars_operators.steps.lease import active_runs
 
         return cls(run_holder(context), active_runs(context["ti"]), spec.config.steps.lease_wait)
 
 
-def run_holder(context: Any) -> Holder:
+def run_holder(context: Context) -> Holder:
     """The run's identity on hosts (its leases are given back under it when it ends)."""
     dr = context["dag_run"]
     return Holder(dr.dag_id, dr.run_id)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.release.machine import PREPARE, StageOutcome, release_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -27,12 +30,13 @@ def load_spec(config_path: str, defaults_path: str | None = None) -> AppSpec:
     return _load(config_path, defaults_path, mtime)
 
 
-def run_plan(context: Any) -> ReleasePlan:
+def run_plan(context: Context) -> ReleasePlan:
     """The plan ``prepare`` made for this run (its XCom ``plan``)."""
     return ReleasePlan.from_dict(context["ti"].xcom_pull(task_ids=PREPARE, key="plan"))
 
 
-def stage_outcomes(context: Any, plan: ReleasePlan, upto: str | None = None) -> list[StageOutcome]:
+def stage_outcomes(context: Context, plan: ReleasePlan,
+                   upto: str | None = None) -> list[StageOutcome]:
     """Per stage, which hosts succeeded, failed or were left untouched (brake rollback)."""
     ti = context["ti"]
     run_id = context["dag_run"].run_id

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 
 from tars_operators.errors import HealthCheckFailed, InvalidValue
 from tars_operators.operators.steps import SpecLoader, find_host, load_spec
 from tars_operators.results import StepResult
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class HealthCheckSensor(BaseSensorOperator):
@@ -26,7 +29,7 @@ class HealthCheckSensor(BaseSensorOperator):
         self.version, self.host_name, self.kind, self.deferrable = version, host_name, kind, deferrable
         self.spec_loader, self.spec_path, self.defaults_path = spec_loader, spec_path, defaults_path
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         spec = load_spec(self.spec_loader, self.spec_path, self.defaults_path)
         host = find_host(spec, self.host_name)
         checks = spec.config.health if self.kind == "health" else spec.config.smoke
@@ -42,12 +45,13 @@ class HealthCheckSensor(BaseSensorOperator):
         budget = sum(c.timeout + c.interval for c in checks) + 60.0
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=budget))
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context,
+                         event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = event or {}
         if event.get("status") != "passed":
             raise HealthCheckFailed(self.host_name, self.kind, str(event.get("message", event)))
         return StepResult(self.host_name, self.kind, "ok", self.version, float(event.get("seconds", 0.0)),
                           str(event.get("message", "")), {"checks": event.get("checks", [])}).as_dict()
 
-    def poke(self, context: Any) -> bool:  # execute() is overridden; kept for the abstract API
+    def poke(self, context: Context) -> bool:  # execute() is overridden; kept for the abstract API
         raise NotImplementedError("HealthCheckSensor waits through execute()/its trigger")
