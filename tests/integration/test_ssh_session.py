@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Sandbox
+from tests.silent import silent
 from tars_operators.errors import HostUnreachable, InvalidValue, RemoteCommandError
 from tars_operators.hooks.ssh import HostSession, SessionParams
 
@@ -69,26 +69,8 @@ def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word (no SSH banner)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    with silent(server):
+        yield server.getsockname()[1]
 
 
 def test_silent_server_fails_within_the_connect_timeout(params: SessionParams, silent_server: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from tars_operators.config.loader import load_app
+from tests.silent import silent
 from tars_operators.web.livelb import DEADLINE, live_lb
 
 pytestmark = pytest.mark.unit
@@ -41,28 +41,10 @@ def silent_lb() -> Iterator[str]:
     path = str(where / "s.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
-    server.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     try:
-        yield path
+        with silent(server):
+            yield path
     finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
         Path(path).unlink(missing_ok=True)
         where.rmdir()
 
