@@ -175,6 +175,9 @@ def test_release_tab_shows_hosts_moving_through_their_steps(e2e: E2E) -> None:
         assert sorted(rows) == sorted(hosts)
         assert all(tr.find_element(By.CSS_SELECTOR, "td.task").text == "success"
                    for tr in rows.values())
+        # Each host's phase as release/machine left it when its task ended.
+        assert {tr.find_element(By.CSS_SELECTOR, "td.phase").text for tr in rows.values()} \
+            == {"in rotation"}
         steps = rows[hosts[0]].find_elements(By.CSS_SELECTOR, ".steps li")
         assert [s.text.split()[0] for s in steps][:1] == ["stage"], [s.text for s in steps]
         assert any(s.text.startswith("activate ok") and "→ 2.1.0" in s.text for s in steps)

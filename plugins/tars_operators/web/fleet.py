@@ -36,6 +36,7 @@ class HostRecord:
     at: datetime | None  # when it ended (or started, while it runs)
     result: dict[str, Any] | None = None
     failure: str | None = None
+    phase: str | None = None  # the host's phase in release/machine when its task failed
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ class RunHost:
     seconds: float | None
     failure: str
     at: str
+    phase: str = ""  # where release/machine's host phases left it: "in rotation", "failed", …
 
 
 def run_hosts(run: RunRecord, records: list[HostRecord]) -> list[RunHost]:
@@ -313,7 +315,7 @@ def _run_host(stage: str, host: str, rec: HostRecord | None) -> RunHost:
     seconds = res.get("seconds")
     return RunHost(stage, host, rec.state or "queued", str(res.get("state") or ""), steps,
                    float(seconds) if isinstance(seconds, (int, float)) else None,
-                   rec.failure or "", _iso(rec.at))
+                   rec.failure or "", _iso(rec.at), str(res.get("phase") or rec.phase or ""))
 
 
 def plan_stages(plan: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:

@@ -142,7 +142,8 @@ def _host_record(t: Any, xcoms: dict[tuple[str, str, str, int, str], Any]) -> Ho
     state = str(t.state) if t.state is not None else None
     return HostRecord(t.dag_id, t.run_id, t.task_id, host, _state(state),
                       t.end_date or t.start_date, result,
-                      str(failure.get("message")) if failure else None)
+                      str(failure.get("message")) if failure else None,
+                      str(failure.get("phase") or "") or None if failure else None)
 
 
 def _state(state: str | None) -> str | None:

@@ -21,12 +21,13 @@ def released(host: str, version: str, minute: int, run: str = "r1", *, state: st
     steps = [{"step": "stage", "state": "ok", "seconds": 0.2, "detail": "staged"},
              {"step": "pull_in", "state": "ok", "seconds": 0.1, "detail": "UP in demo"}]
     return HostRecord(DEPLOY, run, task, host, state, T0 + timedelta(minutes=minute),
-                      {"host": host, "state": result_state, "version": version, "steps": steps})
+                      {"host": host, "state": result_state, "version": version, "steps": steps,
+                       "phase": "in rotation"})
 
 
 def failed(host: str, minute: int, run: str, message: str) -> HostRecord:
     return HostRecord(DEPLOY, run, "batch_1.release", host, "failed",
-                      T0 + timedelta(minutes=minute), None, message)
+                      T0 + timedelta(minutes=minute), None, message, phase="failed")
 
 
 def test_each_host_shows_the_version_its_last_successful_task_left_and_the_one_before() -> None:
@@ -132,6 +133,7 @@ def test_a_runs_hosts_follow_the_plan_pending_until_recorded_then_their_steps_or
         ("fort", "h1", "success"), ("batch_1", "h2", "failed"), ("batch_1", "h3", "pending")]
     assert [s["step"] for s in rows[0].steps] == ["stage", "pull_in"] and rows[0].result == "ok"
     assert rows[1].failure == "h2: health: 503"
+    assert (rows[0].phase, rows[1].phase, rows[2].phase) == ("in rotation", "failed", "")
     head = run_summary(r)
     assert head["outcome"] == "running (stage batch_1)" and head["who"] == "ann"
     assert head["stages"] == [{"stage": "fort", "hosts": ["h1"], "budget": 0},

@@ -32,7 +32,8 @@ function steps(h) {
 function hostRow(h) {
   return el("tr", {"data-host": h.host, "data-stage": h.stage},
     el("td", {}, h.stage), el("td", {}, h.host), el("td", {class: `task ${h.state}`}, h.state),
-    el("td", {class: `result ${h.result}`}, h.result), el("td", {}, steps(h)),
+    el("td", {class: `result ${h.result}`}, h.result), el("td", {class: "phase"}, h.phase),
+    el("td", {}, steps(h)),
     el("td", {}, h.seconds === null ? "" : String(h.seconds)), el("td", {class: "reason"}, h.failure));
 }
 
