@@ -21,6 +21,9 @@ from tars_operators.steps.state import HostState
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from tars_operators.config.spec import AppSpec, Host
+    from tars_operators.plan.ramp import ReleasePlan
+
 
 def decision_reason(context: Context, wanted: str) -> str:
     """Why the run took the ``wanted`` path (rollback / halt): the last gate that decided.
@@ -150,7 +153,8 @@ def report_first_line(message: str) -> str:
             "touched host is back on a good release and UP); the release did not go out")
 
 
-def rollback_summary(context: Context, spec: Any, plan: Any, hosts: list[str]) -> tuple[str, list[str]]:
+def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
+                     hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.release.runtime import pushed_failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
@@ -245,14 +249,14 @@ def _explicit_version(value: Any) -> str | None:
         raise AirflowFailException(f"params.version: {exc}") from None
 
 
-def read_states(spec: Any, log: Any) -> tuple[dict[str, HostState], dict[str, str]]:
+def read_states(spec: AppSpec, log: Any) -> tuple[dict[str, HostState], dict[str, str]]:
     """Every host's state, read in parallel; hosts that could not be read, with why."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tars_operators.hooks.ssh import open_session
     from tars_operators.steps.state import layout_for, read_host_state
 
-    def read(host: Any) -> HostState | str:
+    def read(host: Host) -> HostState | str:
         try:
             with open_session(spec, host) as session:
                 return read_host_state(session, layout_for(spec, host), step="rollback plan")

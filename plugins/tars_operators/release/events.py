@@ -23,6 +23,8 @@ from tars_operators.release import notifiers
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from tars_operators.config.spec import AppSpec
+
 log_ = logging.getLogger(__name__)
 
 EVENTS: tuple[str, ...] = get_args(Event)
@@ -69,7 +71,7 @@ class Delivery:
     error: str = ""
 
 
-def notify(spec: Any, event: str, summary: str, details: list[str] | None = None, *,
+def notify(spec: AppSpec, event: str, summary: str, details: list[str] | None = None, *,
            run_id: str | None = None, version: str | None = None,
            background: bool = False) -> list[Delivery]:
     """Send ``event`` to the app's webhooks and notifiers that want it; never raises.

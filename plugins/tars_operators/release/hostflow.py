@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import HealthCheckFailed, TarsError
 from tars_operators.release.machine import HOST_STEPS, HostPhase, HostTrack
 from tars_operators.results import StepResult
+
+if TYPE_CHECKING:
+    from tars_operators.hooks.ssh import HostSession
 
 log_ = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class HostJob:
     artifact: Any = None
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
-    session: Any = None  # one SSH connection for the whole chain (see ``connected``)
+    session: HostSession | None = None  # one SSH connection for the whole chain (see ``connected``)
     lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
     progress: Any = None  # called with what the host does now ("health-checking"), for the note
     track: HostTrack = field(init=False)
@@ -150,7 +153,7 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
         return _health(job, session, log)
 
 
-def _health(job: HostJob, session: Any, log: Any) -> Pending | None:
+def _health(job: HostJob, session: HostSession, log: Any) -> Pending | None:
     from tars_operators.steps.checks import run_checks
 
     spec = job.spec

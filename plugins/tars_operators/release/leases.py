@@ -19,6 +19,8 @@ from tars_operators.steps.lease import Holder
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from tars_operators.hooks.ssh import HostSession
+
 log_ = logging.getLogger(__name__)
 
 
@@ -43,7 +45,7 @@ def run_holder(context: Context) -> Holder:
     return Holder(dr.dag_id, dr.run_id)
 
 
-def take(session: Any, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Any,
+def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Any,
          version: str = "", target: str = "", log: Any = log_) -> None:
     """Acquire (or re-enter) the host's lease for the run; LeaseHeld after ``wait``."""
     from tars_operators.steps.lease import acquire
@@ -59,7 +61,7 @@ def take(session: Any, spec: AppSpec, host: Host, lease: RunLease | None, *, pha
                     "in phase %r", host.name, got.previous.holder, got.previous.phase)
 
 
-def phase(session: Any, spec: AppSpec, host: Host, lease: RunLease | None, name: Any,
+def phase(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, name: Any,
           version: str | None = None) -> None:
     """Record where the run's work on the host stands (refused if the run lost the lease)."""
     from tars_operators.steps.lease import set_phase
@@ -69,7 +71,7 @@ def phase(session: Any, spec: AppSpec, host: Host, lease: RunLease | None, name:
         set_phase(session, layout_for(spec, host), lease.holder, name, version)
 
 
-def give_back(session: Any, spec: AppSpec, host: Host, holder: Holder | None, *,
+def give_back(session: HostSession, spec: AppSpec, host: Host, holder: Holder | None, *,
               log: Any = log_) -> None:
     """Release the run's lease on the host if it still has it; never raises."""
     from tars_operators.steps.lease import release

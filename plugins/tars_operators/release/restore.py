@@ -7,17 +7,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import RemoteError, TarsError
 from tars_operators.release.hostflow import short_reason
 from tars_operators.results import StepResult
 
+if TYPE_CHECKING:
+    from tars_operators.hooks.lb.base import LoadBalancer
+    from tars_operators.hooks.ssh import HostSession
+
 log_ = logging.getLogger(__name__)
 
 
-def _lb(spec: AppSpec) -> Any:
+def _lb(spec: AppSpec) -> LoadBalancer:
     from tars_operators.hooks.lb.provider import load_balancer_for  # the providers load late
 
     return load_balancer_for(spec)
@@ -29,8 +33,8 @@ class Restore:
 
     spec: AppSpec
     host: Host
-    session: Any
-    lb: Any
+    session: HostSession
+    lb: LoadBalancer
     run_id: str
     log: Any
     steps: list[StepResult] = field(default_factory=list)
@@ -94,7 +98,7 @@ class Restore:
         self.out = False
 
 
-def rotation_word(lb: Any, host: Host) -> str:
+def rotation_word(lb: LoadBalancer, host: Host) -> str:
     """What the load balancer says about ``host``, for messages (never raises)."""
     if getattr(lb, "provider", "none") == "none":
         return "no load balancer"
@@ -141,8 +145,8 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
                 leases.give_back(session, spec, host, lease.holder, log=log)
 
 
-def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str | None,
-             run_id: str, started: float, *, undo_run: str | None, target: Any,
+def _restore(spec: AppSpec, host: Host, session: HostSession, lb: LoadBalancer,
+             bad_version: str | None, run_id: str, started: float, *, undo_run: str | None, target: Any,
              explicit: str | None, log: Any) -> dict[str, Any]:
     from tars_operators.release.rollback_target import resolve_rollback
     from tars_operators.steps.state import layout_for, read_host_state
@@ -170,7 +174,8 @@ def _restore(spec: AppSpec, host: Host, session: Any, lb: Any, bad_version: str 
             "steps": [s.as_dict() for s in restore.steps]}
 
 
-def wait_capacity(lb: Any, spec: AppSpec, host: Host, log: Any, timeout: float = 120.0) -> None:
+def wait_capacity(lb: LoadBalancer, spec: AppSpec, host: Host, log: Any,
+                  timeout: float = 120.0) -> None:
     """Wait (bounded) until taking ``host`` out keeps ``min_in_service``; then it may go."""
     from tars_operators.errors import CapacityError
     from tars_operators.steps.traffic import check_capacity

@@ -8,14 +8,17 @@ provider (reached over SSH, or through user commands) shows the last refresh's s
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tars_operators.web.onhost import LiveLB
+
+if TYPE_CHECKING:
+    from tars_operators.config.spec import AppSpec
 
 DEADLINE = 1.0  # seconds for the whole read (two runtime API commands)
 
 
-def live_lb(spec: Any, deadline: float = DEADLINE) -> LiveLB:
+def live_lb(spec: AppSpec, deadline: float = DEADLINE) -> LiveLB:
     """Every host's state in the LB now, or why it is not read live (never raises)."""
     from tars_operators.hooks.lb.haproxy import HaproxyBalancer
 

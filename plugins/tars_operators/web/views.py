@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
@@ -19,7 +19,10 @@ from tars_operators.release.brake import audit_key, brake_key, parse_brake
 from tars_operators.web import fleet, onhost, records
 from tars_operators.web.pages import render
 
-SpecLoader = Callable[[str], Any]  # app → AppSpec; raises (HTTPException) when it cannot
+if TYPE_CHECKING:
+    from tars_operators.config.spec import AppSpec
+
+SpecLoader = Callable[[str], "AppSpec"]  # app → its spec; raises (HTTPException) when it cannot
 
 
 def apps_page(base: str) -> HTMLResponse:
@@ -39,7 +42,7 @@ def app_from_dag_id(dag_id: str) -> str:
     return ""
 
 
-def _spec(load: SpecLoader, app: str) -> tuple[Any, str]:
+def _spec(load: SpecLoader, app: str) -> tuple[AppSpec | None, str]:
     try:
         return load(app), ""
     except Exception as exc:  # noqa: BLE001 - a broken config must not hide the recorded state
@@ -51,7 +54,7 @@ def _brake(variables: Any, app: str) -> dict[str, str] | None:
     return asdict(brake) if brake else None
 
 
-def _window(spec: Any) -> tuple[bool, str] | None:
+def _window(spec: AppSpec | None) -> tuple[bool, str] | None:
     from tars_operators.plan.windows import window_status
 
     if spec is None:
@@ -60,7 +63,7 @@ def _window(spec: Any) -> tuple[bool, str] | None:
     return status.open, status.reason
 
 
-def _hosts(spec: Any, recs: list[fleet.HostRecord]) -> list[tuple[str, str]]:
+def _hosts(spec: AppSpec | None, recs: list[fleet.HostRecord]) -> list[tuple[str, str]]:
     """The app's hosts from its config; without one, the hosts its tasks recorded."""
     if spec is not None:
         return [(h.name, h.group or "") for h in spec.hosts]
@@ -99,7 +102,8 @@ def app_detail(session: Session, variables: Any, load: SpecLoader, app: str) -> 
     }
 
 
-def _on_hosts(session: Session, spec: Any, app: str, rows: list[fleet.HostRow]) -> dict[str, Any]:
+def _on_hosts(session: Session, spec: AppSpec | None, app: str,
+              rows: list[fleet.HostRow]) -> dict[str, Any]:
     """The host rows with what the hosts said at the last refresh and the LB state (live
     when the LB's API needs no SSH, else as of that refresh)."""
     from tars_operators.web.livelb import live_lb

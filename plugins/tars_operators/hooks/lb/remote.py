@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import (
@@ -18,6 +18,9 @@ from tars_operators.errors import (
     RemoteCommandError,
     TarsError,
 )
+
+if TYPE_CHECKING:
+    from tars_operators.hooks.ssh import HostSession
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class SSHRunner:
 
     def __init__(self, spec: AppSpec, host: Host, step: str) -> None:
         self.spec, self.host, self.step = spec, host, step
-        self._session: Any = None
+        self._session: HostSession | None = None
 
     def __call__(self, command: str, timeout: float) -> CommandOutput:
         # Imported here: the SSH hook pulls in Airflow; the pure LB code does not need it.
