@@ -17,7 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI loads the config package only when a command needs it
+    from tars_operators.config.spec import AppSpec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -128,7 +131,7 @@ def _shown(path: Path) -> str:
     return display_path(path, None)
 
 
-def _summary(spec: Any) -> str:
+def _summary(spec: AppSpec) -> str:
     plan = spec.default_plan
     stages = ", ".join(f"{s.name} {len(s.hosts)}" for s in plan.stages)
     return f"{len(spec.hosts)} hosts; {stages}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -18,6 +18,12 @@ from tars_operators.release.notes import compose, set_run_note
 from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.plan.request import ReleaseRequest, plan_request
 from tars_operators.release.runtime import load_spec
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from tars_operators.config.spec import AppSpec
+    from tars_operators.hooks.lb.base import LoadBalancer
 
 
 class PrepareOperator(BaseBranchOperator):
@@ -37,7 +43,7 @@ class PrepareOperator(BaseBranchOperator):
         self.slots = slots
         self.canary = canary
 
-    def choose_branch(self, context: Any) -> str:
+    def choose_branch(self, context: Context) -> str:
         spec = load_spec(self.config_path, self.defaults_path)
         try:
             plan = self._plan(spec, context)
@@ -46,16 +52,16 @@ class PrepareOperator(BaseBranchOperator):
         overridden = self._window(spec, context, plan)
         return self._commit(spec, context, plan, overridden)
 
-    def execute_complete(self, context: Any, event: Any = None) -> Any:
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Back from waiting for the window: check again (it may be a freeze now)."""
         return self.execute(context)
 
-    def _refuse(self, context: Any, message: str) -> None:
+    def _refuse(self, context: Context, message: str) -> None:
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, f"refused before any host was touched: {message}")
         raise AirflowFailException(f"refused before any host was touched: {message}")
 
-    def _plan(self, spec: Any, context: Any) -> ReleasePlan:
+    def _plan(self, spec: AppSpec, context: Context) -> ReleasePlan:
         """The run's plan: the rule ``tars plan`` and the plan route apply (plan/request.py)."""
         # Keys outside the form and a malformed raw version are refused, not ignored or trimmed.
         dr = context["dag_run"]
@@ -64,7 +70,7 @@ class PrepareOperator(BaseBranchOperator):
         request = ReleaseRequest.from_params(context["params"], who=who)
         return plan_request(spec, request, slots=self.slots, canary=self.canary)
 
-    def _window(self, spec: Any, context: Any, plan: ReleasePlan) -> Any:
+    def _window(self, spec: AppSpec, context: Context, plan: ReleasePlan) -> Any:
         """Return when releasing is allowed now: the closed status a force overrode, or None.
 
         Otherwise refuses (freeze, ``reject`` policy, nothing ever opens) or defers until the
@@ -93,7 +99,8 @@ class PrepareOperator(BaseBranchOperator):
         self.defer(trigger=DateTimeTrigger(moment=status.next_open), method_name="execute_complete")
         return None  # not reached: defer raises
 
-    def _audit_override(self, spec: Any, context: Any, plan: ReleasePlan, closed: str) -> None:
+    def _audit_override(self, spec: AppSpec, context: Context, plan: ReleasePlan,
+                        closed: str) -> None:
         """Append the override to the app's audit trail (the Variable the brake uses)."""
         from airflow.sdk import Variable
 
@@ -106,7 +113,7 @@ class PrepareOperator(BaseBranchOperator):
         key = audit_key(spec.name)
         Variable.set(key, append_audit(Variable.get(key, default=None), entry))
 
-    def _commit(self, spec: Any, context: Any, plan: ReleasePlan, overridden: Any) -> str:
+    def _commit(self, spec: AppSpec, context: Context, plan: ReleasePlan, overridden: Any) -> str:
         from tars_operators.hooks.lb.provider import load_balancer_for
 
         in_rotation: tuple[str, ...] = ()
@@ -132,7 +139,7 @@ class PrepareOperator(BaseBranchOperator):
                    run_id=dr.run_id, version=plan.version)
         return DRY_RUN if plan.dry_run else FETCH
 
-    def _check_floor(self, spec: Any, lb: Any, plan: ReleasePlan) -> tuple[str, ...]:
+    def _check_floor(self, spec: AppSpec, lb: LoadBalancer, plan: ReleasePlan) -> tuple[str, ...]:
         """Capacity floor at plan time, against what the LB reports now (down hosts count)."""
         from tars_operators.plan.capacity import live_violation
 
