@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from tars_operators.release.brake import read_brake
 from tars_operators.release.events import notify
 from tars_operators.release.machine import (
-    Decision, GateInput, StageNode, decide, release_after_gate, route,
+    Brake, Decision, GateInput, StageNode, decide, release_after_gate, route,
 )
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
@@ -89,7 +89,7 @@ class GateOperator(BaseBranchOperator):
         return self.execute(context)
 
     def _note(self, context: Context, plan: ReleasePlan, outcomes: list[Any], details: list[str],
-              brake: Any) -> None:
+              brake: Brake | None) -> None:
         done = sum(len(o.succeeded) for o in outcomes)
         failed = sum(len(o.failed) for o in outcomes)
         where = stage_label(self.node.stage, list(plan.stage_names))

@@ -17,7 +17,7 @@ from tars_operators.redaction import redact_url
 from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
-from tars_operators.release.machine import FETCH, Decision, before_host
+from tars_operators.release.machine import FETCH, Brake, Decision, before_host
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
@@ -152,7 +152,7 @@ class ReleaseHostOperator(SpecOperator):
         self._live_note(context)
         raise hostflow.StepFailed(message)
 
-    def _live_note(self, context: Context, *, now: str = "", brake: Any = None) -> None:
+    def _live_note(self, context: Context, *, now: str = "", brake: Brake | None = None) -> None:
         """The run note as this host's task sees the release now: its stage, what happens,
         every failure pushed so far (this host's too, before its task ends), the brake.
 

@@ -21,6 +21,7 @@ from tars_operators.results import StepResult
 
 if TYPE_CHECKING:
     from tars_operators.hooks.ssh import HostSession
+    from tars_operators.release.leases import RunLease
 
 log_ = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class HostJob:
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
     session: HostSession | None = None  # one SSH connection for the whole chain (see ``connected``)
-    lease: Any = None  # the run's ``release.leases.RunLease``; None: no lease (tools, tests)
+    lease: RunLease | None = None  # None: no lease (tools, tests)
     progress: Any = None  # called with what the host does now ("health-checking"), for the note
     track: HostTrack = field(init=False)
 

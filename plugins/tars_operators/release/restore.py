@@ -17,6 +17,9 @@ from tars_operators.results import StepResult
 if TYPE_CHECKING:
     from tars_operators.hooks.lb.base import LoadBalancer
     from tars_operators.hooks.ssh import HostSession
+    from tars_operators.release.leases import RunLease
+    from tars_operators.release.rollback_target import RollbackTarget
+    from tars_operators.steps.state import HostState
 
 log_ = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class Restore:
         self.steps.append(result)
         self.log.info("%s %s: %s %s", self.host.name, result.step, result.state, result.detail)
 
-    def run(self, state: Any, version: str, *, undo: str | None) -> None:
+    def run(self, state: HostState, version: str, *, undo: str | None) -> None:
         from tars_operators.errors import HealthCheckFailed
         from tars_operators.steps.activate import service_running
 
@@ -84,7 +87,7 @@ class Restore:
 
         return run_checks(self.session, self.spec, self.host, version, kind="health")
 
-    def _mark_failed(self, state: Any, version: str) -> None:
+    def _mark_failed(self, state: HostState, version: str) -> None:
         from tars_operators.steps.activate import mark_release
 
         meta = state.release(version)
@@ -116,8 +119,9 @@ def next_hint(spec: AppSpec, host: Host) -> str:
 
 
 def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str, *,
-                 undo_run: str | None = None, target: Any = None, explicit: str | None = None,
-                 lease: Any = None, give_back_lease: bool = False,
+                 undo_run: str | None = None, target: RollbackTarget | None = None,
+                 explicit: str | None = None,
+                 lease: RunLease | None = None, give_back_lease: bool = False,
                  log: Any = log_) -> dict[str, Any]:
     """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
     host, where it stands and what to run next.
@@ -146,7 +150,8 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
 
 
 def _restore(spec: AppSpec, host: Host, session: HostSession, lb: LoadBalancer,
-             bad_version: str | None, run_id: str, started: float, *, undo_run: str | None, target: Any,
+             bad_version: str | None, run_id: str, started: float, *, undo_run: str | None,
+             target: RollbackTarget | None,
              explicit: str | None, log: Any) -> dict[str, Any]:
     from tars_operators.release.rollback_target import resolve_rollback
     from tars_operators.steps.state import layout_for, read_host_state
@@ -193,7 +198,7 @@ def wait_capacity(lb: LoadBalancer, spec: AppSpec, host: Host, log: Any,
 
 
 def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
-                  lease: Any = None, log: Any = log_) -> dict[str, str]:
+                  lease: RunLease | None = None, log: Any = log_) -> dict[str, str]:
     """Hosts that failed within the budget: undo this run where it switched them, and bring
     every one of them back running, healthy and in rotation."""
     out = {}
