@@ -13,6 +13,7 @@ from tars_operators.release.machine import PREPARE, StageOutcome, release_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.types import RuntimeTaskInstanceProtocol as TaskInstance
 
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -67,7 +68,7 @@ def stage_outcomes(context: Context, plan: ReleasePlan,
     return outcomes
 
 
-def pushed_failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
+def pushed_failures(ti: TaskInstance, task_id: str, n: int) -> dict[str, str]:
     """Failure messages the host tasks of ``task_id`` pushed (key ``failure``) before failing,
     by host (a running stage's too: a host's task pushes before it ends)."""
     values = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=list(range(n)))
@@ -78,7 +79,7 @@ def pushed_failures(ti: Any, task_id: str, n: int) -> dict[str, str]:
     return {v["host"]: v["message"] for v in values if isinstance(v, dict) and "host" in v}
 
 
-def _host_results(ti: Any, task_id: str, n: int) -> dict[int, dict[str, Any]]:
+def _host_results(ti: TaskInstance, task_id: str, n: int) -> dict[int, dict[str, Any]]:
     values = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(n)))
     if values is None:
         return {}
