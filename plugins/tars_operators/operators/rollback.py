@@ -17,6 +17,7 @@ from tars_operators.release.rollback_target import RollbackTarget, latest_releas
 from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
 from tars_operators.remote.validate import validate_version
 from tars_operators.steps.state import HostState
+from tars_operators.tasklog import TaskLog
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -249,7 +250,7 @@ def _explicit_version(value: Any) -> str | None:
         raise AirflowFailException(f"params.version: {exc}") from None
 
 
-def read_states(spec: AppSpec, log: Any) -> tuple[dict[str, HostState], dict[str, str]]:
+def read_states(spec: AppSpec, log: TaskLog) -> tuple[dict[str, HostState], dict[str, str]]:
     """Every host's state, read in parallel; hosts that could not be read, with why."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -18,6 +18,7 @@ from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import HealthCheckFailed, TarsError
 from tars_operators.release.machine import HOST_STEPS, HostPhase, HostTrack
 from tars_operators.results import StepResult
+from tars_operators.tasklog import TaskLog
 
 if TYPE_CHECKING:
     from tars_operators.hooks.ssh import HostSession
@@ -66,7 +67,7 @@ class HostJob:
     def activated(self) -> bool:
         return "activate" in self.steps_done
 
-    def add(self, result: StepResult, log: Any) -> None:
+    def add(self, result: StepResult, log: TaskLog) -> None:
         """A step succeeded: keep its result and move the host to the phase it leads to."""
         self.results.append(result)
         self.track.after_step(result.step)
@@ -128,7 +129,7 @@ def _lb(spec: AppSpec) -> Any:
     return load_balancer_for(spec)
 
 
-def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
+def run_until_health(job: HostJob, *, log: TaskLog = log_) -> Pending | None:
     """Stage, pull out, activate and health-check inline; returns Pending to defer the rest."""
     from tars_operators.steps.activate import activate_release
     from tars_operators.steps.stage import stage_release
@@ -154,7 +155,7 @@ def run_until_health(job: HostJob, *, log: Any = log_) -> Pending | None:
         return _health(job, session, log)
 
 
-def _health(job: HostJob, session: HostSession, log: Any) -> Pending | None:
+def _health(job: HostJob, session: HostSession, log: TaskLog) -> Pending | None:
     from tars_operators.steps.checks import run_checks
 
     spec = job.spec
@@ -183,7 +184,7 @@ def _health_trigger() -> Any:
     return HealthCheckTrigger if hasattr(HealthCheckTrigger, "for_host") else None
 
 
-def health_event(job: HostJob, event: Any, *, log: Any = log_) -> None:
+def health_event(job: HostJob, event: Any, *, log: TaskLog = log_) -> None:
     """Back from the triggerer: record the health result or raise its failure."""
     event = event or {}
     if event.get("status") != "passed":
@@ -192,7 +193,7 @@ def health_event(job: HostJob, event: Any, *, log: Any = log_) -> None:
                        float(event.get("seconds", 0.0)), "health checks passed"), log)
 
 
-def finish(job: HostJob, *, log: Any = log_) -> None:
+def finish(job: HostJob, *, log: TaskLog = log_) -> None:
     """Smoke, mark good, pull back in (verified), prune old releases."""
     from tars_operators.steps.activate import mark_release, prune_releases
     from tars_operators.steps.checks import run_checks
@@ -213,7 +214,7 @@ def finish(job: HostJob, *, log: Any = log_) -> None:
             log.warning("%s: prune failed: %s", host.name, exc)
 
 
-def failure(job: HostJob, exc: BaseException, *, log: Any = log_) -> str:
+def failure(job: HostJob, exc: BaseException, *, log: TaskLog = log_) -> str:
     """Mark the new release failed when it was activated; say where the host stands."""
     from tars_operators.steps.activate import mark_release
 

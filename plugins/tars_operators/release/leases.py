@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import TarsError
 from tars_operators.steps.lease import Holder
+from tars_operators.tasklog import TaskLog
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,7 +47,7 @@ def run_holder(context: Context) -> Holder:
 
 
 def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Any,
-         version: str = "", target: str = "", log: Any = log_) -> None:
+         version: str = "", target: str = "", log: TaskLog = log_) -> None:
     """Acquire (or re-enter) the host's lease for the run; LeaseHeld after ``wait``."""
     from tars_operators.steps.lease import acquire
     from tars_operators.steps.state import layout_for
@@ -72,7 +73,7 @@ def phase(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | Non
 
 
 def give_back(session: HostSession, spec: AppSpec, host: Host, holder: Holder | None, *,
-              log: Any = log_) -> None:
+              log: TaskLog = log_) -> None:
     """Release the run's lease on the host if it still has it; never raises."""
     from tars_operators.steps.lease import release
     from tars_operators.steps.state import layout_for
@@ -85,7 +86,7 @@ def give_back(session: HostSession, spec: AppSpec, host: Host, holder: Holder | 
         log.warning("%s: lease of %s not released: %s", host.name, holder, exc)
 
 
-def wait_until_free(spec: AppSpec, names: list[str], lease: RunLease, *, log: Any = log_,
+def wait_until_free(spec: AppSpec, names: list[str], lease: RunLease, *, log: TaskLog = log_,
                     poll: float = 2.0) -> None:
     """Wait (up to ``lease.wait``) until no other active run holds any of these hosts.
 

@@ -13,6 +13,7 @@ from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import RemoteError, TarsError
 from tars_operators.release.hostflow import short_reason
 from tars_operators.results import StepResult
+from tars_operators.tasklog import TaskLog
 
 if TYPE_CHECKING:
     from tars_operators.hooks.lb.base import LoadBalancer
@@ -39,7 +40,7 @@ class Restore:
     session: HostSession
     lb: LoadBalancer
     run_id: str
-    log: Any
+    log: TaskLog
     steps: list[StepResult] = field(default_factory=list)
     out: bool = False
     changed: bool = False
@@ -122,7 +123,7 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
                  undo_run: str | None = None, target: RollbackTarget | None = None,
                  explicit: str | None = None,
                  lease: RunLease | None = None, give_back_lease: bool = False,
-                 log: Any = log_) -> dict[str, Any]:
+                 log: TaskLog = log_) -> dict[str, Any]:
     """``host`` on its rollback target, running, healthy and UP — or a typed error naming the
     host, where it stands and what to run next.
 
@@ -152,7 +153,7 @@ def restore_host(spec: AppSpec, host: Host, bad_version: str | None, run_id: str
 def _restore(spec: AppSpec, host: Host, session: HostSession, lb: LoadBalancer,
              bad_version: str | None, run_id: str, started: float, *, undo_run: str | None,
              target: RollbackTarget | None,
-             explicit: str | None, log: Any) -> dict[str, Any]:
+             explicit: str | None, log: TaskLog) -> dict[str, Any]:
     from tars_operators.release.rollback_target import resolve_rollback
     from tars_operators.steps.state import layout_for, read_host_state
 
@@ -179,7 +180,7 @@ def _restore(spec: AppSpec, host: Host, session: HostSession, lb: LoadBalancer,
             "steps": [s.as_dict() for s in restore.steps]}
 
 
-def wait_capacity(lb: LoadBalancer, spec: AppSpec, host: Host, log: Any,
+def wait_capacity(lb: LoadBalancer, spec: AppSpec, host: Host, log: TaskLog,
                   timeout: float = 120.0) -> None:
     """Wait (bounded) until taking ``host`` out keeps ``min_in_service``; then it may go."""
     from tars_operators.errors import CapacityError
@@ -198,7 +199,7 @@ def wait_capacity(lb: LoadBalancer, spec: AppSpec, host: Host, log: Any,
 
 
 def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
-                  lease: RunLease | None = None, log: Any = log_) -> dict[str, str]:
+                  lease: RunLease | None = None, log: TaskLog = log_) -> dict[str, str]:
     """Hosts that failed within the budget: undo this run where it switched them, and bring
     every one of them back running, healthy and in rotation."""
     out = {}

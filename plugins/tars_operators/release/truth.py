@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.errors import TarsError
+from tars_operators.tasklog import TaskLog
 
 log_ = logging.getLogger(__name__)
 GOOD = ("good", "adopted")  # releases a host may be left on
@@ -59,7 +60,7 @@ class HostTruth:
         return runs + (f"; load balancer: {self.lb}" if self.lb else "")
 
 
-def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
+def read_truth(spec: AppSpec, names: Iterable[str], *, log: TaskLog = log_,
                release_for: Any = None, step: str = "verify") -> dict[str, HostTruth]:
     """Each host's current release (SSH, in parallel) and LB state (one read). Never raises.
 
@@ -89,7 +90,7 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: Any = log_,
     return out
 
 
-def _read_host(spec: AppSpec, name: str, release_for: Any, log: Any,
+def _read_host(spec: AppSpec, name: str, release_for: Any, log: TaskLog,
                step: str) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
@@ -169,7 +170,7 @@ def repair_hint(app: str, hosts: Iterable[str]) -> str:
 
 
 def reconcile(spec: AppSpec, outcomes: list[Any], version: str, run_id: str, *,
-              log: Any = log_) -> tuple[list[Any], list[str]]:
+              log: TaskLog = log_) -> tuple[list[Any], list[str]]:
     """Hosts whose task failed but whose chain finished (report lost) count as succeeded.
 
     Reads only the failed hosts; returns the corrected outcomes and the hosts moved.
