@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import HealthCheckFailed, TarsError
@@ -21,6 +21,7 @@ from tars_operators.results import StepResult
 from tars_operators.tasklog import TaskLog
 
 if TYPE_CHECKING:
+    from tars_operators.hooks.artifacts import FetchedArtifact
     from tars_operators.hooks.ssh import HostSession
     from tars_operators.release.leases import RunLease
 
@@ -44,12 +45,13 @@ class HostJob:
     host: Host
     version: str
     run_id: str
-    artifact: Any = None
+    artifact: FetchedArtifact | None = None
     index: int = -1
     results: list[StepResult] = field(default_factory=list)
     session: HostSession | None = None  # one SSH connection for the whole chain (see ``connected``)
     lease: RunLease | None = None  # None: no lease (tools, tests)
-    progress: Any = None  # called with what the host does now ("health-checking"), for the note
+    # Called with what the host does now ("health-checking"), for the run note.
+    progress: Callable[[str], None] | None = None
     track: HostTrack = field(init=False)
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from tars_operators.hooks.ssh import HostSession
+    from tars_operators.remote.lease import Phase
 
 log_ = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def run_holder(context: Context) -> Holder:
     return Holder(dr.dag_id, dr.run_id)
 
 
-def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Any,
+def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, *, phase: Phase,
          version: str = "", target: str = "", log: TaskLog = log_) -> None:
     """Acquire (or re-enter) the host's lease for the run; LeaseHeld after ``wait``."""
     from tars_operators.steps.lease import acquire
@@ -62,7 +63,7 @@ def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None
                     "in phase %r", host.name, got.previous.holder, got.previous.phase)
 
 
-def phase(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, name: Any,
+def phase(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, name: Phase,
           version: str | None = None) -> None:
     """Record where the run's work on the host stands (refused if the run lost the lease)."""
     from tars_operators.steps.lease import set_phase

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.errors import TarsError
 from tars_operators.tasklog import TaskLog
+
+if TYPE_CHECKING:
+    from tars_operators.steps.lease import Holder
 
 log_ = logging.getLogger(__name__)
 GOOD = ("good", "adopted")  # releases a host may be left on
@@ -61,7 +64,7 @@ class HostTruth:
 
 
 def read_truth(spec: AppSpec, names: Iterable[str], *, log: TaskLog = log_,
-               release_for: Any = None, step: str = "verify") -> dict[str, HostTruth]:
+               release_for: Holder | None = None, step: str = "verify") -> dict[str, HostTruth]:
     """Each host's current release (SSH, in parallel) and LB state (one read). Never raises.
 
     ``release_for`` (a lease ``Holder``): the run is over, give back its leases in the same
@@ -90,7 +93,7 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: TaskLog = log_,
     return out
 
 
-def _read_host(spec: AppSpec, name: str, release_for: Any, log: TaskLog,
+def _read_host(spec: AppSpec, name: str, release_for: Holder | None, log: TaskLog,
                step: str) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
