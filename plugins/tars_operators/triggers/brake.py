@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from tars_operators.release.brake import brake_key, parse_brake
+from tars_operators.triggers import guard
 
 
 class BrakeReleasedTrigger(BaseTrigger):
@@ -29,12 +31,15 @@ class BrakeReleasedTrigger(BaseTrigger):
         from asgiref.sync import sync_to_async
 
         get = sync_to_async(Variable.get)
+        started = time.monotonic()
         while True:
             brake = parse_brake(await get(brake_key(self.app), default=None))
             if brake is None:
+                await guard.resume_guard(started, guard.RESUME_GUARD_SECONDS)
                 yield TriggerEvent({"brake": "released"})
                 return
             if brake.action == "rollback":
+                await guard.resume_guard(started, guard.RESUME_GUARD_SECONDS)
                 yield TriggerEvent({"brake": "rollback", "by": brake.by, "reason": brake.reason})
                 return
             await asyncio.sleep(self.poll_seconds)

@@ -10,7 +10,6 @@ thread. Emits one event: ``{"status": "passed" | "failed", "host", "kind", "vers
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import replace
 from typing import Any, AsyncIterator, Sequence
@@ -22,6 +21,7 @@ from tars_operators.config.schema import CommandCheck, HttpCheck, TcpCheck
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.hooks.ssh import HostSession, SessionParams
 from tars_operators.remote.watchdog import guarded
+from tars_operators.triggers.guard import RESUME_GUARD_SECONDS, resume_guard
 from tars_operators.steps.evaluator import (
     CheckProgress,
     Observation,
@@ -34,12 +34,6 @@ from tars_operators.steps.evaluator import (
 )
 
 CLASSPATH = "tars_operators.triggers.health.HealthCheckTrigger"
-# Airflow 3.3.2 can fail a task whose trigger fires within a few seconds of its deferral: the
-# executor's stale "success" for the deferring attempt is processed after the resumed attempt
-# is already running, and the scheduler marks it failed (apache/airflow#71580, #72716, open).
-# So the trigger never resumes a task sooner than this after it started waiting
-# (TARS_RESUME_GUARD_SECONDS in the triggerer's environment; 0 once Airflow is fixed).
-RESUME_GUARD_SECONDS = float(os.environ.get("TARS_RESUME_GUARD_SECONDS", "8"))
 
 
 class HealthCheckTrigger(BaseTrigger):
@@ -79,12 +73,12 @@ class HealthCheckTrigger(BaseTrigger):
                 progress = await _wait_for(check, prober)
                 summaries.append(progress.summary(time.monotonic()))
                 if progress.consecutive < check.successes:
-                    await _resume_guard(started)
+                    await resume_guard(started, RESUME_GUARD_SECONDS)
                     yield self._event("failed", self._failure(progress), started, summaries)
                     return
         finally:
             await prober.close()
-        await _resume_guard(started)
+        await resume_guard(started, RESUME_GUARD_SECONDS)
         yield self._event("passed", f"{len(summaries)} {self.kind} checks passed", started, summaries)
 
     def _failure(self, progress: CheckProgress) -> str:
@@ -108,13 +102,6 @@ class HealthCheckTrigger(BaseTrigger):
         return TriggerEvent({"status": status, "host": self.host, "kind": self.kind,
                              "version": self.version, "message": message,
                              "seconds": round(time.monotonic() - started, 3), "checks": checks})
-
-
-async def _resume_guard(started: float) -> None:
-    """Hold the event until RESUME_GUARD_SECONDS after the wait began (see the constant)."""
-    left = started + RESUME_GUARD_SECONDS - time.monotonic()
-    if left > 0:
-        await asyncio.sleep(left)
 
 
 async def _wait_for(check: ResolvedCheck, prober: _Prober) -> CheckProgress:

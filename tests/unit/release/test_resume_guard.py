@@ -41,3 +41,25 @@ def test_a_quick_verdict_waits_for_the_guard(monkeypatch: pytest.MonkeyPatch) ->
     payload, took = asyncio.run(first())
     assert payload["status"] == "failed"
     assert took >= 1.5, took
+
+
+def test_a_brake_released_at_once_resumes_the_host_task_no_sooner_than_the_guard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The brake trigger has the same guard: the e2e brake test releases the brake within
+    seconds of the host task deferring, and the resumed task was then failed by Airflow."""
+    import airflow.sdk
+
+    from tars_operators.triggers import brake, guard
+
+    monkeypatch.setattr(guard, "RESUME_GUARD_SECONDS", 1.5)
+    monkeypatch.setattr(airflow.sdk.Variable, "get", staticmethod(lambda key, default=None: None))
+
+    async def first() -> tuple[dict, float]:
+        started = time.monotonic()
+        async for event in brake.BrakeReleasedTrigger("demo", poll_seconds=0.1).run():
+            return event.payload, time.monotonic() - started
+        raise AssertionError("no event")
+
+    payload, took = asyncio.run(first())
+    assert payload == {"brake": "released"}
+    assert took >= 1.5, took
