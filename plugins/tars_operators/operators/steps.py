@@ -1,7 +1,9 @@
-"""Thin operators for the individual release steps (the lead's per-host task chains them).
+"""One operator per release stage, for DAGs of your own (docs/operators.md).
 
-Each loads the app spec (``spec_loader`` callable, or ``spec_path`` through the config
-loader), opens one SSH session to the host, calls the step and returns ``StepResult.as_dict()``.
+Each calls the same step function as Tars's own per-host chain (``release/hostflow.py``):
+it loads the app spec (``spec_loader`` callable, or ``spec_path`` through the config loader),
+opens one SSH session to the host (or the app's load balancer), runs the step and returns
+``StepResult.as_dict()`` (XCom). A failed step raises its typed TarsError.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class TarsStepOperator(BaseOperator):
 
         spec, host = self.spec_and_host()
         with open_session(spec, host) as session:
-            result = step(session, spec, host, *args, **kwargs)
+            return self.done(step(session, spec, host, *args, **kwargs))
+
+    def done(self, result: StepResult) -> dict[str, Any]:
         self.log.info("%s: %s: %s (%s, %.1fs)", result.host, result.step, result.detail, result.state, result.seconds)
         return result.as_dict()
 
@@ -106,6 +110,37 @@ class StageReleaseOperator(TarsStepOperator):
         return self.run_step(stage_release, self.version, art, context["run_id"])
 
 
+class PullOutOperator(TarsStepOperator):
+    """Take the host out of rotation: refused below ``traffic.min_in_service``, drain verified."""
+
+    def __init__(self, *, version: str = "", **kwargs: Any):
+        super().__init__(version=version, **kwargs)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from tars_operators.hooks.lb.provider import load_balancer_for
+        from tars_operators.steps.traffic import check_capacity, pull_out
+
+        spec, host = self.spec_and_host()
+        with load_balancer_for(spec) as lb:
+            check_capacity(lb, spec, [host.name])
+            return self.done(pull_out(lb, spec, host))
+
+
+class PullInOperator(TarsStepOperator):
+    """Put the host back in rotation and wait until the load balancer reports it UP."""
+
+    def __init__(self, *, version: str = "", **kwargs: Any):
+        super().__init__(version=version, **kwargs)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from tars_operators.hooks.lb.provider import load_balancer_for
+        from tars_operators.steps.traffic import pull_in
+
+        spec, host = self.spec_and_host()
+        with load_balancer_for(spec) as lb:
+            return self.done(pull_in(lb, spec, host))
+
+
 class ActivateReleaseOperator(TarsStepOperator):
     """Stop, switch ``current``, start (no-op if already current and running)."""
 
@@ -125,9 +160,9 @@ class SmokeTestOperator(TarsStepOperator):
 
 
 class MarkReleaseOperator(TarsStepOperator):
-    """Record ``good`` / ``failed`` in the release's metadata on the host."""
+    """Record ``good`` / ``failed`` in the release's metadata on the host (rollback targets read it)."""
 
-    def __init__(self, *, status: str, **kwargs: Any):
+    def __init__(self, *, status: str = "good", **kwargs: Any):
         super().__init__(**kwargs)
         self.status = status
 
