@@ -1,4 +1,8 @@
-"""``HealthCheckSensor``: wait for a host's health checks, deferred to the triggerer by default."""
+"""``HealthCheckSensor``: wait for a host's health checks, deferred to the triggerer by default.
+
+The stage after activate in a DAG of your own (docs/operators.md): the same checks and trigger
+as Tars's host chain (``steps/checks.run_checks``, ``triggers/health.HealthCheckTrigger``).
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,3 @@ class HealthCheckSensor(BaseSensorOperator):
             raise HealthCheckFailed(self.host_name, self.kind, str(event.get("message", event)))
         return StepResult(self.host_name, self.kind, "ok", self.version, float(event.get("seconds", 0.0)),
                           str(event.get("message", "")), {"checks": event.get("checks", [])}).as_dict()
-
-    def poke(self, context: Context) -> bool:  # execute() is overridden; kept for the abstract API
-        raise NotImplementedError("HealthCheckSensor waits through execute()/its trigger")
