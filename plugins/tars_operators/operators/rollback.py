@@ -12,7 +12,9 @@ from tars_operators.release import hostflow, restore
 from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder, wait_until_free
 from tars_operators.release.machine import ROLLBACK_HOSTS, ROLLBACK_PLAN, gate_id
-from tars_operators.release.notes import compose, set_run_note
+from tars_operators.release.notes import (
+    NOT_BACK, ROLLED_BACK, ROLLING_BACK, compose, set_run_note,
+)
 from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
 from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
 from tars_operators.remote.validate import validate_version
@@ -57,13 +59,13 @@ class RollbackPlanOperator(SpecOperator):
         reason = decision_reason(context, "rollback")
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(
-            f"rolling back {len(hosts)} host(s) from {plan.version}: {reason}",
+            f"{ROLLING_BACK}{len(hosts)} host(s) from {plan.version}: {reason}",
             plan.who, plan.reason, plan.ticket))
         self.log.warning("rolling back %s: %s", ", ".join(hosts) or "no hosts", reason)
-        notify(self.spec, "rollback", f"rolling back {len(hosts)} host(s) from {plan.version}: "
+        notify(self.spec, "rollback", f"{ROLLING_BACK}{len(hosts)} host(s) from {plan.version}: "
                f"{reason}", hosts, run_id=dr.run_id, version=plan.version)
         if not hosts:
-            raise AirflowFailException(f"rolled back: {reason}. No host had been touched yet.")
+            raise AirflowFailException(f"{ROLLED_BACK}{reason}. No host had been touched yet.")
         context["ti"].xcom_push(key="reason", value=reason)
         return hosts
 
@@ -133,11 +135,11 @@ class RollbackReportOperator(SpecOperator):
         reason = ti.xcom_pull(task_ids=ROLLBACK_PLAN, key="reason") or "unknown"
         hosts = ti.xcom_pull(task_ids=ROLLBACK_PLAN) or []
         message, details = rollback_summary(context, self.spec, plan, hosts)
-        text = f"rolled back: {reason}. {message}"
+        text = f"{ROLLED_BACK}{reason}. {message}"
         # This task is red in every rolled-back run; say first that red means "run failed".
         # When hosts are NOT back, the headline says so and the note's room goes to them.
         self.log.error("%s", report_first_line(message))
-        if "; NOT: " not in message:
+        if NOT_BACK not in message:
             details = [report_first_line(message)] + details
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))
@@ -147,7 +149,7 @@ class RollbackReportOperator(SpecOperator):
 
 def report_first_line(message: str) -> str:
     """What the red ``rollback.report`` means: the run is marked failed; did the rollback work?"""
-    if "; NOT: " in message:
+    if NOT_BACK in message:
         return ("rollback.report fails the run: the release was rolled back, but NOT every "
                 "touched host is back on a good release and UP (below)")
     return ("rollback.report fails the run on purpose: the rollback itself succeeded (every "
@@ -196,7 +198,7 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
              and not seen[h].on(plan.version))
     message = (f"Failed hosts: {', '.join(failed) or 'none'}. "
                f"{ok}/{len(hosts)} touched host(s) on a good release and UP"
-               + (f"; NOT: {', '.join(bad)}" if bad else "") + ".")
+               + (f"{NOT_BACK}{', '.join(bad)}" if bad else "") + ".")
     return message, details
 
 

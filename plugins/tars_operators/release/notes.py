@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 from tars_operators.release.machine import Brake
 
+# The rollback's note headlines: written by operators/rollback.py, read back by web/fleet.py.
+ROLLED_BACK = "rolled back: "  # + why. Failed hosts: … . n/n touched host(s) on a good release and UP
+NOT_BACK = "; NOT: "  # + the hosts that are not on a good release and UP
+ROLLING_BACK = "rolling back "  # + n host(s) from <version>: why
+
 log = logging.getLogger(__name__)
 API_CONN_ID = "tars_api"
 

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from tars_operators.release.machine import is_release_task, is_restore_task, stage_of
+from tars_operators.release.notes import NOT_BACK, ROLLING_BACK
+from tars_operators.release.notes import ROLLED_BACK as ROLLED_BACK_HEAD
 
 RUNNING = ("queued", "running")
 
@@ -229,14 +231,14 @@ def rollback_outcome(note: str, *, running: bool = False) -> str | None:
     """
     # A brake pulled while the run was still going is appended to the headline: not ours.
     head = (note or "").split("\n", 1)[0].split(" · brake ", 1)[0]
-    if head.startswith("rolled back: "):
-        if "; NOT: " in head:
-            hosts = head.rsplit("; NOT: ", 1)[1].rstrip(". ")
+    if head.startswith(ROLLED_BACK_HEAD):
+        if NOT_BACK in head:
+            hosts = head.rsplit(NOT_BACK, 1)[1].rstrip(". ")
             return (f"ROLLBACK INCOMPLETE: {hosts} not back on a good release and UP "
                     "(run marked failed)")
         return ROLLED_BACK
-    if head.startswith("rolling back "):
-        count = head.removeprefix("rolling back ").split(" ", 1)[0]
+    if head.startswith(ROLLING_BACK):
+        count = head.removeprefix(ROLLING_BACK).split(" ", 1)[0]
         if running:
             return f"ROLLING BACK {count} host(s)"
         if count == "0":
