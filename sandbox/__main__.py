@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sandbox.errors import SandboxError
-from sandbox.fleet import Sandbox
+from sandbox.fleet import SCALE_ABOVE, Sandbox
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -15,9 +15,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the fleet (idempotent)")
     up.add_argument("--hosts", type=int, default=None, help="number of hosts (default 10)")
-    up.add_argument("--first-address", type=int, default=11, help="first host is 127.0.0.<this>")
+    up.add_argument("--first-address", type=int, default=11,
+                    help="first host is 127.0.0.<this> (scale mode: hosts in 127.<this>.0.0/16)")
     up.add_argument("--ssh-port", type=int, default=2222)
     up.add_argument("--app-port", type=int, default=18080)
+    up.add_argument("--scale", action=argparse.BooleanOptionalAction, default=None,
+                    help=f"scale mode: one app process for every host (default: above {SCALE_ABOVE} hosts)")
     for name, text in (("down", "stop every sandbox process"), ("status", "show hosts and processes"),
                        ("reset", "return every host to the 1.0.0 baseline")):
         sub.add_parser(name, help=text)
@@ -29,12 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             sb = Sandbox(args.dir, first_address=args.first_address, ssh_port=args.ssh_port,
-                         app_port=args.app_port)
+                         app_port=args.app_port, scale=args.scale)
             if sb.is_up() and args.hosts in (None, sb.settings.hosts):
                 print("already up")
             else:
                 elapsed = sb.up(hosts=args.hosts or 10)
-                print(f"up: {sb.settings.hosts} hosts in {elapsed:.2f}s")
+                mode = " (scale mode)" if sb.settings.scale else ""
+                print(f"up: {sb.settings.hosts} hosts{mode} in {elapsed:.2f}s")
                 print(f"inventory: {sb.inventory_path}\nconnection: source {sb.layout.env}")
             print(sb.status().render())
         elif args.command == "down":

@@ -18,18 +18,36 @@ HAPROXY = "/usr/sbin/haproxy"
 BACKEND = "demo"
 STATUS_FIELD = 17  # 0-based index of `status` (field 18) in `show stat` CSV
 CHECK_STATUS_FIELD = 36  # `check_status` (field 37), e.g. L7OK
+# Scale mode: health checks per second across the whole backend, and runtime API clients at once
+# (a release of thousands of hosts polls server states from many threads).
+SCALE_CHECKS_PER_SECOND = 400
+SCALE_STATS_MAXCONN = 1000
+READY_BATCH = 100  # servers put back in rotation per runtime API round trip
 
 
-def render_config(layout: Layout, hosts: Sequence[Host], frontend_port: int) -> str:
+def check_options(n_hosts: int, scale: bool) -> str:
+    """Health-check options of every server.
+
+    A small fleet is checked every 300 ms. A big one would drown two cores in checks at that
+    pace (2,000 servers → 6,600 checks/s), so the steady interval grows with the fleet to keep
+    about SCALE_CHECKS_PER_SECOND in total, while a server changing state (fastinter) or down
+    (downinter) is still checked quickly: a restarted host is back UP within a second or so.
+    """
+    if not scale:
+        return "check inter 300ms fall 2 rise 2"
+    inter = max(1000, min(10_000, round(n_hosts * 1000 / SCALE_CHECKS_PER_SECOND)))
+    return f"check inter {inter}ms fastinter 300ms downinter 500ms fall 2 rise 2"
+
+
+def render_config(layout: Layout, hosts: Sequence[Host], frontend_port: int, scale: bool = False) -> str:
     """haproxy.cfg: one loopback frontend, backend `demo` with every host health-checked."""
-    servers = "\n".join(
-        f"    server {h.name} {h.address}:{h.app_port} check inter 300ms fall 2 rise 2" for h in hosts
-    )
+    checks = check_options(len(hosts), scale)
+    servers = "\n".join(f"    server {h.name} {h.address}:{h.app_port} {checks}" for h in hosts)
     return f"""\
 # written by `python -m sandbox up`; do not edit
 global
     stats socket {layout.haproxy_socket} mode 600 level admin
-    stats maxconn 100
+    stats maxconn {SCALE_STATS_MAXCONN if scale else 100}
     stats timeout 30s
 
 defaults
@@ -59,13 +77,13 @@ def process(layout: Layout) -> Tracked:
     return Tracked("haproxy", layout.haproxy_pid, "haproxy")
 
 
-def start(layout: Layout, hosts: Sequence[Host], frontend_port: int) -> None:
+def start(layout: Layout, hosts: Sequence[Host], frontend_port: int, scale: bool = False) -> None:
     """Write haproxy.cfg, validate it and start haproxy daemonised with a pid file."""
     if len(str(layout.haproxy_socket)) > 107:
         raise SandboxError(
             f"{layout.haproxy_socket} is too long for a unix socket (max 107 bytes); use a shorter --dir"
         )
-    layout.haproxy_cfg.write_text(render_config(layout, hosts, frontend_port))
+    layout.haproxy_cfg.write_text(render_config(layout, hosts, frontend_port, scale))
     cfg = str(layout.haproxy_cfg)
     check = subprocess.run([HAPROXY, "-c", "-q", "-f", cfg], capture_output=True, text=True)
     if check.returncode != 0:
@@ -121,10 +139,16 @@ def all_up_and_checked(sock_path: Path, names: Sequence[str]) -> bool:
 
 def set_ready(sock_path: Path, names: Sequence[str]) -> None:
     """Put servers back in rotation: state ready, initial weight, health checks enabled."""
-    for name in names:
-        for cmd in (f"set server {BACKEND}/{name} state ready",
-                    f"set weight {BACKEND}/{name} 100%",
-                    f"enable health {BACKEND}/{name}"):
-            answer = command(sock_path, cmd).strip()
-            if answer:
-                raise SandboxError(f"haproxy {cmd!r} failed: {answer}")
+    for i in range(0, len(names), READY_BATCH):
+        # Several commands per connection (`;`-separated): thousands of servers in a few round trips.
+        batch = [cmd for name in names[i:i + READY_BATCH] for cmd in _ready_commands(name)]
+        answer = command(sock_path, "; ".join(batch)).strip()
+        if answer:
+            first = batch[0] if len(batch) == 3 else f"{batch[0]} … ({len(batch)} commands)"
+            raise SandboxError(f"haproxy {first!r} failed: {answer}")
+
+
+def _ready_commands(name: str) -> tuple[str, str, str]:
+    return (f"set server {BACKEND}/{name} state ready",
+            f"set weight {BACKEND}/{name} 100%",
+            f"enable health {BACKEND}/{name}")

@@ -14,6 +14,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sandbox.appmux import CONTROL_ADDRESS
 from sandbox.artifacts import Artifact, extract
 from sandbox.errors import SandboxError
 from sandbox.layout import Host
@@ -36,8 +37,12 @@ def render_app_config(host: Host) -> str:
     return json.dumps({"address": host.address, "port": host.app_port, "host": host.name}) + "\n"
 
 
-def install_baseline(host: Host, artifact: Artifact) -> None:
-    """Wipe host's deploy root to the baseline: only artifact's release, current pointing at it."""
+def install_baseline(host: Host, artifact: Artifact, mux_port: int | None = None) -> None:
+    """Wipe host's deploy root to the baseline: only artifact's release, current pointing at it.
+
+    With mux_port (scale mode) the host's demo-ctl asks the app multiplexer on that port;
+    without, shared/mux is removed so demo-ctl runs app.py itself.
+    """
     root = host.deploy_root
     releases = root / "releases"
     releases.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,11 @@ def install_baseline(host: Host, artifact: Artifact) -> None:
     (release / ".tars").mkdir()
     (release / ".tars" / "release.json").write_text(json.dumps(meta, indent=2) + "\n")
     (root / "current").symlink_to(Path("releases") / artifact.version)
+    mux = root / "shared" / "mux"
+    if mux_port is None:
+        mux.unlink(missing_ok=True)
+    else:
+        mux.write_text(f"{CONTROL_ADDRESS} {mux_port}\n")
     for entry in list(host.home.iterdir()) if host.home.exists() else []:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     host.home.mkdir(parents=True, exist_ok=True)

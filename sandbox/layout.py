@@ -9,6 +9,9 @@ from pathlib import Path
 
 STATE_FILE = "sandbox.json"
 MAX_UNIX_SOCKET = 107  # sun_path is 108 bytes including the trailing NUL
+# Scale mode puts hosts in 127.<first_address>.<i>.<j>, j in 1..254: one /16 per sandbox.
+SCALE_HOSTS_PER_BLOCK = 254
+SCALE_MAX_HOSTS = 256 * SCALE_HOSTS_PER_BLOCK
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,17 @@ class Settings:
     frontend_port: int
     artifact_port: int
     user: str
+    # Scale mode: hosts across 127.<first_address>.0.0/16 and one process serving every host's
+    # app (demo_app/mux.py, control port mux_port). Defaults keep older sandbox.json readable.
+    scale: bool = False
+    mux_port: int = 0
+
+    def address(self, index: int) -> str:
+        """Loopback address of the index-th host (0-based)."""
+        if self.scale:
+            block, offset = divmod(index, SCALE_HOSTS_PER_BLOCK)  # skips .0 and .255
+            return f"127.{self.first_address}.{block}.{offset + 1}"
+        return f"127.0.0.{self.first_address + index}"
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -71,6 +85,7 @@ class Layout:
         self.haproxy_socket = self.root / "haproxy.sock"
         self.haproxy_pid = self.run / "haproxy.pid"
         self.artifact_pid = self.run / "artifacts.pid"
+        self.mux_pid = self.run / "mux.pid"
         self.inventory = self.root / "inventory.yaml"
         self.connection = self.root / "connection.json"
         self.env = self.root / "env"
@@ -89,7 +104,7 @@ class Layout:
         base = self.hosts_dir / name
         return Host(
             name=name,
-            address=f"127.0.0.{settings.first_address + index}",
+            address=settings.address(index),
             ssh_port=settings.ssh_port,
             deploy_root=base / "app",
             app_port=settings.app_port,

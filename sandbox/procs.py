@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,19 +74,27 @@ def cmdline(pid: int) -> str:
 
 def descendants(pid: int) -> list[int]:
     """All live descendants of pid (e.g. the per-connection children of an sshd listener)."""
+    return descendants_of([pid]).get(pid, [])
+
+
+def descendants_of(pids: Iterable[int]) -> dict[int, list[int]]:
+    """pid → its live descendants, for many pids from one walk of /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             ppid = parent_pid(int(entry.name))
             if ppid is not None:
                 children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return [p for p in found if is_alive(p)]
+    result: dict[int, list[int]] = {}
+    for pid in pids:
+        found: list[int] = []
+        todo = [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        result[pid] = [p for p in found if is_alive(p)]
+    return result
 
 
 def terminate(pids: Iterable[int], timeout: float = 10.0) -> list[int]:
@@ -145,6 +154,24 @@ def is_listening(address: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def listening_sockets() -> set[tuple[str, int]]:
+    """(address, port) of every IPv4 TCP listener, read from /proc/net/tcp.
+
+    Unlike is_listening this opens no connection: probing 2,000 sshd addresses by connecting
+    would make each sshd fork a session child per probe.
+    """
+    found: set[tuple[str, int]] = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                addr_hex, port_hex = fields[1].split(":")
+                address = socket.inet_ntoa(int(addr_hex, 16).to_bytes(4, sys.byteorder))
+                found.add((address, int(port_hex, 16)))
+    return found
 
 
 def wait_until(

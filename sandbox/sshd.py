@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 from sandbox.errors import SandboxError
 from sandbox.layout import Host, Layout
-from sandbox.procs import Tracked, is_listening, wait_until
+from sandbox.procs import Tracked, listening_sockets, wait_until
 
 SSHD = "/usr/sbin/sshd"
 # sshd aborts on a 17th listen socket ("Too many listen sockets. Enlarge MAX_LISTEN_SOCKS").
@@ -93,6 +94,13 @@ def render_config(layout: Layout, hosts: Sequence[Host], shard: int, user: str,
     return "\n".join(lines) + "\n"
 
 
+def check_config(config: Path) -> None:
+    """Raise if `sshd -t` rejects config."""
+    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise SandboxError(f"sshd rejects {config}: {check.stderr.strip()}")
+
+
 def process(layout: Layout, shard: int) -> Tracked:
     """The tracked sshd listener of one shard."""
     return Tracked(f"sshd shard {shard}", layout.sshd_pid(shard), str(layout.sshd_config(shard)))
@@ -104,15 +112,17 @@ def start(layout: Layout, hosts: Sequence[Host], user: str) -> list[int]:
         # sshd as root refuses to start (even -t) without its privilege-separation dir.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     layout.ssh_blocked.unlink(missing_ok=True)  # fresh listeners listen on every host
-    pids = []
-    for shard, group in enumerate(shards(hosts)):
-        config = layout.sshd_config(shard)
-        config.write_text(render_config(layout, group, shard, user))
+    groups = shards(hosts)
+    for shard, group in enumerate(groups):
+        layout.sshd_config(shard).write_text(render_config(layout, group, shard, user))
         for h in group:
             h.home.mkdir(parents=True, exist_ok=True)
-        check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise SandboxError(f"sshd rejects {config}: {check.stderr.strip()}")
+    # A big fleet has over a hundred shards: check their configs a few at a time.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda shard: check_config(layout.sshd_config(shard)), range(len(groups))))
+    pids = []
+    for shard in range(len(groups)):
+        config = layout.sshd_config(shard)
         proc = subprocess.Popen(
             [SSHD, "-D", "-f", str(config), "-E", str(layout.logs / f"sshd-{shard}.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -176,16 +186,32 @@ def set_blocked(layout: Layout, hosts: Sequence[Host], user: str, blocked: Colle
         layout.ssh_blocked.write_text(json.dumps(sorted(wanted)) + "\n")
     else:
         layout.ssh_blocked.unlink(missing_ok=True)
-    for h in hosts:
-        listen = h.name not in wanted
-        wait_until(partial(_listens_is, h, listen), timeout, f"ssh of {h.name} on "
-                   f"{h.address}:{h.ssh_port} to {'accept' if listen else 'refuse'} connections")
+    wait_until(partial(_listening_is, hosts, wanted), timeout,
+               f"ssh of {', '.join(sorted(wanted)) or 'no host'} to refuse connections "
+               f"and of every other host to accept them")
     for shard, pid in reloaded:  # back in its accept loop, ready for the next change
         wait_until(partial(_catches_sighup, pid), timeout, f"sshd shard {shard} to restart")
 
 
-def _listens_is(host: Host, listen: bool) -> bool:
-    return is_listening(host.address, host.ssh_port) == listen
+def _listening_is(hosts: Sequence[Host], blocked: Collection[str]) -> bool:
+    # One look at the kernel's listener table: probing by connecting would fork an sshd child.
+    listening = listening_sockets()
+    return all(((h.address, h.ssh_port) in listening) == (h.name not in blocked) for h in hosts)
+
+
+def wait_listening(hosts: Sequence[Host], timeout: float, logs: Path) -> None:
+    """Wait until every host's sshd listens (from the listener table, without connecting)."""
+    def missing() -> list[Host]:
+        listening = listening_sockets()
+        return [h for h in hosts if (h.address, h.ssh_port) not in listening]
+
+    try:
+        wait_until(lambda: not missing(), timeout, "sshd")
+    except SandboxError:
+        late = missing()
+        raise SandboxError(f"timed out after {timeout:.0f}s waiting for sshd of {len(late)} host(s): "
+                           f"{', '.join(f'{h.name} on {h.address}:{h.ssh_port}' for h in late[:5])} "
+                           f"(see {logs})") from None
 
 
 def _catches_sighup(pid: int) -> bool:
