@@ -7,6 +7,10 @@ exactly the processes it started.
 ``auth_manager="fab"`` runs it with the FAB auth manager instead of the simple one (which
 knows only roles): users and roles with per-DAG permissions (``DAG:<dag_id>``), made with
 ``fab_role`` and ``fab_user`` once the stack is up.
+
+``engine="celery"`` runs the production engine instead (sandbox/engine.py): PostgreSQL 15 as
+the metadata database, Redis as the Celery broker, CeleryExecutor with two schedulers and two
+workers (``worker-dc1`` on queues ``default,dc1``, ``worker-dc2`` on ``default,dc2``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Literal
 
 import httpx
 
+from sandbox.engine import CELERY_COMPONENTS, Engine, celery_env, component_command
 from sandbox.procs import descendants, is_alive, terminate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,11 +53,16 @@ class AirflowStack:
     dags_folder: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
     auth_manager: Literal["simple", "fab"] = "simple"
+    engine: Literal["local", "celery"] = "local"
+    # PostgreSQL + Redis of the celery engine (started by ``start`` unless given).
+    services: Engine | None = None
+    owns_services: bool = False
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Children of components killed alone (``kill(group=False)``): LocalExecutor workers and
     # task processes (in groups of their own) outlive them. (pid, start time) as seen at the
     # kill, so a reused pid is never signalled; ``end_orphans`` and ``stop`` end them.
     orphans: list[tuple[int, str]] = field(default_factory=list)
+    log_offsets: dict[str, int] = field(default_factory=dict)  # each log's size at its start
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -98,8 +108,21 @@ class AirflowStack:
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), str(REPO)) if p),
             "NO_PROXY": "*",
         }
+        if self.engine == "celery":
+            if self.services is None:
+                raise RuntimeError("the celery engine's PostgreSQL and Redis are not started")
+            env.update(celery_env(self.services, concurrency=self.worker_concurrency))
         env.update(self.extra_env)
         return env
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return CELERY_COMPONENTS if self.engine == "celery" else COMPONENTS
+
+    @property
+    def worker_concurrency(self) -> int:
+        """Task slots per Celery worker: ``parallelism`` shared by the two workers."""
+        return max(4, self.parallelism // 2)
 
     def _auth_env(self) -> dict[str, str]:
         if self.auth_manager == "fab":
@@ -125,8 +148,18 @@ class AirflowStack:
 
     def start(self, timeout: float = 120) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.engine == "celery" and self.services is None:
+            self.services = Engine.start_new()
+            self.owns_services = True
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         (self.home / "passwords.json").write_text(json.dumps({self.user: self.password}))
-        self.airflow("db", "migrate")  # with FAB: its user/role tables too
+        self._run_cli("db", "migrate")  # with FAB: its user/role tables too
         if self.auth_manager == "fab":
             # --option=value: a generated password may start with "-".
             self._run_cli("users", "create", f"--username={self.user}",
@@ -135,13 +168,9 @@ class AirflowStack:
                           "--lastname=Tars")
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
-        try:
-            for comp in COMPONENTS:
-                self._spawn(comp)
-            self.wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        for comp in self.components:
+            self._spawn(comp)
+        self.wait_healthy(timeout)
 
     def _run_cli(self, *args: str) -> None:
         done = self.airflow(*args, check=False)
@@ -153,8 +182,10 @@ class AirflowStack:
     def _spawn(self, comp: str) -> subprocess.Popen:
         """Start one component in its own session (its process group id is its pid)."""
         out = open(self.home / "logs" / f"{comp}.out", "ab")
+        self.log_offsets[comp] = out.tell()
+        args, extra = component_command(comp, concurrency=self.worker_concurrency)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow", comp], env=self.env(), stdout=out,
+            [sys.executable, "-m", "airflow", *args], env={**self.env(), **extra}, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         out.close()  # the child has its own copy
@@ -229,7 +260,7 @@ class AirflowStack:
                 if r.status_code == 200 and all(
                     body.get(k, {}).get("status") == "healthy"
                     for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                ):
+                ) and self._workers_ready():
                     return
                 last = r.text
             except (httpx.HTTPError, ValueError) as exc:
@@ -237,8 +268,45 @@ class AirflowStack:
             time.sleep(0.5)
         raise TimeoutError(f"Airflow at {self.url} not healthy after {timeout}s: {last}")
 
+    def _workers_ready(self) -> bool:
+        """Every Celery worker (if any) has said it is ready since it was last started."""
+        for comp, proc in self.procs.items():
+            if comp.startswith("worker-"):
+                with open(self.home / "logs" / f"{comp}.out", "rb") as log:
+                    log.seek(self.log_offsets.get(comp, 0))  # since this start
+                    if b"@tars-sandbox ready." not in log.read():
+                        return False
+        return True
+
+    def kill_tree(self, comp: str) -> list[int]:
+        """SIGKILL a component, its process group and every process under it (a Celery
+        worker's pool and the task processes it supervises, in groups of their own) — a worker
+        machine lost at once. Returns the pids killed; ``restart`` starts it again."""
+        pid = self.pid(comp)
+        tree = [(p, _start_time(p)) for p in descendants(pid)]
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for p, started in tree:
+            if started and _start_time(p) == started:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.procs[comp].wait(30)
+        return [pid, *(p for p, _ in tree)]
+
     def stop(self, timeout: float = 30) -> None:
         """Stop the processes this stack started (process groups: their workers go too)."""
+        try:
+            self._stop(timeout)
+        finally:
+            if self.services is not None and self.owns_services:
+                self.services.stop()
+                self.services, self.owns_services = None, False
+
+    def _stop(self, timeout: float) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
