@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tars_operators.release.machine import (
-    PREPARE, ROLLBACK_GROUP, ROLLBACK_HOSTS, gate_id, is_release_task, stage_of,
+    PREPARE, ROLLBACK_GROUP, ROLLBACK_HOSTS, gate_id, is_release_task, restore_base, stage_of,
 )
 
 DONE_OK = {"success"}
@@ -53,9 +53,13 @@ class Snapshot:
 
 
 def stage_name(task_id: str) -> str:
-    """``batch_1.release`` → ``batch_1``; ``rollback.hosts`` → ``rollback``; else the task id
-    (the rollback DAG's ``restore`` keeps its own name)."""
-    return stage_of(task_id) if is_release_task(task_id) or task_id == ROLLBACK_HOSTS else task_id
+    """``batch_1.release`` (and its per-queue ``batch_1.release.dc2``) → ``batch_1``;
+    ``rollback.hosts`` → ``rollback``; else the task id (the rollback DAG's ``restore`` keeps
+    its own name, for every queue)."""
+    base = restore_base(task_id)
+    if is_release_task(task_id) or base == ROLLBACK_HOSTS:
+        return stage_of(task_id)
+    return base or task_id
 
 
 def is_gate(task_id: str) -> bool:
@@ -78,7 +82,8 @@ def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
     mapped: dict[str, list[str | None]] = {}
     for ti in tis:
         if ti.get("map_index", -1) >= 0:
-            mapped.setdefault(ti["task_id"], []).append(ti.get("state"))
+            # A stage's per-queue tasks count as one stage.
+            mapped.setdefault(stage_name(ti["task_id"]), []).append(ti.get("state"))
     stages = tuple(
         StageView(stage_name(task_id), len(states),
                   sum(s in DONE_OK for s in states), sum(s in DONE_BAD for s in states),

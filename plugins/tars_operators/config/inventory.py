@@ -112,9 +112,12 @@ def resolve_hosts(hosts: Hosts, config_file: Path, defined_in: Path | None = Non
 
 def _merge(inv: Inventory, hosts: Hosts, inv_file: Path | None) -> tuple[tuple[Host, ...], list[Problem]]:
     group_vars: dict[str, dict[str, Any]] = {}
+    group_queue: dict[str, str] = {}  # the config's groups win over the inventory's
     for groups in (inv.groups, hosts.groups):
         for name, group in groups.items():
             group_vars.setdefault(name, {}).update(group.vars)
+            if group.airflow.queue is not None:
+                group_queue[name] = group.airflow.queue
     base_vars = {**inv.vars, **hosts.vars}
     entries: list[tuple[HostEntry, tuple[str | int, ...], Path | None]] = [
         (entry, ("hosts", index), inv_file) for index, entry in enumerate(inv.hosts)
@@ -141,7 +144,8 @@ def _merge(inv: Inventory, hosts: Hosts, inv_file: Path | None) -> tuple[tuple[H
             shared = by_group[entry.group] = MappingProxyType(
                 {**base_vars, **group_vars.get(entry.group or "", {})})
         merged = MappingProxyType({**shared, **entry.vars}) if entry.vars else shared
-        out.append(Host(entry.name, entry.address, entry.ssh_port, entry.group, merged))
+        queue = entry.airflow.queue or group_queue.get(entry.group or "")
+        out.append(Host(entry.name, entry.address, entry.ssh_port, entry.group, merged, queue))
     return tuple(out), problems
 
 

@@ -75,16 +75,25 @@ class Artifact(Model):
         return value
 
 
+class HostAirflow(Model):
+    """Where a host's tasks run: ``queue`` is the Celery queue of a worker that reaches it
+    (None: the executor's default queue)."""
+
+    queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")] | None = None
+
+
 class HostEntry(Model):
     name: Annotated[str, Field(pattern=HOST_NAME)]
     address: str
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
     group: str | None = None
     vars: dict[str, Any] = {}
+    airflow: HostAirflow = HostAirflow()  # wins over its group's
 
 
 class Group(Model):
     vars: dict[str, Any] = {}
+    airflow: HostAirflow = HostAirflow()
 
 
 class Hosts(Model):

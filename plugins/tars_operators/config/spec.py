@@ -23,6 +23,7 @@ class Host:
     ssh_port: int = 22
     group: str | None = None
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    queue: str | None = None  # airflow.queue (host < group); None: the executor's default
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,19 @@ class AppSpec:
     @property
     def config_dir(self) -> Path:
         return self.source.parent
+
+    @cached_property
+    def queues(self) -> tuple[str | None, ...]:
+        """The distinct queues of the app's hosts (the default queue first, then by name):
+        one mapped host task per queue."""
+        found = {h.queue for h in self.hosts}
+        return ((None,) if None in found or not found else ()) + tuple(
+            sorted(q for q in found if q is not None))
+
+    @cached_property
+    def queue_of(self) -> Mapping[str, str | None]:
+        """Each host's queue, by host name."""
+        return MappingProxyType({h.name: h.queue for h in self.hosts})
 
     def host(self, name: str) -> Host:
         for host in self.hosts:

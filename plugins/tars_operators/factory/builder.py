@@ -101,14 +101,17 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
     with TaskGroup(m.ROLLBACK_GROUP):
         plan_rb = RollbackPlanOperator(task_id=m.in_group(m.ROLLBACK_PLAN), trigger_rule=join,
                                        **common)
-        hosts_rb = RollbackHostOperator.partial(
-            task_id=m.in_group(m.ROLLBACK_HOSTS), map_index_template=HOST_LABEL,
-            max_active_tis_per_dagrun=_at_once(spec), **common,
-        ).expand(host=plan_rb.output)
+        hosts_rb = [RollbackHostOperator.partial(
+            task_id=m.in_group(task.task_id), map_index_template=HOST_LABEL,
+            max_active_tis_per_dagrun=_at_once(spec), **_on_queue(spec, task), **common,
+        ).expand(host=_hosts_of(plan_rb, spec, task, common, base=m.ROLLBACK_HOSTS))
+            for task in _host_tasks(spec, m.ROLLBACK_HOSTS)]
         # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
-        # (no worker start) when the run never rolled back.
+        # (no worker start) when the run never rolled back. With hosts on several queues a
+        # queue without touched hosts skips its task: all_done, and the report skips itself.
         report = RollbackReportOperator(
-            task_id=m.in_group(m.ROLLBACK_REPORT), trigger_rule=TriggerRule.NONE_SKIPPED, **common
+            task_id=m.in_group(m.ROLLBACK_REPORT), **common,
+            trigger_rule=TriggerRule.NONE_SKIPPED if len(spec.queues) <= 1 else TriggerRule.ALL_DONE,
         )
         plan_rb >> hosts_rb >> report
     halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **common)
@@ -128,11 +131,13 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
             task_id=m.in_group(node.enter), stage=node.stage,
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
         )
-        release = ReleaseHostOperator.partial(
-            task_id=m.in_group(node.release), map_index_template=HOST_LABEL, stage=node.stage,
+        release = [ReleaseHostOperator.partial(
+            task_id=m.in_group(task.task_id), map_index_template=HOST_LABEL, stage=node.stage,
             max_active_tis_per_dagrun=c.strategy.parallel,
-            retries=c.steps.host_retries, retry_delay=timedelta(seconds=5), **common,
-        ).expand(host=enter.output)
+            retries=c.steps.host_retries, retry_delay=timedelta(seconds=5),
+            **_on_queue(spec, task), **common,
+        ).expand(host=_hosts_of(enter, spec, task, common, base=node.release, stage=node.stage))
+            for task in _host_tasks(spec, node.release)]
         gate = GateOperator(
             task_id=m.in_group(node.gate), app=spec.name, node=node, stages=slots,
             on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE, **common,
@@ -177,9 +182,11 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
                f"a time (traffic.min_in_service).",
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id=m.RESTORE_PLAN, **common)
-        RollbackHostOperator.partial(
-            task_id=m.RESTORE, map_index_template=HOST_LABEL, max_active_tis_per_dagrun=at_once, **common
-        ).expand_kwargs(plan_task.output)
+        for task in _host_tasks(spec, m.RESTORE):
+            RollbackHostOperator.partial(
+                task_id=task.task_id, map_index_template=HOST_LABEL,
+                max_active_tis_per_dagrun=at_once, **_on_queue(spec, task), **common,
+            ).expand_kwargs(_hosts_of(plan_task, spec, task, common, base=m.RESTORE))
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
         "ticket": Param("", type="string", title="Ticket", section="Rollback"),
@@ -213,6 +220,32 @@ def build_inspect_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DA
         InspectHostsOperator(task_id=INSPECT, config_path=str(spec.source),
                              defaults_path=str(defaults_path) if defaults_path else None)
     return dag
+
+
+def _host_tasks(spec: AppSpec, base: str) -> tuple[m.HostTasks, ...]:
+    """``base``'s tasks, one per queue of the app's hosts (``release.machine.split_hosts``)."""
+    return m.split_hosts(base, [h.name for h in spec.hosts], spec.queue_of, spec.queues)
+
+
+def _on_queue(spec: AppSpec, task: m.HostTasks) -> dict[str, Any]:
+    """The task's ``queue`` (none given: the executor's default queue)."""
+    return {"queue": task.queue} if task.queue is not None else {}
+
+
+def _hosts_of(upstream: Any, spec: AppSpec, task: m.HostTasks, common: dict[str, Any], *,
+              base: str, stage: str | None = None) -> Any:
+    """What ``task`` maps over: the upstream's list, or (hosts on several queues) its queue's
+    share, picked by a small task after the upstream (``operators.queues``)."""
+    from tars_operators.operators.queues import QueueHostsOperator
+
+    if len(spec.queues) <= 1:
+        return upstream.output
+    local = m.in_group(upstream.task_id) if upstream.task_group.group_id else upstream.task_id
+    picker = QueueHostsOperator(task_id=m.queue_hosts_id(local, task.queue),
+                                source=upstream.task_id, base=base, host_queue=task.queue,
+                                stage=stage, **common)
+    upstream >> picker
+    return picker.output
 
 
 def _whole(pattern: str) -> str:

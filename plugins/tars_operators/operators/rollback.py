@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.base import SpecOperator
@@ -16,7 +16,7 @@ from tars_operators.release.notes import (
     NOT_BACK, ROLLED_BACK, ROLLING_BACK, compose, set_run_note,
 )
 from tars_operators.release.rollback_target import RollbackTarget, latest_release_run, resolve_rollback
-from tars_operators.release.runtime import run_plan, stage_outcomes, touched_hosts
+from tars_operators.release.runtime import host_tasks, run_plan, stage_outcomes, touched_hosts
 from tars_operators.remote.validate import validate_version
 from tars_operators.steps.state import HostState
 from tars_operators.tasklog import TaskLog
@@ -128,6 +128,8 @@ class RollbackReportOperator(SpecOperator):
         dr = context["dag_run"]
         planned = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
                                      task_ids=[ROLLBACK_PLAN]).get(dr.run_id, {})
+        if planned.get(ROLLBACK_PLAN) in ("skipped", None):  # all_done (several queues)
+            raise AirflowSkipException("this run did not roll back")
         if planned.get(ROLLBACK_PLAN) != "success":
             raise AirflowFailException(f"rollback could not start ({planned.get(ROLLBACK_PLAN)}); "
                                        "see the rollback.plan log")
@@ -165,12 +167,21 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
     ti = context["ti"]
     dr = context["dag_run"]
     outcomes, _ = reconcile(spec, stage_outcomes(context, plan), plan.version, dr.run_id)
-    reasons = pushed_failures(ti, ROLLBACK_HOSTS, len(hosts)) if hosts else {}
+    tasks = host_tasks(context, ROLLBACK_HOSTS, hosts)
     states = ti.get_task_states(dag_id=dr.dag_id, run_ids=[dr.run_id],
-                                task_ids=[ROLLBACK_HOSTS]).get(dr.run_id, {})
-    results = ti.xcom_pull(task_ids=ROLLBACK_HOSTS, map_indexes=list(range(len(hosts)))) or []
-    by_host = {r["host"]: r for r in ([results] if isinstance(results, dict) else results)
-               if isinstance(r, dict)}
+                                task_ids=[t.task_id for t in tasks]).get(dr.run_id, {})
+    reasons: dict[str, str] = {}
+    by_host: dict[str, Any] = {}
+    task_state: dict[str, str] = {}  # host → its rollback task's state
+    for t in tasks:
+        if not t.hosts:
+            continue
+        reasons.update(pushed_failures(ti, t.task_id, len(t.hosts)))
+        results = ti.xcom_pull(task_ids=t.task_id, map_indexes=list(range(len(t.hosts)))) or []
+        by_host.update({r["host"]: r for r in ([results] if isinstance(results, dict) else results)
+                        if isinstance(r, dict)})
+        task_state.update({h: states.get(f"{t.task_id}_{i}", "unknown")
+                           for i, h in enumerate(t.hosts)})
     seen = read_truth(spec, hosts, release_for=run_holder(context))  # the run is over
     wrong = [f"{h}: still runs {plan.version}, the release being undone"
              for h in hosts if seen[h].on(plan.version)]
@@ -182,14 +193,14 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
     if bad:
         details.append(repair_hint(spec.name, bad))
     restored = []
-    for i, h in enumerate(hosts):  # hosts not restored before the why: notes are cut from the end
+    for h in hosts:  # hosts not restored before the why: notes are cut from the end
         if h in by_host:
             r = by_host[h]
             moved = r.get("moved", True)
             restored.append(f"{h}: restored to {r['version']}, in rotation" if moved
                             else f"{h}: on {r['version']} (not moved), in rotation")
         else:
-            state = states.get(f"{ROLLBACK_HOSTS}_{i}", "unknown")
+            state = task_state.get(h, "unknown")
             details.append(f"{h}: NOT restored (rollback task {state}): "
                            f"{reasons.get(h, 'see its log')}")
     details += [msg for o in outcomes for _, msg in o.why] + restored

@@ -11,7 +11,7 @@ stopped the release before the host was reached).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -357,8 +357,10 @@ def in_group(task_id: str) -> str:
 
 
 def is_release_task(task_id: str) -> bool:
-    """A stage's per-host release task (``batch_1.release``)."""
-    return task_id.endswith(HOST_TASK_SUFFIX)
+    """A stage's per-host release task (``batch_1.release``, or ``batch_1.release.dc2`` when
+    the app's hosts run on several queues)."""
+    parts = task_id.split(".")
+    return task_id.endswith(HOST_TASK_SUFFIX) or (len(parts) == 3 and parts[1] == "release")
 
 
 def is_enter_task(task_id: str) -> bool:
@@ -366,8 +368,61 @@ def is_enter_task(task_id: str) -> bool:
 
 
 def is_restore_task(task_id: str) -> bool:
-    """A per-host restore: the run's own rollback or the rollback DAG's."""
-    return task_id in (ROLLBACK_HOSTS, RESTORE)
+    """A per-host restore: the run's own rollback or the rollback DAG's (any queue's)."""
+    return restore_base(task_id) is not None
+
+
+def restore_base(task_id: str) -> str | None:
+    """``rollback.hosts`` or ``restore`` for one of their tasks (``rollback.hosts.dc2`` too)."""
+    for base in (ROLLBACK_HOSTS, RESTORE):
+        if task_id == base or (task_id.startswith(base + ".") and task_id.count(".") == base.count(".") + 1):
+            return base
+    return None
+
+
+# ---- queues: one mapped host task per queue of the app's hosts --------------------------
+# Airflow sets ``queue`` on the whole mapped task (partial_kwargs), not per map index, so a
+# host task (release, rollback, restore) is built once per distinct queue of the app's hosts.
+# One queue (the usual case): the task keeps its plain id. Several: the default queue's task
+# keeps the plain id and each named queue's task gets ``.<queue>`` after it; each maps over
+# the return value of a small task that picks its queue's hosts from the source's list
+# (Airflow maps over return values only, and cannot filter one).
+
+Queue = str | None  # None: the executor's default queue
+
+
+@dataclass(frozen=True)
+class HostTasks:
+    """One mapped host task of a stage (or rollback): its id, queue and hosts in map order."""
+
+    task_id: str
+    queue: Queue
+    hosts: tuple[str, ...]
+
+
+
+def queue_hosts_id(source: str, queue: Queue) -> str:
+    """The task that picks ``queue``'s hosts out of ``source``'s list (``fort.enter.dc2``;
+    ``._default`` for the default queue: a queue name starts with a letter or digit)."""
+    return f"{source}.{queue if queue is not None else '_default'}"
+
+
+def host_task_id(base: str, queue: Queue, queues: Sequence[Queue]) -> str:
+    """The id of ``base``'s task on ``queue`` when the app's hosts use ``queues``."""
+    if len(queues) <= 1 or queue is None:
+        return base
+    return f"{base}.{queue}"
+
+
+def split_hosts(base: str, hosts: Sequence[str], queue_of: Mapping[str, Queue],
+                queues: Sequence[Queue]) -> tuple[HostTasks, ...]:
+    """``hosts`` shared among ``base``'s per-queue tasks, each keeping the hosts' order (its
+    map index); a host whose queue has no task (a config changed since the DAG was parsed)
+    goes to the first one."""
+    known = list(queues) or [None]
+    where = {h: queue_of.get(h) if queue_of.get(h) in known else known[0] for h in hosts}
+    return tuple(HostTasks(host_task_id(base, q, known), q,
+                           tuple(h for h in hosts if where[h] == q)) for q in known)
 
 
 def stage_of(task_id: str) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.plan.ramp import ReleasePlan
-from tars_operators.release.machine import PREPARE, StageOutcome, release_id
+from tars_operators.release.machine import PREPARE, HostTasks, StageOutcome, release_id, split_hosts
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,8 +45,9 @@ def stage_outcomes(context: Context, plan: ReleasePlan,
     names = list(plan.slot_names)
     if upto is not None:
         names = names[: names.index(upto) + 1]
+    split = {s: host_tasks(context, release_id(s), plan.hosts(s)) for s in names}
     states = ti.get_task_states(
-        dag_id=dag_id, run_ids=[run_id], task_ids=[release_id(s) for s in names]
+        dag_id=dag_id, run_ids=[run_id], task_ids=[t.task_id for s in names for t in split[s]]
     ).get(run_id, {})
     outcomes = []
     for stage in names:
@@ -54,18 +55,47 @@ def stage_outcomes(context: Context, plan: ReleasePlan,
         ok: list[str] = []
         failed: list[str] = []
         untouched: list[str] = []
-        task = release_id(stage)
-        results = _host_results(ti, task, len(hosts)) if hosts else {}
-        failures = pushed_failures(ti, task, len(hosts)) if hosts else {}
-        for i, host in enumerate(hosts):
-            state = states.get(f"{task}_{i}") or states.get(task)
-            if state in FAILED_STATES:
-                failed.append(host)
-            elif state == "success":
-                (untouched if results.get(i, {}).get("state") == "untouched" else ok).append(host)
+        failures: dict[str, str] = {}
+        for tasks in split[stage]:
+            task = tasks.task_id
+            results = _host_results(ti, task, len(tasks.hosts)) if tasks.hosts else {}
+            failures.update(pushed_failures(ti, task, len(tasks.hosts)) if tasks.hosts else {})
+            for i, host in enumerate(tasks.hosts):
+                state = states.get(f"{task}_{i}") or states.get(task)
+                if state in FAILED_STATES:
+                    failed.append(host)
+                elif state == "success":
+                    done = results.get(i, {}).get("state") == "untouched"
+                    (untouched if done else ok).append(host)
+        order = {h: i for i, h in enumerate(hosts)}  # release order, whatever the queues
+        ok, failed, untouched = (sorted(x, key=order.__getitem__) for x in (ok, failed, untouched))
         why = tuple((h, failures.get(h, "see the task log")) for h in failed)
         outcomes.append(StageOutcome(stage, hosts, tuple(ok), tuple(failed), tuple(untouched), why))
     return outcomes
+
+
+def host_tasks(context: Context, base: str, hosts: tuple[str, ...] | list[str]) -> tuple[HostTasks, ...]:
+    """``base``'s per-queue tasks (``release.machine.split_hosts``) with the hosts each maps
+    over, by the app's hosts' queues (the spec of the task asking; one task without it)."""
+    spec = task_spec(context)
+    if spec is None:
+        return (HostTasks(base, None, tuple(hosts)),)
+    return split_hosts(base, hosts, spec.queue_of, spec.queues)
+
+
+def task_spec(context: Context) -> AppSpec | None:
+    """The app spec of the running Tars task (every one carries its ``config_path``)."""
+    task = context.get("task")
+    path = getattr(task, "config_path", None)
+    if not isinstance(path, str):
+        return None
+    return load_spec(path, getattr(task, "defaults_path", None))
+
+
+def stage_task_items(context: Context, plan: ReleasePlan, stage: str) -> dict[str, list[Any]]:
+    """Per release task of ``stage`` (one per queue): what it is mapped over."""
+    return {t.task_id: list(t.hosts)
+            for t in host_tasks(context, release_id(stage), plan.hosts(stage))}
 
 
 def pushed_failures(ti: TaskInstance, task_id: str, n: int) -> dict[str, str]:

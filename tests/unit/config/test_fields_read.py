@@ -35,6 +35,9 @@ EXEMPT: dict[tuple[str, str], str] = {
 # that reads that model's field.
 READERS: dict[tuple[str, str], str] = {
     ("HostEntry", "address"): "config/inventory.py",
+    ("HostEntry", "airflow"): "config/inventory.py",
+    ("Group", "airflow"): "config/inventory.py",
+    ("AppConfig", "airflow"): "factory/builder.py",
     ("TcpCheck", "address"): "steps/evaluator.py",
     ("Haproxy", "address"): "hooks/lb/haproxy.py",
     ("CommandCheck", "command"): "steps/evaluator.py",
