@@ -49,12 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ci", action="store_true", help="unattended: exit with the outcome")
     p.add_argument("--hosts", type=int, default=10)
     p.add_argument("--version", default="2.0.0")
+    p.add_argument("--engine", choices=("local", "celery"), default="local",
+                   help="local: SQLite + LocalExecutor (default); celery: PostgreSQL + Redis + "
+                        "CeleryExecutor, two schedulers, workers dc1/dc2 (docs/production.md)")
     args = p.parse_args(argv)
-    stack = LocalStack.create(sandbox_dir=REPO / ".sandbox", airflow_home=REPO / ".airflow-demo")
+    home = REPO / (".airflow-demo" if args.engine == "local" else ".airflow-demo-celery")
+    stack = LocalStack.create(sandbox_dir=REPO / ".sandbox", airflow_home=home,
+                              engine=args.engine)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        print("starting the sandbox fleet and Airflow (scheduler, dag-processor, triggerer, "
-              "api-server) …", flush=True)
+        print("starting the sandbox fleet and Airflow (" + (
+            "scheduler, dag-processor, triggerer, api-server" if args.engine == "local" else
+            "PostgreSQL, Redis, two schedulers, dag-processor, triggerer, api-server, "
+            "Celery workers dc1 and dc2") + ") …", flush=True)
         stack.start(hosts=args.hosts)
         if stack.sandbox.served_version(stack.sandbox.hosts[0]) != "1.0.0":
             stack.sandbox.reset()

@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
@@ -34,9 +35,10 @@ class LocalStack:
     @classmethod
     def create(cls, *, sandbox_dir: Path, airflow_home: Path, hosts: int = 10,
                first_address: int = 11, parallelism: int = 16,
-               config_dir: Path | None = None) -> LocalStack:
+               config_dir: Path | None = None,
+               engine: Literal["local", "celery"] = "local") -> LocalStack:
         sb = Sandbox(sandbox_dir, first_address=first_address)
-        stack = AirflowStack(home=airflow_home, parallelism=parallelism)
+        stack = AirflowStack(home=airflow_home, parallelism=parallelism, engine=engine)
         if config_dir is not None:
             stack.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
         return cls(sb, stack)
