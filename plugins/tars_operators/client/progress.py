@@ -6,6 +6,7 @@ person reads in a CI log, what moved between two snapshots.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from tars_operators.release.machine import (
     PREPARE, ROLLBACK_GROUP, ROLLBACK_HOSTS, gate_id, is_release_task, restore_base, stage_of,
 )
 
+HOSTS_IN_LABEL = re.compile(r"\((\d+) hosts\)$")  # factory/builder.py HOSTS_LABEL
 DONE_OK = {"success"}
 DONE_BAD = {"failed", "upstream_failed"}
 ACTIVE = {"running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"}
@@ -52,6 +54,13 @@ class Snapshot:
     failed_tasks: tuple[str, ...]
 
 
+def task_hosts(ti: dict[str, Any]) -> int:
+    """Hosts a mapped task instance works on: its label says ``… (25 hosts)`` when several."""
+    label = str(ti.get("rendered_map_index") or "")
+    found = HOSTS_IN_LABEL.search(label)
+    return int(found.group(1)) if found else 1
+
+
 def stage_name(task_id: str) -> str:
     """``batch_1.release`` (and its per-queue ``batch_1.release.dc2``) → ``batch_1``;
     ``rollback.hosts`` → ``rollback``; else the task id (the rollback DAG's ``restore`` keeps
@@ -83,7 +92,9 @@ def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
     for ti in tis:
         if ti.get("map_index", -1) >= 0:
             # A stage's per-queue tasks count as one stage.
-            mapped.setdefault(stage_name(ti["task_id"]), []).append(ti.get("state"))
+            # A task of several hosts (strategy.hosts_per_task) counts each of its hosts.
+            mapped.setdefault(stage_name(ti["task_id"]), []).extend(
+                [ti.get("state")] * task_hosts(ti))
     stages = tuple(
         StageView(stage_name(task_id), len(states),
                   sum(s in DONE_OK for s in states), sum(s in DONE_BAD for s in states),

@@ -26,6 +26,9 @@ from tars_operators.release import machine as m
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not an index
+# A task of several hosts (strategy.hosts_per_task) shows its first and last and how many.
+HOSTS_LABEL = ("{{ task.host if task.host is string else task.host[0] ~ ' … ' ~ task.host[-1]"
+               " ~ ' (' ~ (task.host | length) ~ ' hosts)' }}")
 
 
 def stage_slots(spec: AppSpec) -> list[str]:
@@ -132,7 +135,7 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
         )
         release = [ReleaseHostOperator.partial(
-            task_id=m.in_group(task.task_id), map_index_template=HOST_LABEL, stage=node.stage,
+            task_id=m.in_group(task.task_id), map_index_template=HOSTS_LABEL, stage=node.stage,
             max_active_tis_per_dagrun=c.strategy.parallel,
             retries=c.steps.host_retries, retry_delay=timedelta(seconds=5),
             **_on_queue(spec, task), **common,

@@ -21,11 +21,15 @@ from tars_operators.release.machine import FETCH, Brake, Decision, before_host
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
-from tars_operators.release.runtime import pushed_failures, run_plan, stage_outcomes
+from tars_operators.release.runtime import (
+    host_tasks, pushed_failures, run_plan, stage_outcomes, stage_task_items,
+)
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from tars_operators.release.batch import BatchOutcome
 
 
 def _map_index(context: Context) -> int:
@@ -42,11 +46,23 @@ class EnterStageOperator(SpecOperator):
         super().__init__(**kwargs)
         self.stage = stage
 
-    def execute(self, context: Context) -> list[str]:
-        """The stage's hosts: the release task is mapped over this list."""
-        hosts = run_plan(context).hosts(self.stage)
+    def execute(self, context: Context) -> list[Any]:
+        """The stage's hosts: the release task is mapped over this list (with hosts on
+        several queues, each queue's release task over its own XCom key)."""
+        from tars_operators.release.machine import release_id
+
+        plan = run_plan(context)
+        hosts = plan.hosts(self.stage)
         self.log.info("entering %s: %d host(s): %s", self.stage, len(hosts), ", ".join(hosts))
-        return list(hosts)
+        tasks = host_tasks(context, release_id(self.stage), hosts)
+        # strategy.hosts_per_task: each task instance gets a host, or a list of hosts
+        items = stage_task_items(context, plan, self.stage)
+        for t in tasks:
+            if any(not isinstance(i, str) for i in items[t.task_id]):
+                self.log.info("%s: %d task(s) of up to %d hosts", t.task_id, len(items[t.task_id]),
+                              max(len(i) for i in items[t.task_id]))
+        # Hosts on several queues: each queue's task maps over its share (operators.queues).
+        return items[tasks[0].task_id] if len(tasks) == 1 else list(hosts)
 
 
 class FetchOperator(SpecOperator):
@@ -93,17 +109,20 @@ class FetchOperator(SpecOperator):
 
 
 class ReleaseHostOperator(SpecOperator):
-    """Release one host: brake check, then the chain; returns the per-step results."""
+    """Release one host (``host`` a name) or several (``host`` a list: ``hosts_per_task``):
+    brake check before each host, then the chain; returns the per-step results."""
 
     ui_color = "#d2e3fc"
     template_fields = ("host",)
 
-    def __init__(self, *, stage: str, host: str, **kwargs: Any):
+    def __init__(self, *, stage: str, host: str | list[str], **kwargs: Any):
         super().__init__(**kwargs)
         self.stage = stage
         self.host = host
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Any:
+        if not isinstance(self.host, str):
+            return self._run_many(context, {})
         brake = read_brake(self.spec.name)
         go = before_host(brake)
         if brake is not None and go is Decision.ROLLBACK:
@@ -126,7 +145,7 @@ class ReleaseHostOperator(SpecOperator):
         plan = run_plan(context)
         art = context["ti"].xcom_pull(task_ids=FETCH)
         return hostflow.HostJob(
-            spec=self.spec, host=self.spec.host(self.host), version=plan.version,
+            spec=self.spec, host=self.spec.host(str(self.host)), version=plan.version,
             run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,
             index=_map_index(context), lease=RunLease.from_context(context, self.spec),
             progress=lambda now: self._live_note(context, now=f"{self.host} {now}"),
@@ -191,4 +210,94 @@ class ReleaseHostOperator(SpecOperator):
 
     def _untouched(self, context: Context, why: str) -> dict[str, Any]:
         self.log.warning("%s untouched: %s", self.host, why)
-        return hostflow.untouched(self.host, _map_index(context), why)
+        return hostflow.untouched(str(self.host), _map_index(context), why)
+
+    # ---- several hosts in one task (strategy.hosts_per_task) ----------------------------
+    def _run_many(self, context: Context, done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Release this task's hosts, a few at once; every host's result is pushed (XCom
+        ``host_results``) whatever happens, the failed ones' reasons too (``failure``)."""
+        from tars_operators.hooks.artifacts import FetchedArtifact
+        from tars_operators.plan.capacity import task_threads
+        from tars_operators.release.batch import BatchOutcome, run_batch
+
+        ti = context["ti"]
+        hosts = [str(h) for h in self.host]
+        plan = run_plan(context)
+        art = ti.xcom_pull(task_ids=FETCH)
+        artifact = FetchedArtifact.from_dict(art) if art else None
+        lease = RunLease.from_context(context, self.spec)
+        run_id = context["dag_run"].run_id
+        c = self.spec.config
+        items = stage_task_items(context, plan, self.stage).get(self.task_id) or [hosts]
+        before = items[:_map_index(context)]
+        first = sum(1 if isinstance(i, str) else len(i) for i in before)  # index in the task
+        index = {h: first + i for i, h in enumerate(hosts)}
+
+        def job(name: str) -> hostflow.HostJob:
+            return hostflow.HostJob(spec=self.spec, host=self.spec.host(name),
+                                    version=plan.version, run_id=run_id, artifact=artifact,
+                                    index=index[name], lease=lease)
+
+        threads = task_threads(c.strategy.parallel, len(items), len(hosts), plan.fleet_size,
+                               plan.min_in_service)
+        retry = int(getattr(ti, "try_number", 1) or 1) > 1
+        self.log.info("%d host(s), %d at once%s: %s", len(hosts), threads,
+                      " (a retry: hosts this run already released are skipped)" if retry else "",
+                      ", ".join(hosts))
+        progress = BatchOutcome(results=dict(done))
+        self._push_many(context, progress.ordered(hosts))
+        last = [time.monotonic()]
+
+        def on_result(result: dict[str, Any]) -> None:
+            # The views and the run note follow the task host by host (at most every 2 s).
+            progress.results[result["host"]] = result
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                self._push_many(context, progress.ordered(hosts))
+                self._live_note(context, now=f"{result['host']} {result['state']}")
+
+        outcome = run_batch(hosts, threads=threads, job=job,
+                            brake=lambda: read_brake(self.spec.name), done=done, retry=retry,
+                            on_result=on_result, log=self.log)
+        return self._end_many(context, hosts, outcome)
+
+    def _push_many(self, context: Context, results: list[dict[str, Any]]) -> None:
+        ti = context["ti"]
+        ti.xcom_push(key="host_results", value=results)
+        failed = [{"host": r["host"], "message": r.get("message", ""), "phase": r.get("phase"),
+                   "phases": r.get("phases", [])} for r in results if r.get("state") == "failed"]
+        if failed:
+            ti.xcom_push(key="failure", value=failed)
+
+    def _end_many(self, context: Context, hosts: list[str],
+                  outcome: BatchOutcome) -> list[dict[str, Any]]:
+        results = outcome.ordered(hosts)
+        self._push_many(context, results)
+        if outcome.held:
+            self._live_note(context, now=f"{len(outcome.held)} host(s) wait for the brake",
+                            brake=outcome.brake)
+            self.defer(trigger=BrakeReleasedTrigger(self.spec.name), method_name="after_brake_hosts",
+                       kwargs={"done": outcome.results})
+        failed = outcome.failed
+        self._live_note(context)
+        if failed:
+            head = f"{len(failed)} of {len(hosts)} host(s) failed: "
+            raise hostflow.StepFailed(head + "; ".join(str(r.get("message")) for r in failed[:5])
+                                      + (" …" if len(failed) > 5 else ""))
+        return results
+
+    def after_brake_hosts(self, context: Context, event: Any = None,
+                          done: dict[str, dict[str, Any]] | None = None) -> Any:
+        """Back from the brake: go on with the held hosts, or leave them untouched (rollback)."""
+        from tars_operators.release.batch import BatchOutcome
+
+        done = dict(done or {})
+        if event and event.get("brake") == "rollback":
+            why = f"brake asks for rollback ({event.get('reason')})"
+            hosts = [str(h) for h in self.host]
+            for i, name in enumerate(hosts):
+                if name not in done:
+                    self.log.warning("%s untouched: %s", name, why)
+                    done[name] = hostflow.untouched(name, i, why)
+            return self._end_many(context, hosts, BatchOutcome(results=done))
+        return self._run_many(context, done)

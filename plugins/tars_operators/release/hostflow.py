@@ -131,8 +131,9 @@ def _lb(spec: AppSpec) -> Any:
     return load_balancer_for(spec)
 
 
-def run_until_health(job: HostJob, *, log: TaskLog = log_) -> Pending | None:
-    """Stage, pull out, activate and health-check inline; returns Pending to defer the rest."""
+def run_until_health(job: HostJob, *, log: TaskLog = log_, defer: bool = True) -> Pending | None:
+    """Stage, pull out, activate and health-check inline; returns Pending to defer the rest
+    (never with ``defer=False``: a task working on several hosts waits for health inline)."""
     from tars_operators.steps.activate import activate_release
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
@@ -154,16 +155,16 @@ def run_until_health(job: HostJob, *, log: TaskLog = log_) -> Pending | None:
         phase(session, spec, host, job.lease, "checking", job.version)
         if job.progress is not None:
             job.progress("health-checking")
-        return _health(job, session, log)
+        return _health(job, session, log, defer)
 
 
-def _health(job: HostJob, session: HostSession, log: TaskLog) -> Pending | None:
+def _health(job: HostJob, session: HostSession, log: TaskLog, defer: bool = True) -> Pending | None:
     from tars_operators.steps.checks import run_checks
 
     spec = job.spec
     checks = list(spec.config.health)
     grace = spec.config.steps.health_defer_after
-    trigger_cls = _health_trigger()
+    trigger_cls = _health_trigger() if defer else None
     longest = max((c.timeout for c in checks), default=0.0)
     if trigger_cls is None or longest <= grace or not checks:
         job.add(run_checks(session, spec, job.host, job.version, checks, kind="health"), log)

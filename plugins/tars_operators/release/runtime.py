@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tars_operators.config.spec import AppSpec
 from tars_operators.plan.ramp import ReleasePlan
+from tars_operators.plan.tasks import host_index, task_items
 from tars_operators.release.machine import PREPARE, HostTasks, StageOutcome, release_id, split_hosts
 
 if TYPE_CHECKING:
@@ -58,15 +60,22 @@ def stage_outcomes(context: Context, plan: ReleasePlan,
         failures: dict[str, str] = {}
         for tasks in split[stage]:
             task = tasks.task_id
-            results = _host_results(ti, task, len(tasks.hosts)) if tasks.hosts else {}
-            failures.update(pushed_failures(ti, task, len(tasks.hosts)) if tasks.hosts else {})
-            for i, host in enumerate(tasks.hosts):
+            items = _items(context, tasks.hosts)
+            many = any(not isinstance(i, str) for i in items)
+            results = _host_results(ti, task, len(items), many) if items else {}
+            failures.update(pushed_failures(ti, task, len(items)) if items else {})
+            for host, (i, _) in host_index(items).items():
                 state = states.get(f"{task}_{i}") or states.get(task)
-                if state in FAILED_STATES:
+                mine = results.get(host, {}).get("state")
+                if many:  # one host of a multi-host task: its own result counts, once it has one
+                    if mine == "failed" or (state in FAILED_STATES and mine not in ("ok", "untouched")):
+                        failed.append(host)
+                    elif mine in ("ok", "untouched") or state == "success":
+                        (untouched if mine == "untouched" else ok).append(host)
+                elif state in FAILED_STATES:
                     failed.append(host)
                 elif state == "success":
-                    done = results.get(i, {}).get("state") == "untouched"
-                    (untouched if done else ok).append(host)
+                    (untouched if mine == "untouched" else ok).append(host)
         order = {h: i for i, h in enumerate(hosts)}  # release order, whatever the queues
         ok, failed, untouched = (sorted(x, key=order.__getitem__) for x in (ok, failed, untouched))
         why = tuple((h, failures.get(h, "see the task log")) for h in failed)
@@ -92,34 +101,45 @@ def task_spec(context: Context) -> AppSpec | None:
     return load_spec(path, getattr(task, "defaults_path", None))
 
 
-def stage_task_items(context: Context, plan: ReleasePlan, stage: str) -> dict[str, list[Any]]:
+def _items(context: Context, hosts: Sequence[str]) -> list[str] | list[list[str]]:
+    """What one release task is mapped over (``plan.tasks.task_items``, by the app's
+    ``strategy.hosts_per_task``): host names, or lists of them."""
+    spec = task_spec(context)
+    setting = spec.config.strategy.hosts_per_task if spec is not None else "auto"
+    return task_items(setting, hosts)
+
+
+def stage_task_items(context: Context, plan: ReleasePlan,
+                     stage: str) -> dict[str, list[str] | list[list[str]]]:
     """Per release task of ``stage`` (one per queue): what it is mapped over."""
-    return {t.task_id: list(t.hosts)
+    return {t.task_id: _items(context, t.hosts)
             for t in host_tasks(context, release_id(stage), plan.hosts(stage))}
+
+
+def flat_records(values: Any) -> list[dict[str, Any]]:
+    """XCom values of host tasks as one list of records: a one-host task pushes a record, a
+    multi-host task a list of them (``xcom_pull`` of one map index returns it unwrapped)."""
+    if isinstance(values, dict):
+        return [values]
+    if isinstance(values, (list, tuple)):
+        return [r for v in values for r in flat_records(v)]
+    return []
 
 
 def pushed_failures(ti: TaskInstance, task_id: str, n: int) -> dict[str, str]:
     """Failure messages the host tasks of ``task_id`` pushed (key ``failure``) before failing,
     by host (a running stage's too: a host's task pushes before it ends)."""
     values = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=list(range(n)))
-    if values is None:
-        return {}
-    if isinstance(values, dict):
-        values = [values]
-    return {v["host"]: v["message"] for v in values if isinstance(v, dict) and "host" in v}
+    return {v["host"]: v["message"] for v in flat_records(values) if "host" in v}
 
 
-def _host_results(ti: TaskInstance, task_id: str, n: int) -> dict[int, dict[str, Any]]:
-    values = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(n)))
-    if values is None:
-        return {}
-    if isinstance(values, dict):
-        values = [values]
-    out = {}
-    for value in values:
-        if isinstance(value, dict) and "index" in value:
-            out[int(value["index"])] = value
-    return out
+def _host_results(ti: TaskInstance, task_id: str, n: int,
+                  many: bool = False) -> dict[str, dict[str, Any]]:
+    """Each host's result, by host: a one-host task's return value, a multi-host task's
+    ``host_results`` (pushed as it goes, kept when the task fails)."""
+    key = "host_results" if many else "return_value"
+    values = ti.xcom_pull(task_ids=task_id, key=key, map_indexes=list(range(n)))
+    return {str(v["host"]): v for v in flat_records(values) if "host" in v}
 
 
 def touched_hosts(outcomes: list[StageOutcome]) -> list[str]:

@@ -23,6 +23,7 @@ PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
 RUNS_READ = 50  # the newest runs per app read for history and host state
 INSPECT_PREFIX = "tars_inspect__"  # "Refresh from hosts" runs: not releases, not in the history
 INSPECT_TASK = "inspect"
+HOST_RESULTS = "host_results"  # a multi-host release task's per-host results (release/batch.py)
 
 
 def app_dag_ids(app: str) -> list[str]:
@@ -115,11 +116,11 @@ def _read_runs(session: Session, dag_ids: list[str],
             select(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
                    XComModel.key, XComModel.value)
             .where(XComModel.dag_id.in_(dag_ids), XComModel.run_id.in_(run_ids),
-                   XComModel.key.in_(("return_value", "failure", "plan")))):
+                   XComModel.key.in_(("return_value", "failure", "plan", HOST_RESULTS)))):
         if row.key == "plan" or is_host_task(row.task_id):
             xcoms[(row.dag_id, row.run_id, row.task_id, row.map_index, row.key)] = \
                 XComModel.deserialize_value(row)
-    hosts = [_host_record(t, xcoms) for t in tis if is_host_task(t.task_id)]
+    hosts = [h for t in tis if is_host_task(t.task_id) for h in _host_records(t, xcoms)]
     stages = _stages(tis)
     failed: dict[tuple[str, str], list[str]] = defaultdict(list)
     for h in hosts:
@@ -131,6 +132,28 @@ def _read_runs(session: Session, dag_ids: list[str],
 
 def _dict(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
+
+
+def _host_records(t: Any, xcoms: dict[tuple[str, str, str, int, str], Any]) -> list[HostRecord]:
+    """The hosts of one host task instance: one, or each host of a multi-host task
+    (``strategy.hosts_per_task``) with its own result, state and reason."""
+    many = xcoms.get((t.dag_id, t.run_id, t.task_id, t.map_index, HOST_RESULTS))
+    if not isinstance(many, list):
+        return [_host_record(t, xcoms)]
+    ti_state = _state(str(t.state) if t.state is not None else None)
+    out = []
+    for r in many:
+        if not isinstance(r, dict) or not r.get("host"):
+            continue
+        mine = r.get("state")
+        state = ("failed" if mine == "failed" else "success" if mine in ("ok", "untouched")
+                 else ti_state)  # not finished: the task's state (failed if it died)
+        failed = mine == "failed"
+        out.append(HostRecord(t.dag_id, t.run_id, t.task_id, str(r["host"]), state,
+                              t.end_date or t.start_date, None if failed else r,
+                              str(r.get("message") or "") if failed else None,
+                              str(r.get("phase") or "") or None if failed else None))
+    return out
 
 
 def _host_record(t: Any, xcoms: dict[tuple[str, str, str, int, str], Any]) -> HostRecord:
