@@ -26,7 +26,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 # Modules that add subcommands by calling ``command`` at import time.
-EXTENSIONS = ("tars_operators.client.commands",)
+EXTENSIONS = ("tars_operators.client.commands", "tars_operators.client.pools")
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,7 @@ class LeaseLost(RemoteError):
 class TemplateRefused(InvalidValue):
     """A template reads a secret its app does not list (``secrets``), or its source lies outside
     the config repository; the message names the template and the name or path."""
+
+
+class PoolError(TarsError):
+    """The Airflow pool of ``traffic.pool`` is missing and could not be made or checked."""

@@ -190,6 +190,14 @@ class CommandLB(Model):
     state: str | None = None  # must print one of UP / DOWN / DRAIN / MAINT
 
 
+class TrafficPool(Model):
+    """An Airflow pool: how many hosts of this load balancer may be out of rotation at once,
+    across every app and run that names it (release/pools.py)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")]
+    slots: Annotated[int, Field(ge=1)]
+
+
 class Traffic(Model):
     provider: Literal["haproxy", "nginx", "command", "none"] = "none"
     haproxy: Haproxy | None = None
@@ -199,6 +207,7 @@ class Traffic(Model):
     ready_timeout: Annotated[float, Field(gt=0)] = 30.0
     api_deadline: Annotated[float, Field(ge=0)] = 60.0  # seconds an unreachable LB API is retried
     min_in_service: Size = "50%"
+    pool: TrafficPool | None = None  # shared with the other apps behind this load balancer
 
 
 class Approval(Model):

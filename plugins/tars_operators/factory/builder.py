@@ -231,8 +231,13 @@ def _host_tasks(spec: AppSpec, base: str) -> tuple[m.HostTasks, ...]:
 
 
 def _on_queue(spec: AppSpec, task: m.HostTasks) -> dict[str, Any]:
-    """The task's ``queue`` (none given: the executor's default queue)."""
-    return {"queue": task.queue} if task.queue is not None else {}
+    """Where a host task runs: its ``queue`` (none given: the executor's default queue) and
+    the load balancer's pool (``traffic.pool``: one slot per host task, release/pools.py)."""
+    placed: dict[str, Any] = {"queue": task.queue} if task.queue is not None else {}
+    pool = spec.config.traffic.pool
+    if pool is not None:
+        placed.update(pool=pool.name, pool_slots=1)
+    return placed
 
 
 def _hosts_of(upstream: Any, spec: AppSpec, task: m.HostTasks, common: dict[str, Any], *,

@@ -15,6 +15,7 @@ from tars_operators.plan.conf import check_run_conf
 from tars_operators.release.events import notify
 from tars_operators.release.machine import DRY_RUN, FETCH
 from tars_operators.release.notes import compose, set_run_note
+from tars_operators.release.pools import ensure_pool
 from tars_operators.plan.ramp import ReleasePlan
 from tars_operators.plan.request import ReleaseRequest, plan_request
 from tars_operators.release.runtime import load_spec
@@ -47,6 +48,9 @@ class PrepareOperator(BaseBranchOperator):
         spec = load_spec(self.config_path, self.defaults_path)
         try:
             plan = self._plan(spec, context)
+            pool = ensure_pool(spec, self.log)  # traffic.pool: a missing one leaves tasks queued
+            if pool:
+                self.log.info("%s", pool)
         except TarsError as exc:
             self._refuse(context, str(exc))
         overridden = self._window(spec, context, plan)

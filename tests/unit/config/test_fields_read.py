@@ -38,6 +38,7 @@ READERS: dict[tuple[str, str], str] = {
     ("HostEntry", "airflow"): "config/inventory.py",
     ("Group", "airflow"): "config/inventory.py",
     ("AppConfig", "airflow"): "factory/builder.py",
+    ("TrafficPool", "name"): "release/pools.py",
     ("TcpCheck", "address"): "steps/evaluator.py",
     ("Haproxy", "address"): "hooks/lb/haproxy.py",
     ("CommandCheck", "command"): "steps/evaluator.py",
