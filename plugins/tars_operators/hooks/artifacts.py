@@ -143,6 +143,23 @@ def fetch_artifact(
     return FetchedArtifact(version, url, sha, path, path.stat().st_size, time.monotonic() - started)
 
 
+def on_this_worker(artifact: FetchedArtifact, spec: AppSpec, *, cache_dir: Path | None = None,
+                   timeout: float = 300.0) -> FetchedArtifact:
+    """The artifact's copy on the machine running this task. ``fetch`` may have run on another
+    worker (CeleryExecutor): its path is then missing here (or another file), so the artifact
+    is downloaded again into this worker's cache and verified against the sha256 ``fetch``
+    resolved. Pull delivery (no local copy) is returned as it is."""
+    if artifact.path is None:
+        return artifact
+    if artifact.path.is_file() and sha256_file(artifact.path) == artifact.sha256:
+        return artifact
+    # XCom carries the URL without its secrets: render it from the config again.
+    path = cached_or_download(artifact_url(spec, artifact.version), artifact.sha256,
+                              cache_dir or default_cache_dir(), timeout)
+    return FetchedArtifact(artifact.version, artifact.url, artifact.sha256, path,
+                           path.stat().st_size, artifact.seconds)
+
+
 def cached_or_download(url: str, sha256: str, cache_dir: Path, timeout: float) -> Path:
     """``<cache>/<sha256>.tar.gz``, downloading (tmp + verify + rename) when missing or corrupt."""
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,9 @@ from tars_operators.errors import (
     RemoteError,
     UnsafeArchiveOnHost,
 )
-from tars_operators.hooks.artifacts import FetchedArtifact, artifact_url, fetch_artifact, sha256_file
+from tars_operators.hooks.artifacts import (
+    FetchedArtifact, artifact_url, fetch_artifact, on_this_worker, sha256_file,
+)
 from tars_operators.hooks.ssh import HostSession
 from tars_operators.remote.archive import check_archive
 from tars_operators.remote.commands import (
@@ -59,7 +61,8 @@ def _stage_once(
     started = time.monotonic()
     ctx = install_context(spec, host, version)
     layout = ReleaseLayout(ctx["deploy_root"])
-    artifact = artifact or fetch_artifact(spec, version, host=host)
+    # fetch's copy may be on another worker: re-fetched here (sha256 verified) when missing
+    artifact = on_this_worker(artifact, spec) if artifact else fetch_artifact(spec, version, host=host)
     unpacked = _check_artifact(artifact, version, spec)
     files = render_templates(spec, host, ctx)
     commands = render_commands(spec, host, ctx)
