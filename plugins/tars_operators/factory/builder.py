@@ -220,8 +220,11 @@ def build_inspect_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DA
                f"other releases on disk, a release's lease) over SSH and its state in the load "
                f"balancer. Changes nothing; the App view shows the result.",
     ) as dag:
-        InspectHostsOperator(task_id=INSPECT, config_path=str(spec.source),
-                             defaults_path=str(defaults_path) if defaults_path else None)
+        for task in _host_tasks(spec, INSPECT):  # one per queue: a worker that reaches its hosts
+            InspectHostsOperator(task_id=task.task_id, host_queue=task.queue,
+                                 config_path=str(spec.source),
+                                 defaults_path=str(defaults_path) if defaults_path else None,
+                                 **({"queue": task.queue} if task.queue is not None else {}))
     return dag
 
 

@@ -33,13 +33,22 @@ def host_report(truth: HostTruth) -> dict[str, Any]:
 
 
 class InspectHostsOperator(SpecOperator):
-    """Read every host of the app (release state over SSH, state in the LB); never changes one."""
+    """Read every host of the app (release state over SSH, state in the LB); never changes one.
+
+    With the app's hosts on several queues (``airflow.queue``) there is one such task per
+    queue, each reading that queue's hosts (``host_queue``) from a worker that reaches them.
+    """
 
     ui_color = "#e8f0fe"
 
+    def __init__(self, *, host_queue: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.host_queue = host_queue
+
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.spec
-        names = [h.name for h in spec.hosts]
+        several = len(spec.queues) > 1
+        names = [h.name for h in spec.hosts if not several or h.queue == self.host_queue]
         read_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         truth = read_truth(spec, names, log=self.log, step=INSPECT)
         for name in names:

@@ -65,15 +65,29 @@ def read_inspect(session: Session, app: str) -> InspectRecord | None:
     rows = session.execute(
         select(XComModel.run_id, XComModel.value, XComModel.dag_id, XComModel.task_id,
                XComModel.map_index, XComModel.key)
-        .where(XComModel.dag_id == dag_id, XComModel.task_id == INSPECT_TASK,
-               XComModel.key == "return_value",
+        .where(XComModel.dag_id == dag_id, XComModel.key == "return_value",
                XComModel.run_id.in_([r.run_id for r in runs])))
-    results = {row.run_id: _dict(XComModel.deserialize_value(row)) for row in rows}
+    # One inspect task per queue of the app's hosts (``inspect``, ``inspect.<queue>``): a
+    # run's result is theirs together.
+    results: dict[str, dict[str, Any] | None] = {}
+    for row in rows:
+        part = _dict(XComModel.deserialize_value(row))
+        if row.task_id.split(".", 1)[0] == INSPECT_TASK and part is not None:
+            results[row.run_id] = _merge_reads(results.get(row.run_id), part)
     newest = runs[0]
     read_run = next((r.run_id for r in runs if results.get(r.run_id)), "")
     return InspectRecord(dag_id, newest.run_id,
                          _state(str(newest.state)) if newest.state is not None else None,
                          newest.start_date, newest.end_date, read_run, results.get(read_run))
+
+
+def _merge_reads(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two inspect tasks' reads as one: every host, read at the earlier time."""
+    if a is None:
+        return b
+    times = [str(t) for t in (a.get("read_at"), b.get("read_at")) if t]
+    return {"read_at": min(times) if times else "",
+            "hosts": [*(a.get("hosts") or []), *(b.get("hosts") or [])]}
 
 
 def read_app(session: Session, app: str) -> tuple[list[RunRecord], list[HostRecord]]:

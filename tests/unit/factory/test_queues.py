@@ -23,6 +23,7 @@ def spec_for(tmp_path: Path, queues: dict[str, str | None], *, group_of=None, ho
              **strategy: object):
     """Hosts h01…h06; odd ones in group dc1, even ones in dc2 (unless ``group_of`` says)."""
     data = yaml.safe_load((REPO / "configs/apps/demo.yaml").read_text())
+    data.pop("analysis", None)  # the demo's canary analysis names the fort stage
     group_of = group_of or (lambda i: "dc1" if i % 2 else "dc2")
     host_queue = host_queue or {}
     data["hosts"] = {
@@ -158,3 +159,18 @@ def test_progress_counts_a_stage_once_across_its_queues() -> None:
     snap = snapshot({"state": "running"}, tis)
     assert [s.line() for s in snap.stages] == [
         "fort: 1/3 host(s) done, 1 in progress", "rollback: 1/1 host(s) done"]
+
+
+def test_inspect_reads_each_queues_hosts_from_that_queue(tmp_path: Path) -> None:
+    from tars_operators.factory.builder import build_inspect_dag
+    from tars_operators.web.records import _merge_reads
+
+    spec = spec_for(tmp_path, {"dc1": "dc1", "dc2": "dc2"})
+    dag = build_inspect_dag(spec)
+    assert {t.task_id: (t.queue, t.host_queue) for t in dag.tasks} == {
+        "inspect.dc1": ("dc1", "dc1"), "inspect.dc2": ("dc2", "dc2")}
+    one = build_inspect_dag(spec_for(tmp_path, {"dc1": "dc1", "dc2": "dc1"}))
+    assert [(t.task_id, t.queue) for t in one.tasks] == [("inspect", "dc1")]
+    merged = _merge_reads({"read_at": "2026-01-01T10:00:05", "hosts": [{"host": "h01"}]},
+                          {"read_at": "2026-01-01T10:00:01", "hosts": [{"host": "h02"}]})
+    assert merged == {"read_at": "2026-01-01T10:00:01", "hosts": [{"host": "h01"}, {"host": "h02"}]}
