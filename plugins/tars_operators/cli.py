@@ -26,7 +26,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 # Modules that add subcommands by calling ``command`` at import time.
-EXTENSIONS = ("tars_operators.client.commands", "tars_operators.client.pools")
+EXTENSIONS = ("tars_operators.client.commands", "tars_operators.client.assemble",
+              "tars_operators.client.pools")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ def _summary(spec: AppSpec) -> str:
         " artifact.version_pattern)"),
     *REQUEST_ARGS,
     arg("--json", action="store_true", help="print JSON instead of a table"),
+    arg("--check-hosts", action="store_true", help="also check runtime.requires on the planned"
+        " hosts over SSH now (needs the app's Airflow SSH connection, e.g. AIRFLOW_CONN_*)"),
 )
 def _plan(args: argparse.Namespace) -> int:
     from tars_operators.errors import TarsError
@@ -172,8 +175,26 @@ def _plan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
     data = preview(spec, plan, window_status(spec.config.schedule, now), now=now)
-    print(json.dumps(data, indent=2) if args.json else render_table(data))
+    if args.check_hosts:  # readiness: the check preflight makes, run from here
+        from tars_operators.assembly.preflight import check_hosts
+
+        found = check_hosts(spec, plan.all_hosts)
+        data["readiness"] = [found[n].as_dict() for n in plan.all_hosts]
+    print(json.dumps(data, indent=2) if args.json else render_table(data)
+          + (_readiness(data["readiness"]) if args.check_hosts else ""))
     return EXIT_OK
+
+
+def _readiness(rows: list[dict[str, Any]]) -> str:
+    """``host  ready|NOT READY  what is missing`` lines under the plan's table."""
+    lines = ["", "readiness (runtime.requires, checked now):"]
+    for row in rows:
+        missing = [f"{c['requirement']}: found {c['found']}, expected {c['expected']}"
+                   for c in row["checks"] if not c["ok"]]
+        state = ("not checked: " + row["error"] if row["error"]
+                 else "ready" if row["ready"] else "NOT READY: " + "; ".join(missing))
+        lines.append(f"  {row['host']}: {state}")
+    return "\n".join(lines) + "\n"
 
 
 def _find_app(name: str, config_dir: Path) -> Any:

@@ -213,3 +213,6 @@ def _timezone_hint(name: str) -> str | None:
 check()(check_template_fields)
 check()(check_template_files)
 check()(check_template_secrets)
+
+# The runtime section's checks (host requirements, assembly) likewise.
+from tars_operators.config import runtime_checks  # noqa: E402,F401

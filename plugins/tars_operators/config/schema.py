@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tars_operators.config.runtime import Runtime
+
 SAFE_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 DEFAULT_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"
@@ -93,6 +95,7 @@ class HostEntry(Model):
 
 class Group(Model):
     vars: dict[str, Any] = {}
+    runtime: Runtime | None = None  # replaces the app's runtime fields it sets
     airflow: HostAirflow = HostAirflow()
 
 
@@ -407,3 +410,4 @@ class AppConfig(Model):
     steps: Steps = Steps()
     notify: Notify = Notify()
     airflow: AirflowSettings = AirflowSettings()
+    runtime: Runtime = Runtime()  # host requirements and assembly (config/runtime.py)

@@ -16,7 +16,8 @@ from tars_operators.config.finder import find_app
 from tars_operators.config.loader import load_all
 from tars_operators.errors import ConfigError
 
-PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__", "tars_inspect__")
+PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__", "tars_inspect__",
+            "tars_assemble__")
 
 
 class BrokenConfigs(DAG):
@@ -36,9 +37,16 @@ def _wanted(only: str | None) -> str | None:
     return ""  # some other DAG: build nothing
 
 
+def _has_runtime(spec: Any) -> bool:
+    rt = spec.config.runtime
+    return bool(rt.requires or rt.assemble) or any(
+        g.runtime is not None for g in spec.config.hosts.groups.values())
+
+
 def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | None = None) -> dict[str, Any]:
     """``{dag_id: DAG}`` for the module's globals."""
     from tars_operators.factory.builder import build_dag, build_inspect_dag, build_rollback_dag
+    from tars_operators.factory.assemble import build_assemble_dag
 
     app = _wanted(only)
     if app == "":
@@ -59,6 +67,8 @@ def build_all(config_dir: Path, *, only: str | None = None, base_dir: Path | Non
                  "deploy": lambda: build_dag(spec),
                  "rollback": lambda: build_rollback_dag(spec),
                  "inspect": lambda: build_inspect_dag(spec)}
+        if _has_runtime(spec):  # apps that say what a host needs get tars_assemble__<app>
+            kinds["assemble"] = lambda: build_assemble_dag(spec)
         if spec.config.schedule.canary is not None:
             kinds["canary"] = lambda: build_dag(spec, canary=True)
         for kind, make in kinds.items():

@@ -72,7 +72,22 @@ class PrepareOperator(BaseBranchOperator):
         check_run_conf(dr.conf, self.dag.params.keys(), self.dag.dag_id)
         who = dr.triggering_user_name or ("scheduler" if dr.run_type != "manual" else "")
         request = ReleaseRequest.from_params(context["params"], who=who)
+        self._request = request  # preflight's skip_unready plans again without the unready
         return plan_request(spec, request, slots=self.slots, canary=self.canary)
+
+    def _preflight(self, spec: AppSpec, plan: ReleasePlan) -> tuple[ReleasePlan, list[str]]:
+        """Every planned host's ``runtime.requires``, in parallel, before any host leaves
+        rotation: refuse (a ``PlanError`` with the table) or plan without the unready hosts."""
+        from tars_operators.assembly.preflight import artifact_size, preflight
+
+        found = preflight(spec, plan.all_hosts, artifact_bytes=artifact_size(spec, plan.version))
+        for line in found.lines:
+            self.log.warning("%s", line)
+        if not found.skipped:
+            return plan, list(found.lines)
+        kept = replace(self._request, hosts=list(found.keep), version=plan.version)
+        again = plan_request(spec, kept, slots=self.slots, canary=self.canary)
+        return replace(again, version=plan.version), list(found.lines)
 
     def _window(self, spec: AppSpec, context: Context, plan: ReleasePlan) -> Any:
         """Return when releasing is allowed now: the closed status a force overrode, or None.
@@ -120,6 +135,10 @@ class PrepareOperator(BaseBranchOperator):
     def _commit(self, spec: AppSpec, context: Context, plan: ReleasePlan, overridden: Any) -> str:
         from tars_operators.hooks.lb.provider import load_balancer_for
 
+        try:
+            plan, ready_lines = self._preflight(spec, plan)
+        except TarsError as exc:
+            self._refuse(context, str(exc))
         in_rotation: tuple[str, ...] = ()
         if spec.config.traffic.provider != "none":
             try:
@@ -133,6 +152,7 @@ class PrepareOperator(BaseBranchOperator):
         stages = ", ".join(f"{s.name}: {len(s.hosts)}" for s in plan.stages)
         extra = [f"FORCED past a closed window ({overridden.reason}): {plan.forced}"] if overridden else []
         extra += [f"fort skipped: {plan.skip_fort}"] if plan.skip_fort else []
+        extra += ready_lines
         head = ("dry run: " if plan.dry_run else "planned: ") + (
             f"{len(plan.all_hosts)} hosts → {plan.version} ({stages})"
         )

@@ -138,6 +138,7 @@ def run_until_health(job: HostJob, *, log: TaskLog = log_, defer: bool = True) -
     from tars_operators.steps.stage import stage_release
     from tars_operators.steps.traffic import check_capacity, pull_out
 
+    from tars_operators.assembly.preflight import recheck
     from tars_operators.release.leases import phase, take
 
     spec, host = job.spec, job.host
@@ -145,6 +146,9 @@ def run_until_health(job: HostJob, *, log: TaskLog = log_, defer: bool = True) -
         # One writer per host: nothing is changed before the run holds the host's lease.
         # (Connected first: an unreachable host fails at its first step, not at the lease.)
         session.connect("stage")
+        # Requirements again, cheaply, before the lease and pull-out: a host that lost one
+        # since preflight fails here, still in rotation (assembly/preflight.py).
+        recheck(session, spec, host, artifact_bytes=job.artifact.size if job.artifact else None)
         take(session, spec, host, job.lease, phase="staging", version=job.version, log=log)
         job.add(stage_release(session, spec, host, job.version, job.artifact, job.run_id), log)
         with _lb(spec) as lb:

@@ -73,6 +73,8 @@ READERS: dict[tuple[str, str], str] = {
     ("HostEntry", "vars"): "config/inventory.py",
     ("Group", "vars"): "config/inventory.py",
     ("Hosts", "vars"): "config/inventory.py",
+    ("AppConfig", "runtime"): "assembly/requirements.py",
+    ("Group", "runtime"): "assembly/requirements.py",
 }
 
 

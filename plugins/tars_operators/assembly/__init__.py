@@ -1,0 +1,1 @@
+"""Host assembly: runtime requirements (preflight), assemble steps, the assemble DAG's work."""
