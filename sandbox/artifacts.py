@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -15,7 +16,12 @@ from pathlib import Path
 from sandbox.procs import Tracked
 
 GOOD_VERSIONS = ("1.0.0", "1.1.0", "2.0.0", "2.1.0")
-BAD_VERSIONS = {"2.0.0-broken": "broken", "2.0.0-slow": "slow"}
+BAD_VERSIONS = {"2.0.0-broken": "broken", "2.0.0-slow": "slow",
+                # Pass /health but serve users badly (canary analysis sees them, health cannot):
+                "2.0.0-errors": "errors", "2.0.0-latency": "latency"}
+# How a build behaves, in its tarball's BUILD file (the app, or a sandbox serving every host
+# from one process, reads it): 5% of requests to / answer 500; 200 ms added to each.
+BUILD_SETTINGS = {"error_percent": 5, "latency_ms": 200}
 LATEST_GOOD = "2.1.0"
 BASELINE_VERSION = "1.0.0"
 # Fixed mtime so the same sources always give the same bytes and the same sha256.
@@ -41,9 +47,11 @@ def _demo_source(name: str) -> bytes:
 
 
 def build_tarball(version: str, build: str) -> bytes:
-    """Bytes of demo-<version>.tar.gz: app.py, VERSION, bin/demo-ctl at the archive root."""
+    """Bytes of demo-<version>.tar.gz: app.py, BUILD, VERSION, bin/demo-ctl at the archive root."""
     app = _demo_source("app.py").replace(b'"@BUILD@"', f'"{build}"'.encode())
+    behaviour = json.dumps({"build": build, **BUILD_SETTINGS}, sort_keys=True)
     members = [
+        ("BUILD", f"{behaviour}\n".encode(), 0o644),
         ("VERSION", f"{version}\n".encode(), 0o644),
         ("app.py", app, 0o644),
         ("bin", None, 0o755),

@@ -112,5 +112,9 @@ class TemplateRefused(InvalidValue):
     the config repository; the message names the template and the name or path."""
 
 
+class AnalysisError(TarsError):
+    """Canary analysis could not read its numbers (a metrics API or the LB's counters)."""
+
+
 class PoolError(TarsError):
     """The Airflow pool of ``traffic.pool`` is missing and could not be made or checked."""

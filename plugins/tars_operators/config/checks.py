@@ -214,5 +214,8 @@ check()(check_template_fields)
 check()(check_template_files)
 check()(check_template_secrets)
 
+# The analysis section's checks live beside its models; importing them registers them.
+from tars_operators.config import analysis_checks  # noqa: E402,F401
+
 # The runtime section's checks (host requirements, assembly) likewise.
 from tars_operators.config import runtime_checks  # noqa: E402,F401

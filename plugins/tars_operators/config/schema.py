@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tars_operators.config.analysis import Analysis
+
 from tars_operators.config.runtime import Runtime
 
 SAFE_NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -410,4 +412,5 @@ class AppConfig(Model):
     steps: Steps = Steps()
     notify: Notify = Notify()
     airflow: AirflowSettings = AirflowSettings()
+    analysis: Analysis = Analysis()  # canary analysis (config/analysis.py)
     runtime: Runtime = Runtime()  # host requirements and assembly (config/runtime.py)

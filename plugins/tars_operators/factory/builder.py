@@ -12,7 +12,7 @@ prepare ─► fetch ─► fort.enter ─► fort.release[host…] ─► fort.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tars_operators.config.spec import AppSpec
 from tars_operators.factory.doc import plan_doc
 from tars_operators.factory.params import build_params
 from tars_operators.release import machine as m
+from tars_operators.release.analysis import approval_stages, bake_in_gate
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not an index
@@ -47,8 +48,11 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
     slots = stage_slots(spec)
     if canary:
         slots = [s for s in slots if s == "fort"][:1] or slots[:1]
-    approval_after = set(c.strategy.approval.after) if c.strategy.approval.enabled else set()
+    approval_after = approval_stages(c, slots)  # strategy.approval.after + analysis's own
     nodes = m.topology(slots, approval_after, bake=c.strategy.bake_seconds > 0)
+    # An analysed stage's bake is its analysis window, watched by its gate: no bake task.
+    nodes = [replace(n, after_gate=tuple(t for t in n.after_gate if t != m.bake_id(n.stage)))
+             if bake_in_gate(c, n.stage) else n for n in nodes]
     if _canary_approval(spec, canary):
         nodes = [CanaryNode(**vars(nodes[0]), approve=m.approve_id(slots[0]))]
     common: dict[str, Any] = {"config_path": str(spec.source),

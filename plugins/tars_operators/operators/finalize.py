@@ -13,6 +13,7 @@ from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder
 from tars_operators.release.machine import FETCH, PREPARE
 from tars_operators.release.notes import Progress, compose, set_run_note
+from tars_operators.release.observe import analysis_headlines
 from tars_operators.release.runtime import run_plan, stage_outcomes
 from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
@@ -62,6 +63,7 @@ class FinalizeOperator(SpecOperator):
         details += [f"{h}: finished; its task's report was lost (counted as done: the host "
                     f"runs {plan.version}, marked good by this run, UP)" for h in late]
         details += _repairs(repaired, seen)
+        details += analysis_headlines(context["ti"], plan.slot_names)  # canary analysis verdicts
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
                                                    details))

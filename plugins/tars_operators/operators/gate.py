@@ -7,15 +7,20 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from tars_operators.config.spec import AppSpec
+from tars_operators.errors import TarsError
+from tars_operators.release.analysis import StageAnalysis, after_analysis, analysis_only_approval
 from tars_operators.release.brake import read_brake
 from tars_operators.release.events import notify
 from tars_operators.release.machine import (
-    Brake, Decision, GateInput, StageNode, decide, release_after_gate, route,
+    Brake, Decision, GateInput, StageNode, StageOutcome, approve_id, decide, release_after_gate,
+    route,
 )
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
 from tars_operators.plan.ramp import ReleasePlan
+from tars_operators.release.observe import ANALYSIS_BEFORE, failed_reading, observe
 from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
 from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
@@ -65,11 +70,23 @@ class GateOperator(BaseBranchOperator):
             budget_total=plan.budget_total, on_failure=self.on_failure,
             is_last=not remaining, brake=brake,
         ))
+        analysis, ask = None, False
+        spec = load_spec(self.config_path, self.defaults_path)
+        if (verdict.decision in (Decision.CONTINUE, Decision.FINISH) and outcome.succeeded
+                and spec.config.analysis.judges(self.node.stage)):
+            analysis = self._analyse(context, spec, plan, outcomes)
+            verdict, ask = after_analysis(verdict, analysis, on_failure=self.on_failure,
+                                          inconclusive=spec.config.analysis.inconclusive)
+            ti.xcom_push(key="analysis", value=analysis.as_dict())
         late_lines = [f"{h}: finished; its task's report was lost (counted as done)" for h in late]
         self._note(context, plan, outcomes,
-                   [verdict.reason] + [m for o in outcomes for _, m in o.why] + late_lines, brake)
+                   [verdict.reason] + [m for o in outcomes for _, m in o.why] + late_lines
+                   + (analysis.lines() if analysis else []), brake)
         target = route(self.node, verdict, remaining=bool(remaining),
                        stage_had_hosts=bool(outcome.hosts))
+        if target == approve_id(self.node.stage) and not ask and analysis_only_approval(
+                spec.config, self.node.stage):
+            target = self.node.next_enter  # that approval is asked only when inconclusive
         release = release_after_gate(self.node, target)
         self.log.info("gate %s: %s — %s; release %s", self.node.stage, verdict.decision.value,
                       verdict.reason, release.value)
@@ -83,6 +100,22 @@ class GateOperator(BaseBranchOperator):
         if target is None:
             self.defer(trigger=BrakeReleasedTrigger(self.app), method_name="execute_complete")
         return target
+
+    def _analyse(self, context: Context, spec: AppSpec, plan: ReleasePlan,
+                 outcomes: list[StageOutcome]) -> StageAnalysis:
+        """Watch the stage's hosts for the window against those the run has not released."""
+        ti = context["ti"]
+        released = {h for o in outcomes for h in o.hosts}
+        baseline = [h.name for h in spec.hosts if h.name not in released]
+        before = ti.xcom_pull(task_ids=self.node.enter, key=ANALYSIS_BEFORE) or {}
+        window = spec.config.analysis.window(spec.config.strategy.bake_seconds)
+        try:
+            return observe(spec, self.node.stage, plan.version, list(outcomes[-1].succeeded),
+                           baseline, before=before.get("counters"), before_at=before.get("at"),
+                           log=self.log)
+        except TarsError as exc:
+            self.log.warning("analysis %s: %s", self.node.stage, exc)
+            return failed_reading(self.node.stage, window, exc)
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """The brake changed: decide again from fresh state."""

@@ -18,6 +18,7 @@ from tars_operators.release import hostflow
 from tars_operators.release.brake import read_brake
 from tars_operators.release.leases import RunLease
 from tars_operators.release.machine import FETCH, Brake, Decision, before_host
+from tars_operators.release.observe import record_before
 from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
@@ -54,6 +55,7 @@ class EnterStageOperator(SpecOperator):
         plan = run_plan(context)
         hosts = plan.hosts(self.stage)
         self.log.info("entering %s: %d host(s): %s", self.stage, len(hosts), ", ".join(hosts))
+        record_before(self.spec, self.stage, hosts, context["ti"], self.log)  # canary analysis
         tasks = host_tasks(context, release_id(self.stage), hosts)
         # strategy.hosts_per_task: each task instance gets a host, or a list of hosts
         items = stage_task_items(context, plan, self.stage)

@@ -27,6 +27,7 @@ def preview(spec: AppSpec, plan: ReleasePlan, status: WindowStatus, *,
         "on_failure": cfg.strategy.on_failure,
         "approval_after": list(cfg.strategy.approval.after) if cfg.strategy.approval.enabled
         else [],
+        "analysis": analysis_preview(spec, plan),
         "schedule": {
             "timezone": schedule.timezone,
             "windows": [describe_window(w) for w in schedule.windows],
@@ -63,8 +64,42 @@ def render_table(data: dict[str, Any]) -> str:
     ]
     if data["approval_after"]:
         lines.append(f"approval after: {', '.join(data['approval_after'])}")
+    lines += _analysis_lines(data.get("analysis"))
     lines += _schedule_lines(data["schedule"])
     return "\n".join(lines)
+
+
+def analysis_preview(spec: AppSpec, plan: ReleasePlan) -> dict[str, Any] | None:
+    """The canary analysis the release will run (None: off)."""
+    a = spec.config.analysis
+    stages = [s for s in plan.stage_names if a.judges(s)]
+    if not a.enabled or not stages:
+        return None
+    metrics = []
+    for m in a.metrics:
+        rules = ([f"above {m.max_absolute:g}"] if m.max_absolute is not None else []) + (
+            [f"above baseline × {m.max_ratio_vs_baseline:g}"
+             + (f" + {m.tolerance:g}" if m.tolerance else "")]
+            if m.max_ratio_vs_baseline is not None else [])
+        source = f"lb {m.lb}" if m.lb else f"query {m.query}"
+        metrics.append({"name": m.name, "source": source, "fails": " or ".join(rules),
+                        "min_requests": m.min_requests if m.min_requests is not None
+                        else a.min_requests if m.lb else None})
+    return {"stages": stages, "window_seconds": a.window(spec.config.strategy.bake_seconds),
+            "window_from": "analysis.window_seconds" if a.window_seconds is not None
+            else "strategy.bake_seconds", "inconclusive": a.inconclusive, "metrics": metrics}
+
+
+def _analysis_lines(analysis: dict[str, Any] | None) -> list[str]:
+    if not analysis:
+        return []
+    lines = [f"analysis at {', '.join(analysis['stages'])}: {analysis['window_seconds']:g}s window "
+             f"({analysis['window_from']}) against hosts still on the previous version; "
+             f"inconclusive → {analysis['inconclusive']}"]
+    for m in analysis["metrics"]:
+        need = f"; at least {m['min_requests']} requests" if m["min_requests"] is not None else ""
+        lines.append(f"  {m['name']}: {m['source']}; fails {m['fails']}{need}")
+    return lines
 
 
 def _schedule_lines(schedule: dict[str, Any]) -> list[str]:

@@ -56,6 +56,7 @@ class RunRecord:
     stage: str | None = None  # the stage a running run is in (last stage entered)
     note: str = ""
     failed_hosts: tuple[str, ...] = ()
+    analysis: tuple[str, ...] = ()  # each judged stage's canary analysis verdict line
 
     @property
     def kind(self) -> str:
@@ -340,6 +341,7 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
                    for s, h in plan_stages(plan) if h],
         "budget_total": plan.get("budget_total"), "failed_hosts": list(run.failed_hosts),
         "budgets": [asdict(b) for b in budgets_used(run)],
+        "analysis": list(run.analysis),
     }
 
 

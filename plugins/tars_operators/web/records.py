@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tars_operators.release.machine import PREPARE, is_enter_task, is_release_task, stage_of
-from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task
+from tars_operators.release.machine import (
+    PREPARE, gate_id, is_enter_task, is_release_task, stage_of,
+)
+from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task, plan_stages
 from tars_operators.web.onhost import InspectRecord
 
 PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
@@ -130,8 +132,9 @@ def _read_runs(session: Session, dag_ids: list[str],
             select(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
                    XComModel.key, XComModel.value)
             .where(XComModel.dag_id.in_(dag_ids), XComModel.run_id.in_(run_ids),
-                   XComModel.key.in_(("return_value", "failure", "plan", HOST_RESULTS)))):
-        if row.key == "plan" or is_host_task(row.task_id):
+                   XComModel.key.in_(("return_value", "failure", "plan", HOST_RESULTS,
+                                      "analysis")))):
+        if row.key in ("plan", "analysis") or is_host_task(row.task_id):
             xcoms[(row.dag_id, row.run_id, row.task_id, row.map_index, row.key)] = \
                 XComModel.deserialize_value(row)
     hosts = [h for t in tis if is_host_task(t.task_id) for h in _host_records(t, xcoms)]
@@ -209,4 +212,13 @@ def _run_record(run: Any, xcoms: dict[tuple[str, str, str, int, str], Any],
     return RunRecord(run.dag_id, run.run_id, state, run.start_date, run.end_date,
                      conf=dict(run.conf or {}), who=who, plan=plan,
                      stage=stages.get((run.dag_id, run.run_id)), note=str(run.note or ""),
-                     failed_hosts=tuple(sorted(failed.get((run.dag_id, run.run_id), []))))
+                     failed_hosts=tuple(sorted(failed.get((run.dag_id, run.run_id), []))),
+                     analysis=_analysis(run, xcoms, plan))
+
+
+def _analysis(run: Any, xcoms: dict[tuple[str, str, str, int, str], Any],
+              plan: dict[str, Any] | None) -> tuple[str, ...]:
+    """Each judged stage's canary analysis verdict (its gate's XCom ``analysis``), in order."""
+    found = [_dict(xcoms.get((run.dag_id, run.run_id, gate_id(stage), -1, "analysis")))
+             for stage, _ in plan_stages(plan)]
+    return tuple(str(a["headline"]) for a in found if a and a.get("headline"))

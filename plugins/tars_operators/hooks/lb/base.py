@@ -126,6 +126,20 @@ class ServerState:
         return f"{self.status} ({', '.join(parts)})"
 
 
+@dataclass(frozen=True)
+class ServerCounters:
+    """One server's traffic as the LB counts it: cumulative counts since it started, and its
+    moving-average times (HAProxy: over the last 1024 responses)."""
+
+    server: str
+    responses: int  # HTTP responses sent (every status class)
+    r4xx: int
+    r5xx: int
+    errors: int  # failed connections and responses to the server (no HTTP status)
+    response_ms: float
+    total_ms: float
+
+
 def render_for_host(spec: AppSpec, host: Host, template: str, field: str) -> str:
     """Render a per-host template of the traffic config; a failure names the field and host."""
     try:
@@ -247,6 +261,19 @@ class LoadBalancer(ABC):
     def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
         """One attempt at `states`; providers that can read all servers at once override this."""
         return {host.name: self._state(host) for host in hosts}
+
+    # Canary analysis reads per-server counters (``counters``); providers that have none
+    # leave this False and lint refuses an ``analysis`` metric with ``lb:`` for them.
+    offers_counters: ClassVar[bool] = False
+
+    def counters(self, hosts: Iterable[Host]) -> dict[str, ServerCounters]:
+        """Host name → its server's counters now."""
+        hosts = list(hosts)
+        return self.call("read the servers' counters", None, lambda: self._counters(hosts))
+
+    def _counters(self, hosts: list[Host]) -> dict[str, ServerCounters]:
+        raise LoadBalancerError(f"traffic.provider {self.provider!r} does not report per-server "
+                                f"counters: use 'query' metrics in analysis (Prometheus)")
 
     def close(self) -> None:
         """Release connections (SSH sessions); the object stays usable and reconnects lazily."""

@@ -18,7 +18,9 @@ from tars_operators.config.schema import Haproxy
 from tars_operators.config.spec import AppSpec, Host, template_context
 from tars_operators.config.templating import render
 from tars_operators.errors import LoadBalancerError
-from tars_operators.hooks.lb.base import Admin, LoadBalancer, ServerState, render_for_host
+from tars_operators.hooks.lb.base import (
+    Admin, LoadBalancer, ServerCounters, ServerState, render_for_host,
+)
 from tars_operators.hooks.lb.runtime_api import (
     RuntimeAPI,
     StatRow,
@@ -26,6 +28,7 @@ from tars_operators.hooks.lb.runtime_api import (
     check_name,
     parse_servers_state,
     parse_show_stat,
+    parse_stat_counters,
 )
 from tars_operators.hooks.lb.remote import SSHRunner, resolve_host
 
@@ -38,6 +41,7 @@ class HaproxyBalancer(LoadBalancer):
     """One backend of one HAProxy, reached on the controller or on ``lb_host`` over SSH."""
 
     provider = "haproxy"
+    offers_counters = True
 
     def __init__(self, spec: AppSpec, api: RuntimeAPI | None = None) -> None:
         super().__init__(spec)
@@ -105,6 +109,15 @@ class HaproxyBalancer(LoadBalancer):
 
     def _state(self, host: Host) -> ServerState:
         return self._states([host])[host.name]
+
+    def _counters(self, hosts: list[Host]) -> dict[str, ServerCounters]:
+        (stat,) = self.api.ask("show stat")
+        rows = parse_stat_counters(stat, self.backend)
+        names = {host.name: self.server_name(host) for host in hosts}
+        missing = [server for server in names.values() if server not in rows]
+        if missing:
+            raise self._missing(missing, rows)
+        return {host: rows[server] for host, server in names.items()}
 
     # -- changing --------------------------------------------------------------------------------
     def _set_state(self, host: Host, admin: str) -> None:

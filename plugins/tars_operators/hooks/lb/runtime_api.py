@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tars_operators.errors import LoadBalancerError, LoadBalancerUnreachable
-from tars_operators.hooks.lb.base import Admin
+from tars_operators.hooks.lb.base import Admin, ServerCounters
 from tars_operators.hooks.lb.remote import CommandOutput
 
 # Backend and server names go into a command line where ';' and spaces separate commands and
@@ -73,6 +73,29 @@ def parse_show_stat(answer: str) -> list[StatRow]:
             check_desc=f"{desc}: {last}" if desc and last else desc or last,
         ))
     return rows
+
+
+def parse_stat_counters(answer: str, backend: str) -> dict[str, ServerCounters]:
+    """Server name → its counters, for the servers of ``backend`` in a `show stat` answer."""
+    lines = answer.lstrip("# ").splitlines()
+    if not lines or not lines[0].startswith("pxname,svname"):
+        raise LoadBalancerError(f"unexpected `show stat` answer: {answer.strip()[:200]!r}")
+    counters = {}
+    for rec in csv.DictReader(io.StringIO("\n".join(lines))):
+        server = rec.get("svname") or ""
+        if rec.get("pxname") != backend or not server or server in ("FRONTEND", "BACKEND"):
+            continue
+        n = {k: _int(rec.get(k) or "") for k in (
+            "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other",
+            "econ", "eresp", "rtime", "ttime")}
+        counters[server] = ServerCounters(
+            server=server,
+            responses=sum(n[k] for k in ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx",
+                                         "hrsp_5xx", "hrsp_other")),
+            r4xx=n["hrsp_4xx"], r5xx=n["hrsp_5xx"], errors=n["econ"] + n["eresp"],
+            response_ms=float(n["rtime"]), total_ms=float(n["ttime"]),
+        )
+    return counters
 
 
 def backends_in_stat(answer: str) -> list[str]:

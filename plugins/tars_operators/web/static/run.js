@@ -18,6 +18,7 @@ function summary(r) {
     ["Failure budget", r.budget_total === null || r.budget_total === undefined ? "" : String(r.budget_total)],
     ["Budgets used", budgets || "not planned yet"],
     ["Hosts failed", r.failed_hosts.join(", ") || "none"],
+    ["Analysis", (r.analysis || []).join(" · ") || "none"],
   ];
   return items.flatMap(([k, v]) => [el("dt", {}, k),
     el("dd", {class: "reason", "data-item": k.toLowerCase().replaceAll(" ", "-")}, v)]);
