@@ -99,18 +99,23 @@ def prometheus(e2e_stack: E2E) -> Iterator[Prometheus]:
 def test_prometheus_rate_comparison_fails_the_errors_build_and_the_good_build_passes_all(
         e2e: E2E, prometheus: Prometheus) -> None:
     """The PromQL rate comparison first, so it is the rule that decides; the good build then
-    passes it and the load balancer's rules of the first test alike."""
+    passes it and the load balancer's rules of the first test alike. The gate waits out both
+    windows in the triggerer."""
     poll(lambda: len(prometheus.targets_up()) == 10 and all(prometheus.targets_up().values()),
          30, "prometheus scraping every sandbox host")
     metric = {"name": "5xx rate (prometheus)", "query": PROM_5XX, "max_ratio_vs_baseline": 2,
               "tolerance": 0.01}
+    # defer_after_seconds 0: both windows wait in the triggerer (as a long bake's would).
     dag_id = e2e.add_app("an_prom", analysis=analysis(
-        metrics=[metric, *LB_METRICS], prometheus={"url": prometheus.url}))
+        metrics=[metric, *LB_METRICS], prometheus={"url": prometheus.url},
+        defer_after_seconds=0))
     bad, _ = release_under_load(e2e, dag_id, "2.0.0-errors", 3)
     note = bad.get("note") or ""
     assert bad["state"] == "failed", note
     assert note.startswith("rolled back: fort: analysis failed — 5xx rate (prometheus): fail — "
                            "canary 0.0"), note
+    states = e2e.task_states(dag_id, bad["dag_run_id"])
+    assert states["fort.release[0]"] == "success", states
     prom = gate_analysis(e2e, dag_id, bad["dag_run_id"])["metrics"][0]
     assert prom["verdict"] == "fail" and prom["baseline"] == 0 and prom["canary"] > 0.01, prom
     assert e2e.versions() == {h.name: "1.0.0" for h in e2e.sandbox.hosts}

@@ -58,6 +58,8 @@ class Analysis(_Model):
     # The observation window; unset: the stage's bake (strategy.bake_seconds) is the window.
     window_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
     min_requests: Annotated[int, Field(ge=0)] = 50  # per side (canary, baseline) in the window
+    # Windows longer than this wait in the triggerer (no worker slot held); shorter ones inline.
+    defer_after_seconds: Annotated[float, Field(ge=0)] = 30.0
     inconclusive: Literal["continue", "approval", "rollback"] = "continue"
     prometheus: Prometheus | None = None
     metrics: tuple[Metric, ...] = ()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import AirflowSkipException
 
 from tars_operators.config.spec import AppSpec
@@ -20,7 +23,7 @@ from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
 from tars_operators.plan.ramp import ReleasePlan
-from tars_operators.release.observe import ANALYSIS_BEFORE, failed_reading, observe
+from tars_operators.release.observe import ANALYSIS_BEFORE, Watch, begin, failed_reading, finish
 from tars_operators.release.runtime import load_spec, run_plan, stage_outcomes
 from tars_operators.release.truth import reconcile
 from tars_operators.triggers.brake import BrakeReleasedTrigger
@@ -47,6 +50,7 @@ class GateOperator(BaseBranchOperator):
         self.node = node
         self.stages = stages
         self.on_failure = on_failure
+        self._watch: dict[str, Any] | None = None  # a window started before a deferral
 
     def choose_branch(self, context: Context) -> str | None:
         ti = context["ti"]
@@ -103,19 +107,36 @@ class GateOperator(BaseBranchOperator):
 
     def _analyse(self, context: Context, spec: AppSpec, plan: ReleasePlan,
                  outcomes: list[StageOutcome]) -> StageAnalysis:
-        """Watch the stage's hosts for the window against those the run has not released."""
-        ti = context["ti"]
-        released = {h for o in outcomes for h in o.hosts}
-        baseline = [h.name for h in spec.hosts if h.name not in released]
-        before = ti.xcom_pull(task_ids=self.node.enter, key=ANALYSIS_BEFORE) or {}
-        window = spec.config.analysis.window(spec.config.strategy.bake_seconds)
+        """Watch the stage's hosts for the window against those the run has not released: inline
+        up to ``analysis.defer_after_seconds``, else in the triggerer (no worker slot held)."""
+        a, stage = spec.config.analysis, self.node.stage
+        window = a.window(spec.config.strategy.bake_seconds)
         try:
-            return observe(spec, self.node.stage, plan.version, list(outcomes[-1].succeeded),
-                           baseline, before=before.get("counters"), before_at=before.get("at"),
-                           log=self.log)
+            if self._watch is not None:  # back from the triggerer: the window is over
+                return finish(spec, Watch.from_dict(self._watch), log=self.log)
+            released = {h for o in outcomes for h in o.hosts}
+            baseline = [h.name for h in spec.hosts if h.name not in released]
+            before = context["ti"].xcom_pull(task_ids=self.node.enter, key=ANALYSIS_BEFORE) or {}
+            watch = begin(spec, stage, plan.version, list(outcomes[-1].succeeded), baseline,
+                          before=before.get("counters"), before_at=before.get("at"), log=self.log)
+            if isinstance(watch, StageAnalysis):
+                return watch
+            if window > a.defer_after_seconds:
+                self.log.info("analysis %s: waiting %gs in the triggerer", stage, window)
+                self.defer(trigger=DateTimeTrigger(moment=datetime.now(timezone.utc)
+                                                   + timedelta(seconds=window)),
+                           method_name="analysis_complete", kwargs={"watch": watch.as_dict()})
+            time.sleep(window)
+            return finish(spec, watch, log=self.log)
         except TarsError as exc:
-            self.log.warning("analysis %s: %s", self.node.stage, exc)
-            return failed_reading(self.node.stage, window, exc)
+            self.log.warning("analysis %s: %s", stage, exc)
+            return failed_reading(stage, window, exc)
+
+    def analysis_complete(self, context: Context, event: Any = None,
+                          watch: dict[str, Any] | None = None) -> Any:
+        """The window the triggerer waited is over: read its end and decide."""
+        self._watch = watch
+        return self.execute(context)
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """The brake changed: decide again from fresh state."""

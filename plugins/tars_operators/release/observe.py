@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tars_operators.config.analysis import Metric
@@ -43,11 +43,31 @@ def _counters(raw: Mapping[str, Mapping[str, Any]] | None) -> dict[str, ServerCo
     return {h: ServerCounters(**c) for h, c in (raw or {}).items()}
 
 
-def observe(spec: AppSpec, stage: str, version: str, canary: Sequence[str],
-            baseline: Sequence[str], *, before: Mapping[str, Mapping[str, Any]] | None,
-            before_at: float | None, log: TaskLog,
-            sleep: Callable[[float], None] = time.sleep) -> StageAnalysis:
-    """Watch the window, then judge every metric of ``analysis`` for ``stage``."""
+@dataclass(frozen=True)
+class Watch:
+    """One stage's window: who is watched and the LB counters at its start (JSON-able, so a
+    gate waiting in the triggerer carries it across)."""
+
+    stage: str
+    version: str
+    canary: tuple[str, ...]
+    baseline: tuple[str, ...]
+    start: dict[str, dict[str, Any]]
+    before: dict[str, dict[str, Any]]
+    before_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Watch:
+        return cls(**{**data, "canary": tuple(data["canary"]), "baseline": tuple(data["baseline"])})
+
+
+def begin(spec: AppSpec, stage: str, version: str, canary: Sequence[str],
+          baseline: Sequence[str], *, before: Mapping[str, Mapping[str, Any]] | None,
+          before_at: float | None, log: TaskLog) -> Watch | StageAnalysis:
+    """The window's start: the LB counters now; a quiet app's verdict at once."""
     a = spec.config.analysis
     window = a.window(spec.config.strategy.bake_seconds)
     watched = [*canary, *baseline]
@@ -55,33 +75,60 @@ def observe(spec: AppSpec, stage: str, version: str, canary: Sequence[str],
              f"{len(baseline)} host(s) still on the previous version" if baseline
              else "the same hosts before the release")
     try:
-        start = _counters(snapshot(spec, watched))
-        if quiet(_counters(before), start, watched):
-            log.info("analysis %s: no request reached %s since the stage began: the app is "
-                     "quiet, the window is skipped", stage, ", ".join(watched))
-            return quiet_analysis(stage, window, a.metrics)
-        sleep(window)
-        end = _counters(snapshot(spec, watched))
+        start = snapshot(spec, watched)
     except TarsError as exc:
         raise AnalysisError(f"analysis {stage}: cannot read the load balancer's counters: {exc}") from exc
+    if quiet(_counters(before), _counters(start), watched):
+        log.info("analysis %s: no request reached %s since the stage began: the app is "
+                 "quiet, the window is skipped", stage, ", ".join(watched))
+        return quiet_analysis(stage, window, a.metrics)
+    return Watch(stage, version, tuple(canary), tuple(baseline), start,
+                 {h: dict(c) for h, c in (before or {}).items()}, before_at)
+
+
+def finish(spec: AppSpec, watch: Watch, *, log: TaskLog) -> StageAnalysis:
+    """The window's end: read the numbers again and judge every metric of ``analysis``."""
+    a = spec.config.analysis
+    window = a.window(spec.config.strategy.bake_seconds)
+    canary, baseline = watch.canary, watch.baseline
+    try:
+        end = _counters(snapshot(spec, [*canary, *baseline]))
+    except TarsError as exc:
+        raise AnalysisError(f"analysis {watch.stage}: cannot read the load balancer's counters: "
+                            f"{exc}") from exc
+    start, before = _counters(watch.start), _counters(watch.before)
     prom = None
     if a.prometheus is not None:
         prom = PrometheusClient(a.prometheus.url, timeout=a.prometheus.timeout_seconds)
     results = []
     for metric in a.metrics:
         if metric.lb is not None:
-            result = _judge_lb(metric, canary, baseline, start, end, _counters(before),
+            result = _judge_lb(metric, canary, baseline, start, end, before,
                                min_requests=a.min_requests)
         else:
             assert prom is not None and a.prometheus is not None  # lint: query needs prometheus
-            result = _judge_query(spec, version, metric, prom, canary,
-                                  list(baseline)[:a.prometheus.max_baseline_hosts], before_at,
-                                  min_requests=a.min_requests)
-        log.info("analysis %s: %s", stage, result.line())
+            result = _judge_query(spec, watch.version, metric, prom, canary,
+                                  list(baseline)[:a.prometheus.max_baseline_hosts],
+                                  watch.before_at, min_requests=a.min_requests)
+        log.info("analysis %s: %s", watch.stage, result.line())
         results.append(result)
     baseline_text = (f"{len(baseline)} host(s) still on the previous version" if baseline
                      else "the same hosts before the release")
-    return StageAnalysis(stage, stage_verdict(results), tuple(results), window, baseline_text)
+    return StageAnalysis(watch.stage, stage_verdict(results), tuple(results), window,
+                         baseline_text)
+
+
+def observe(spec: AppSpec, stage: str, version: str, canary: Sequence[str],
+            baseline: Sequence[str], *, before: Mapping[str, Mapping[str, Any]] | None,
+            before_at: float | None, log: TaskLog,
+            sleep: Callable[[float], None] = time.sleep) -> StageAnalysis:
+    """Watch the window inline (``begin``, sleep, ``finish``)."""
+    watch = begin(spec, stage, version, canary, baseline, before=before, before_at=before_at,
+                  log=log)
+    if isinstance(watch, StageAnalysis):
+        return watch
+    sleep(spec.config.analysis.window(spec.config.strategy.bake_seconds))
+    return finish(spec, watch, log=log)
 
 
 def quiet(before: Mapping[str, ServerCounters], now: Mapping[str, ServerCounters],

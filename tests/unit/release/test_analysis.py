@@ -205,3 +205,14 @@ def test_prometheus_refusals_say_why(answer: dict | str, status: int, words: str
     with pytest.raises(AnalysisError, match="prometheus at http://prom:9090") as err:
         prom(answer, status).value("q", what="5xx for host01")
     assert words in str(err.value) and "5xx for host01" in str(err.value)
+
+
+def test_a_window_crosses_a_deferral_as_json() -> None:
+    from tars_operators.release.observe import Watch
+
+    watch = Watch("fort", "2.0.0", ("a",), ("b", "c"), {"a": {"server": "a", "responses": 1,
+                  "r4xx": 0, "r5xx": 0, "errors": 0, "response_ms": 1.0, "total_ms": 2.0}},
+                  {}, 1700000000.0)
+    import json
+
+    assert Watch.from_dict(json.loads(json.dumps(watch.as_dict()))) == watch
