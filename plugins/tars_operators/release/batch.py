@@ -3,8 +3,8 @@
 Each host still runs the whole chain of ``release.hostflow`` on its own SSH session; what the
 task adds is bounded concurrency (threads, ``plan.capacity.task_threads``), the brake read before
 each host starts, and one result per host: ``ok``, ``failed`` (with its message), ``untouched``
-(a brake asked for rollback before the host started) or ``ok`` with ``skipped`` (an earlier try
-of the same run left the host on the version and in rotation). Hosts not started while the brake
+(a brake asked for rollback before the host started) or ``ok`` with ``skipped`` (a retry
+found the host on the version, good, and in rotation already). Hosts not started while the brake
 holds are ``held``: the task waits for the brake with them, and only them, still to do.
 """
 
@@ -58,18 +58,20 @@ def skipped(job: hostflow.HostJob, why: str) -> dict[str, Any]:
 
 
 def finished_earlier(job: hostflow.HostJob, session: Any) -> str | None:
-    """Why the host needs nothing: this run's lease on it says it is back in rotation on the
-    version (written only after a verified pull-in), else None."""
-    from tars_operators.steps.lease import read_lease
-    from tars_operators.steps.state import layout_for
+    """Why the host needs nothing: it runs the version, marked good, and the load balancer has
+    it in rotation (what an earlier try of this task left); else None."""
+    from tars_operators.steps.state import layout_for, read_host_state
 
-    if job.lease is None:
+    state = read_host_state(session, layout_for(job.spec, job.host))
+    meta = state.current_meta
+    if state.current != job.version or meta is None or meta.status != "good":
         return None
-    lease = read_lease(session, layout_for(job.spec, job.host))
-    if (lease is not None and lease.holder == job.lease.holder
-            and lease.phase == HostPhase.IN_ROTATION.value and lease.version == job.version):
-        return f"already on {job.version} and in rotation (released by an earlier try of this run)"
-    return None
+    with hostflow._lb(job.spec) as lb:
+        server = lb.state(job.host)
+    if not (server.in_service and server.admin == "ready" and not server.settling):
+        return None
+    by = " (released by this run)" if meta.activated_run_id == job.run_id else ""
+    return f"already on {job.version} (good) and in rotation{by}"
 
 
 def release_one(job: hostflow.HostJob, *, log: TaskLog = log_, retry: bool = False) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def test_a_retry_redoes_only_the_hosts_this_run_has_not_released(many: Many) -> 
     for h in ("host01", "host03"):
         r = again.results[h]
         assert (r["state"], r.get("skipped"), r["phase"]) == ("ok", True, "in rotation")
-        assert "already on 2.0.0 and in rotation" in r["detail"]
+        assert r["detail"] == "already on 2.0.0 (good) and in rotation (released by this run)"
     assert again.results["host02"]["phases"] == CHAIN and "skipped" not in again.results["host02"]
     assert many.lb.calls == [("drain", "host02"), ("enable", "host02")]  # only host02 was touched
     assert [many.serving_on(h) for h in HOSTS] == [NEW] * 3
