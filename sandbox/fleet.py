@@ -14,6 +14,7 @@ from typing import Any
 
 from sandbox import appmux, artifacts, haproxy, hosts as onhost, outputs, sshd
 from sandbox.errors import SandboxError
+from sandbox.prometheus import Prometheus
 from sandbox.layout import SCALE_MAX_HOSTS, Host, Layout, Settings, default_dir
 from sandbox.procs import (Tracked, descendants_of, free_port, is_listening, listening_sockets, require_free,
                            terminate, wait_until)
@@ -330,6 +331,8 @@ class Sandbox:
         survivors = terminate(targets)
         for proc in apps + infra:
             proc.pid_file.unlink(missing_ok=True)
+        # A Prometheus a test started here (sandbox/prometheus.py) and did not stop (it crashed).
+        Prometheus(self.layout.root, self.layout.inventory).stop()
         self.layout.haproxy_socket.unlink(missing_ok=True)
         self.layout.ssh_blocked.unlink(missing_ok=True)
         return [f"{targets[p]} (pid {p})" for p in survivors]
