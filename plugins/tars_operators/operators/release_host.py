@@ -241,7 +241,7 @@ class ReleaseHostOperator(SpecOperator):
                                     index=index[name], lease=lease)
 
         threads = task_threads(c.strategy.parallel, len(items), len(hosts), plan.fleet_size,
-                               plan.min_in_service)
+                               plan.min_in_service, pooled=c.traffic.pool is not None)
         retry = int(getattr(ti, "try_number", 1) or 1) > 1
         self.log.info("%d host(s), %d at once%s: %s", len(hosts), threads,
                       " (a retry: hosts this run already released are skipped)" if retry else "",

@@ -53,11 +53,15 @@ def live_violation(stages: Sequence[Sequence[str]], status: Mapping[str, str], u
             f"{floor}. Out of service now: {down or 'none'}")
 
 
-def task_threads(parallel: int, tasks: int, hosts_in_task: int, fleet: int, floor: int) -> int:
+def task_threads(parallel: int, tasks: int, hosts_in_task: int, fleet: int, floor: int,
+                 *, pooled: bool = False) -> int:
     """Hosts one multi-host release task works on at once.
 
     Together the stage's tasks stay within ``strategy.parallel`` (its tasks run at most
     ``parallel`` at a time, so each gets its share) and within what the floor lets out at once.
+    ``pooled`` (``traffic.pool``: a pool slot per task counts hosts out of rotation): one.
     """
+    if pooled:
+        return 1
     share = max(1, parallel // max(1, min(tasks, parallel)))
     return max(1, min(hosts_in_task, share, at_once(fleet, floor)))

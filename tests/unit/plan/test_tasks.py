@@ -56,6 +56,8 @@ def test_threads_stay_within_parallel_and_the_capacity_floor() -> None:
     assert task_threads(32, 2, 10, fleet=30, floor=0) == 10  # never more than the task's hosts
     assert task_threads(4, 100, 10, fleet=1000, floor=0) == 1  # more tasks than parallel
     assert task_threads(32, 1, 25, fleet=30, floor=25) == 5  # the floor lets 5 out at once
+    # traffic.pool: each task holds one slot of the load balancer's pool, so one host out
+    assert task_threads(32, 2, 25, fleet=200, floor=0, pooled=True) == 1
 
 
 def test_the_setting_is_auto_by_default_and_refuses_zero() -> None:
