@@ -104,7 +104,7 @@ def test_a_host_missing_a_requirement_stops_the_release_or_is_skipped(e2e: E2E) 
     run = e2e.release(dag_id, {"version": "1.1.0", "reason": "skip"}, timeout=240)
     note = run.get("note") or ""
     assert run["state"] == "success", note
-    assert f"skipped (not ready): {lacking}: /opt/python3.12/bin/python3 >= 3.11" in note
+    assert f"skipped (not ready): {lacking}" in note  # in the reason: every later note shows it
     versions = e2e.versions()
     assert versions.pop(lacking) == "1.0.0"
     assert set(versions.values()) == {"1.1.0"}

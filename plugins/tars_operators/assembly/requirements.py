@@ -84,20 +84,23 @@ def runtime_for(spec: AppSpec, host: Host) -> Runtime:
     return base.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
 
 
-def label(req: Requirement) -> str:
-    """The name a person reads in a table: ``python3 >= 3.11``, ``free disk >= 200 MB``…"""
+def label(req: Requirement, rendered: dict[str, str] | None = None) -> str:
+    """The name a person reads in a table: ``python3 >= 3.11``, ``free disk >= 200 MB``…
+    (with the host's rendered values when given)."""
+    r = rendered or {}
     if req.name:
         return req.name
     if isinstance(req, CommandRequirement):
-        return f"{req.command} {req.version.strip()}" if req.version else f"command {req.command}"
+        cmd = r.get("command", req.command)
+        return f"{cmd} {req.version.strip()}" if req.version else f"command {cmd}"
     if isinstance(req, PathRequirement):
-        return f"{req.type if req.type != 'any' else 'path'} {req.path}"
+        return f"{req.type if req.type != 'any' else 'path'} {r.get('path', req.path)}"
     if isinstance(req, UserRequirement):
         return f"user {req.user}"
     if isinstance(req, GroupRequirement):
         return f"group {req.group}"
     if isinstance(req, PortRequirement):
-        return f"free port {req.port}"
+        return f"free port {r.get('port', req.port)}"
     if isinstance(req, FreeDiskRequirement):
         return (f"free disk >= {req.mb:g} MB" if req.mb is not None
                 else f"free disk >= {req.artifact_times:g}x artifact")
@@ -228,10 +231,11 @@ def judge(checks: HostChecks, output: str, *, controller_time: float,
     for i, (req, r) in enumerate(zip(checks.requirements, checks.rendered)):
         answer = found.get(i)
         if answer is None:
-            verdicts.append(Verdict(label(req), False, "no answer", _expected(req, r, artifact_bytes)))
+            verdicts.append(Verdict(label(req, r), False, "no answer",
+                                    _expected(req, r, artifact_bytes)))
             continue
         ok, shown = _decide(req, r, answer, controller_time, artifact_bytes)
-        verdicts.append(Verdict(label(req), ok, shown, _expected(req, r, artifact_bytes)))
+        verdicts.append(Verdict(label(req, r), ok, shown, _expected(req, r, artifact_bytes)))
     return Readiness(checks.host, tuple(verdicts))
 
 

@@ -87,7 +87,11 @@ class PrepareOperator(BaseBranchOperator):
             return plan, list(found.lines)
         kept = replace(self._request, hosts=list(found.keep), version=plan.version)
         again = plan_request(spec, kept, slots=self.slots, canary=self.canary)
-        return replace(again, version=plan.version), list(found.lines)
+        # In the reason, like a forced window: every later note (gates, finalize) shows it.
+        skipped = f"skipped (not ready): {', '.join(found.skipped)}"
+        return (replace(again, version=plan.version,
+                        reason=" · ".join(p for p in (again.reason, skipped) if p)),
+                list(found.lines))
 
     def _window(self, spec: AppSpec, context: Context, plan: ReleasePlan) -> Any:
         """Return when releasing is allowed now: the closed status a force overrode, or None.
