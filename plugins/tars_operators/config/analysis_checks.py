@@ -25,6 +25,13 @@ def _analysis(ctx: CheckContext) -> Iterable[Problem]:
         yield Problem(("analysis",), "expected an observation window: set "
                       "analysis.window_seconds, or strategy.bake_seconds (the bake is then the "
                       "window)", at_key=True)
+    if (a.inconclusive == "approval" and a.window_seconds is not None
+            and ctx.config.strategy.bake_seconds > 0):
+        # The approval would sit after the bake, where the gate cannot go past it on a pass.
+        yield Problem(("analysis", "inconclusive"), "'approval' with both a window of its own "
+                      "(analysis.window_seconds) and a bake (strategy.bake_seconds) is not "
+                      "supported", "leave analysis.window_seconds unset (the bake is then the "
+                      "window), or choose 'continue' or 'rollback'")
     yield from _sources(ctx)
 
 

@@ -101,3 +101,13 @@ def test_a_metric_needs_one_source_and_a_rule(
     path.write_text(path.read_text().replace(", max_absolute: 0.5", ", lb: 5xx_ratio"))
     out = lint(capsys)
     assert any("analysis.metrics[1]: expected exactly one of 'lb'" in line for line in out), out
+
+
+def test_an_approval_for_inconclusive_cannot_follow_a_separate_bake(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(workdir)  # inconclusive: approval, window_seconds: 30
+    path = workdir / "configs/apps/shop.yaml"
+    path.write_text(path.read_text().replace("\nservice:", "\nstrategy: {bake_seconds: 20}\nservice:"))
+    out = lint(capsys)
+    assert any("analysis.inconclusive: 'approval' with both a window of its own" in line
+               for line in out), out
