@@ -34,9 +34,10 @@ def needs_checks(spec: AppSpec, names: Iterable[str] | None = None) -> bool:
 
 
 def check_session(session: object, spec: AppSpec, host: Host, *, cheap_only: bool = False,
-                  artifact_bytes: int | None = None, step: str = STEP) -> Readiness:
+                  artifact_bytes: int | None = None, step: str = STEP,
+                  write_probe: bool = True) -> Readiness:
     """Check one host over an open ``HostSession`` (one command)."""
-    checks = host_checks(spec, host, cheap_only=cheap_only)
+    checks = host_checks(spec, host, cheap_only=cheap_only, write_probe=write_probe)
     if not checks.requirements:
         return Readiness(host.name)
     before = time.time()

@@ -121,16 +121,18 @@ class HostChecks:
     script: str
 
 
-def host_checks(spec: AppSpec, host: Host, *, cheap_only: bool = False) -> HostChecks:
-    """Render ``host``'s requirements and build the one command that checks them all."""
+def host_checks(spec: AppSpec, host: Host, *, cheap_only: bool = False,
+                write_probe: bool = True) -> HostChecks:
+    """Render ``host``'s requirements and build the one command that checks them all
+    (``write_probe=False``: ``writable`` asks ``test -w`` instead of creating a file)."""
     reqs = tuple(r for r in runtime_for(spec, host).requires
                  if not (cheap_only and isinstance(r, ClockRequirement)))
     ctx = host_context(spec, host, None)
     root = validate_remote_path(ctx["deploy_root"], "deploy_root")
     rendered = tuple(_render(r, ctx, host) for r in reqs)
     token = rand_token(6)
-    return HostChecks(host.name, reqs, rendered, root, token, check_script(reqs, rendered, root,
-                                                                          token))
+    return HostChecks(host.name, reqs, rendered, root, token,
+                      check_script(reqs, rendered, root, token, write_probe=write_probe))
 
 
 def _render(req: Requirement, ctx: dict[str, Any], host: Host) -> dict[str, str]:
@@ -168,7 +170,7 @@ def _proc_address(text: str) -> str:
 
 
 def check_script(reqs: Sequence[Requirement], rendered: Sequence[dict[str, str]], root: str,
-                 token: str) -> str:
+                 token: str, *, write_probe: bool = True) -> str:
     """``sh`` script: one line ``<token> <index> <found>`` per requirement, nothing else judged."""
     lines = [f"T={q(token)}; R={q(root)}",
              # say INDEX TEXT: one line, printable, bounded (a banner cannot add lines)
@@ -176,11 +178,11 @@ def check_script(reqs: Sequence[Requirement], rendered: Sequence[dict[str, str]]
              f"| tr -c '[:print:]' ' ' | head -c {FOUND_MAX})\"; }}",
              "near() { d=$1; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; printf '%s' \"$d\"; }"]
     for i, (req, r) in enumerate(zip(reqs, rendered)):
-        lines.append(_snippet(i, req, r))
+        lines.append(_snippet(i, req, r, write_probe))
     return "\n".join(lines) + "\n"
 
 
-def _snippet(i: int, req: Requirement, r: dict[str, str]) -> str:
+def _snippet(i: int, req: Requirement, r: dict[str, str], write_probe: bool = True) -> str:
     if isinstance(req, CommandRequirement):
         c = q(r["command"])
         version = (f"say {i} \"found $p $( ( sh -c {q(r['version_command'])} ) 2>&1 </dev/null "
@@ -211,8 +213,10 @@ def _snippet(i: int, req: Requirement, r: dict[str, str]) -> str:
         return (f"say {i} kb $(df -Pk \"$(near \"$R\")\" 2>/dev/null | awk 'NR==2{{print $4}}') "
                 f"on \"$(near \"$R\")\"")
     if isinstance(req, WritableRequirement):
-        return (f"if [ ! -d \"$R\" ]; then say {i} missing; elif t=$(mktemp \"$R/.tars-probe.XXXXXX\" "
-                f"2>/dev/null); then rm -f \"$t\"; say {i} writable; else say {i} read-only; fi")
+        probe = ("t=$(mktemp \"$R/.tars-probe.XXXXXX\" 2>/dev/null) && rm -f \"$t\"" if write_probe
+                 else "[ -w \"$R\" ]")  # a dry run creates nothing, not even a probe file
+        return (f"if [ ! -d \"$R\" ]; then say {i} missing; elif {probe}; then say {i} writable; "
+                f"else say {i} read-only; fi")
     return f"say {i} clock $(date +%s.%N 2>/dev/null || date +%s)"
 
 

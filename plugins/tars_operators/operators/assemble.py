@@ -42,7 +42,7 @@ def assemble_one(spec: AppSpec, host: Host, *, apply: bool) -> dict[str, Any]:
     try:
         with open_session(spec, host) as session:
             done = assemble_host(session, spec, host, apply=apply)
-            ready = check_session(session, spec, host)
+            ready = check_session(session, spec, host, write_probe=apply)
     except TarsError as exc:
         return {**HostAssembly(host.name, error=str(exc)).as_dict(), "ready": False,
                 "readiness": str(exc), "checks": []}

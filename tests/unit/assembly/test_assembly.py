@@ -196,6 +196,14 @@ def test_assemble_changes_once_then_reports_unchanged(tmp_path: Path) -> None:
     assert not dry.error, dry.error
     assert [s.state for s in dry.steps] == ["would change"] * 6
     assert not (root / "host01").exists() and not (tmp_path / "pkgs").exists()
+    # a dry run's readiness check creates nothing either (no write probe)
+    (root / "host01").mkdir(parents=True)
+    checks = host_checks(make_spec(root, {"requires": [{"kind": "writable"}]}), host,
+                         write_probe=False)
+    assert "mktemp" not in checks.script
+    out = session.run(checks.script, step="preflight", check=False).stdout
+    assert judge(checks, out, controller_time=time.time()).ready
+    (root / "host01").rmdir()
     first = assemble_host(session, spec, host, apply=True)
     assert not first.error, first.error
     assert [s.state for s in first.steps] == ["changed"] * 6, first.as_dict()
