@@ -44,7 +44,7 @@ def release(stack: LocalStack, version: str) -> int:
     return 0 if final["state"] == "success" else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     p.add_argument("--ci", action="store_true", help="unattended: exit with the outcome")
     p.add_argument("--hosts", type=int, default=10)
@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("local", "celery"), default="local",
                    help="local: SQLite + LocalExecutor (default); celery: PostgreSQL + Redis + "
                         "CeleryExecutor, two schedulers, workers dc1/dc2 (docs/production.md)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     home = REPO / (".airflow-demo" if args.engine == "local" else ".airflow-demo-celery")
     stack = LocalStack.create(sandbox_dir=REPO / ".sandbox", airflow_home=home,
                               engine=args.engine)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
+from sandbox.outputs import queues_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,7 +22,9 @@ def wired_env(sb: Sandbox, stack: AirflowStack) -> dict[str, str]:
     return {
         "AIRFLOW_CONN_TARS_SANDBOX": json.dumps(sb.connection_json),
         "AIRFLOW_CONN_TARS_API": json.dumps(api_conn),
-        "TARS_INVENTORY": str(sb.inventory_path),
+        # On the celery engine each datacenter's hosts run on their own worker's queue.
+        "TARS_INVENTORY": str(queues_inventory(sb.layout) if stack.engine == "celery"
+                              else sb.inventory_path),
         "TARS_CACHE_DIR": str(stack.home / "tars-cache"),
     }
 
