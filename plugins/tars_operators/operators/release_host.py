@@ -9,6 +9,7 @@ lasts longer than ``steps.health_defer_after`` (no worker slot held while an app
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from tars_operators.errors import TarsError
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from tars_operators.release.batch import BatchOutcome
+
+
+REPORT_EVERY = 10.0  # seconds between a multi-host task's progress reports (XCom + run note)
 
 
 def _map_index(context: Context) -> int:
@@ -248,19 +252,29 @@ class ReleaseHostOperator(SpecOperator):
                       ", ".join(hosts))
         progress = BatchOutcome(results=dict(done))
         self._push_many(context, progress.ordered(hosts))
-        last = [time.monotonic()]
+        # The views and the run note follow the task host by host, from a thread of their own:
+        # a note reads every stage's XComs and the hosts must not wait for it.
+        reporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report")
+        last: dict[str, Any] = {"at": time.monotonic(), "job": None}
+
+        def report(now: str) -> None:
+            self._push_many(context, progress.ordered(hosts))
+            self._live_note(context, now=now)
 
         def on_result(result: dict[str, Any]) -> None:
-            # The views and the run note follow the task host by host (at most every 2 s).
             progress.results[result["host"]] = result
-            if time.monotonic() - last[0] >= 2.0:
-                last[0] = time.monotonic()
-                self._push_many(context, progress.ordered(hosts))
-                self._live_note(context, now=f"{result['host']} {result['state']}")
+            due = (time.monotonic() - last["at"] >= REPORT_EVERY
+                   or result.get("state") == "failed")
+            if due and (last["job"] is None or last["job"].done()):
+                last["at"] = time.monotonic()
+                last["job"] = reporter.submit(report, f"{result['host']} {result['state']}")
 
-        outcome = run_batch(hosts, threads=threads, job=job,
-                            brake=lambda: read_brake(self.spec.name), done=done, retry=retry,
-                            on_result=on_result, log=self.log)
+        try:
+            outcome = run_batch(hosts, threads=threads, job=job,
+                                brake=lambda: read_brake(self.spec.name), done=done, retry=retry,
+                                on_result=on_result, log=self.log)
+        finally:
+            reporter.shutdown(wait=True)
         return self._end_many(context, hosts, outcome)
 
     def _push_many(self, context: Context, results: list[dict[str, Any]]) -> None:
