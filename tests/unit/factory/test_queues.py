@@ -74,6 +74,8 @@ def test_two_queues_build_one_release_task_per_queue(tmp_path: Path) -> None:
     assert dag.get_task("rollback.report").upstream_task_ids == {"rollback.hosts",
                                                                   "rollback.hosts.dc1"}
     assert dag.get_task("prepare").queue == dag.get_task("finalize").queue == "default"
+    # a queue with no touched host skips its rollback task: the report must still run
+    assert dag.get_task("rollback.report").trigger_rule == "all_done"
     rb = build_rollback_dag(spec)
     assert {"restore", "restore.dc1", "plan.dc1", "plan._default"} <= set(rb.task_ids)
     assert dag.get_task("rollback.plan.dc1").downstream_task_ids == {"rollback.hosts.dc1"}
@@ -174,3 +176,14 @@ def test_inspect_reads_each_queues_hosts_from_that_queue(tmp_path: Path) -> None
     merged = _merge_reads({"read_at": "2026-01-01T10:00:05", "hosts": [{"host": "h01"}]},
                           {"read_at": "2026-01-01T10:00:01", "hosts": [{"host": "h02"}]})
     assert merged == {"read_at": "2026-01-01T10:00:01", "hosts": [{"host": "h01"}, {"host": "h02"}]}
+
+
+def test_rollback_report_skips_itself_when_the_run_did_not_roll_back(tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    spec = spec_for(tmp_path, {"dc1": "dc1", "dc2": None})
+    report = build_dag(spec).get_task("rollback.report")
+    ti = FakeTI({}, {"rollback.plan": "skipped"}, {})
+    with pytest.raises(AirflowSkipException, match="did not roll back"):
+        report.execute({"ti": ti, "task": report,
+                        "dag_run": SimpleNamespace(dag_id=spec.dag_id, run_id="r1")})
