@@ -9,6 +9,11 @@ sandbox's scale mode (one sshd per 16 addresses, one app process).
 
     .venv/bin/python bench/release.py                 # 10, 30, 200 hosts
     .venv/bin/python bench/release.py --hosts 30 --big  # and 2,000 (fort + 1%, 10%, 100%)
+    .venv/bin/python bench/release.py --hosts 10 30 --engine celery
+
+``--engine celery`` also releases on the production engine (PostgreSQL + Redis +
+CeleryExecutor, two schedulers, workers dc1/dc2, each datacenter's hosts on its own queue) in
+the same run, on the same fleet, and prints it beside the LocalExecutor with the ratio.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import yaml  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.airflow_stack import AirflowStack  # noqa: E402
 from sandbox.localstack import wired_env  # noqa: E402
+from sandbox.outputs import queues_inventory  # noqa: E402
 from tests.e2e.harness import Load, demo_config  # noqa: E402
 
 BIG = 2000
@@ -53,11 +59,13 @@ def _t(s: str | None) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else 0.0
 
 
-def app_config(name: str, sb: Sandbox, n: int) -> dict[str, Any]:
+def app_config(name: str, sb: Sandbox, n: int, engine: str = "local") -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if n >= BIG:  # the issue's ramp for 2,000 hosts; its last stage needs a lower floor
         overrides = {"strategy.batches": ["1%", "10%", "100%"], "traffic.min_in_service": "10%"}
-    data = demo_config(name, sb.inventory_path, **overrides)
+    # On Celery each datacenter's hosts go to their own worker's queue.
+    inventory = queues_inventory(sb.layout) if engine == "celery" else sb.inventory_path
+    data = demo_config(name, inventory, **overrides)
     data.pop("analysis", None)  # canary analysis watches traffic for a while: not the floor's steps
     return data
 
@@ -89,7 +97,7 @@ def airflow_release(sb: Sandbox, stack: AirflowStack, config_dir: Path, version:
     from tars_operators.client.api import Airflow
 
     (config_dir / "bench.yaml").write_text(
-        yaml.safe_dump(app_config("bench", sb, n), sort_keys=False))
+        yaml.safe_dump(app_config("bench", sb, n, stack.engine), sort_keys=False))
     api = Airflow(stack.url, user=stack.user, password=stack.password)
     deadline = time.monotonic() + 180
     while True:
@@ -124,7 +132,9 @@ def stage_breakdown(tis: list[dict]) -> list[tuple[str, float, float, int, int]]
                                       if t["task_id"] == f"{s}.enter"))
     for s in stages:
         mine = [t for t in tis if t["task_id"].startswith(s + ".") and t["start_date"]]
-        tasks = [t for t in mine if t["task_id"] == f"{s}.release" and t["state"] == "success"]
+        # fort.release, or one per queue (fort.release.dc1, …) on the celery engine
+        tasks = [t for t in mine if t["task_id"].split(".")[:2] == [s, "release"]
+                 and t["state"] == "success"]
         start = min(_t(t["start_date"]) for t in mine)
         end = max(_t(t["end_date"]) for t in mine)
         work = max((t["duration"] or 0.0 for t in tasks), default=0.0)
@@ -169,7 +179,20 @@ def floor_release(sb: Sandbox, version: str, n: int) -> Result:
     return Result(took, cpu, load.failed, load.ok + load.failed)
 
 
-def bench(n: int, parallelism: int) -> tuple[Result, Result]:
+def celery_release(sb: Sandbox, base: Path, n: int, parallelism: int) -> Result:
+    """The same release on the celery engine (its own Airflow home, PostgreSQL and Redis)."""
+    stack = AirflowStack(home=base / "airflow-celery", parallelism=parallelism, engine="celery")
+    stack.extra_env.update(wired_env(sb, stack))
+    stack.extra_env["TARS_CONFIG_DIR"] = str(base / "apps")
+    try:
+        stack.start()
+        return airflow_release(sb, stack, base / "apps", "2.0.0", n)
+    finally:
+        stack.stop()
+
+
+def bench(n: int, parallelism: int,
+          engine: str = "local") -> tuple[Result, Result, Result | None]:
     base = Path(tempfile.mkdtemp(prefix="tars-bench-"))
     sb = Sandbox(REPO / f".sandbox-bench{n}", first_address=151)
     stack = AirflowStack(home=base / "airflow", parallelism=parallelism)
@@ -184,18 +207,31 @@ def bench(n: int, parallelism: int) -> tuple[Result, Result]:
         tars = airflow_release(sb, stack, config_dir, "2.0.0", n)
         stack.stop()  # the floor runs without Airflow's idle load beside it
         sb.reset()
+        cel = None
+        if engine == "celery":
+            cel = celery_release(sb, base, n, parallelism)
+            sb.reset()
         floor = floor_release(sb, "2.0.0", n)
         ramp = "fort + [1%, 10%, 100%]" if n >= BIG else "fort + [1, 25%, 100%]"
         print(f"\n{n} hosts, ramp {ramp}, LocalExecutor parallelism {parallelism}, 50 req/s")
         print(f"  Tars under the real scheduler: {tars.wall:7.1f} s  {tars.cpu:7.1f} CPU-s  "
               f"{tars.failed} of {tars.requests} requests failed")
+        if cel is not None:
+            print(f"  Tars on CeleryExecutor (PostgreSQL, Redis, 2 schedulers, workers dc1/dc2): "
+                  f"{cel.wall:7.1f} s  {cel.cpu:7.1f} CPU-s  {cel.failed} of {cel.requests} "
+                  f"requests failed  ({cel.wall / tars.wall:.2f}× LocalExecutor)")
         print(f"  floor (bare script, same steps): {floor.wall:5.1f} s  {floor.cpu:7.1f} CPU-s  "
               f"{floor.failed} of {floor.requests} requests failed")
         print("  stage        wall  slowest task  hosts  tasks  orchestration")
         for stage, wall, work, hosts, tasks in stage_breakdown(tars.detail):
             print(f"  {stage:<10} {wall:6.1f}  {work:10.1f}  {hosts:5d}  {tasks:5d}  "
                   f"{wall - work:8.1f}")
-        return tars, floor
+        if cel is not None:
+            print("  [celery] stage        wall  slowest task  hosts  tasks  orchestration")
+            for stage, wall, work, hosts, tasks in stage_breakdown(cel.detail):
+                print(f"  [celery] {stage:<10} {wall:6.1f}  {work:10.1f}  {hosts:5d}  {tasks:5d}  "
+                      f"{wall - work:8.1f}")
+        return tars, floor, cel
     finally:
         stack.stop()
         sb.down()
@@ -207,14 +243,18 @@ def main() -> None:
     p.add_argument("--hosts", type=int, nargs="+", default=[10, 30, 200])
     p.add_argument("--big", action="store_true", help=f"also {BIG} hosts")
     p.add_argument("--parallelism", type=int, default=32)
+    p.add_argument("--engine", choices=("local", "celery"), default="local",
+                   help="celery: also on the production engine, beside the LocalExecutor")
     args = p.parse_args()
     sizes = list(args.hosts) + ([BIG] if args.big else [])
-    rows = [(n, *bench(n, args.parallelism)) for n in sizes]
+    rows = [(n, *bench(n, args.parallelism, args.engine)) for n in sizes]
     print("\nhosts  Tars s  floor s  ratio  Tars CPU-s  CPU-s/host  floor CPU-s  failed (Tars/floor)")
-    for n, tars, floor in rows:
+    for n, tars, floor, cel in rows:
         print(f"{n:5d}  {tars.wall:6.1f}  {floor.wall:7.1f}  {tars.wall / floor.wall:5.1f}  "
               f"{tars.cpu:10.1f}  {tars.cpu / n:10.3f}  {floor.cpu:11.1f}  "
-              f"{tars.failed}/{floor.failed}")
+              f"{tars.failed}/{floor.failed}"
+              + (f"  celery {cel.wall:.1f} s ({cel.wall / tars.wall:.2f}×), {cel.failed} failed"
+                 if cel else ""))
 
 
 if __name__ == "__main__":
