@@ -19,16 +19,21 @@ def test_two_apps_sharing_a_pool_never_have_more_hosts_out_together(
         e2e: E2E, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     hosts = [h.name for h in e2e.sandbox.hosts]
     halves = {"pool_a": hosts[:5], "pool_b": hosts[5:]}
-    # Each app alone may take its 5 hosts out at once (one batch, floor 1): only the pool
+    # Each app alone may take its 5 hosts out at once (one batch of 5, floor 1): only the pool
     # keeps the two releases together at SLOTS.
     dags = {app: e2e.add_app(app, **{"traffic.pool": {"name": POOL, "slots": SLOTS},
                                      "traffic.min_in_service": 1, "strategy.fort": 0,
-                                     "strategy.batches": ["100%"]})
+                                     "strategy.batches": [5]})
             for app in halves}
     monkeypatch.setenv("TARS_AIRFLOW_URL", e2e.stack.url)
     monkeypatch.setenv("TARS_AIRFLOW_USER", e2e.stack.user)
     monkeypatch.setenv("TARS_AIRFLOW_PASSWORD", e2e.stack.password)
-    assert tars(["pools", "sync", "--config-dir", str(e2e.config_dir)]) == 0
+    # Only these two apps' configs (other tests' apps in the config dir do not matter here).
+    mine = e2e.config_dir.parent / "pool-apps"
+    mine.mkdir(exist_ok=True)
+    for app in halves:
+        (mine / f"{app}.yaml").write_text((e2e.config_dir / f"{app}.yaml").read_text())
+    assert tars(["pools", "sync", "--config-dir", str(mine)]) == 0
     assert f"{POOL}: {SLOTS} slots in the configs" in capsys.readouterr().out
     pool = e2e.api.obj("GET", f"/api/v2/pools/{POOL}")
     assert (pool["slots"], pool["include_deferred"]) == (SLOTS, True)
