@@ -188,8 +188,9 @@ class ReleaseHostOperator(SpecOperator):
             plan = run_plan(context)
             outcomes = stage_outcomes(context, plan, upto=self.stage)
             failures = {h: m for o in outcomes for h, m in o.why}
-            failures.update(pushed_failures(context["ti"], self.task_id,
-                                            len(plan.hosts(self.stage))))
+            # One XCom read per map index: this task's items, not the stage's hosts.
+            items = stage_task_items(context, plan, self.stage).get(self.task_id) or []
+            failures.update(pushed_failures(context["ti"], self.task_id, len(items)))
             where = stage_label(self.stage, list(plan.stage_names))
             line = Progress(
                 where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),
