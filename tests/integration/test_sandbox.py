@@ -303,7 +303,8 @@ def http_get(port: int, path: str) -> httpx.Response | None:
 def test_release_tarballs_are_deterministic(tmp_path: Path) -> None:
     first, second = build_all(tmp_path / "a"), build_all(tmp_path / "b")
     assert {v: a.sha256 for v, a in first.items()} == {v: a.sha256 for v, a in second.items()}
-    assert set(first) == {"1.0.0", "1.1.0", "2.0.0", "2.1.0", "2.0.0-broken", "2.0.0-slow"}
+    assert set(first) == {"1.0.0", "1.1.0", "2.0.0", "2.1.0", "2.0.0-broken", "2.0.0-slow",
+                          "2.0.0-errors", "2.0.0-latency"}
     with tarfile.open(first["1.0.0"].path) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert {"app.py", "VERSION", "bin/demo-ctl"} <= set(members)
