@@ -182,11 +182,17 @@ def floor_release(sb: Sandbox, version: str, n: int) -> Result:
 def celery_release(sb: Sandbox, base: Path, n: int, parallelism: int) -> Result:
     """The same release on the celery engine (its own Airflow home, PostgreSQL and Redis)."""
     stack = AirflowStack(home=base / "airflow-celery", parallelism=parallelism, engine="celery")
+    # A config dir of its own, written before the start: the LocalExecutor's bench.yaml (one
+    # queue) parsed first and replaced under a run would change its DAG while it runs.
+    config_dir = base / "apps-celery"
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "bench.yaml").write_text(
+        yaml.safe_dump(app_config("bench", sb, n, "celery"), sort_keys=False))
     stack.extra_env.update(wired_env(sb, stack))
-    stack.extra_env["TARS_CONFIG_DIR"] = str(base / "apps")
+    stack.extra_env["TARS_CONFIG_DIR"] = str(config_dir)
     try:
         stack.start()
-        return airflow_release(sb, stack, base / "apps", "2.0.0", n)
+        return airflow_release(sb, stack, config_dir, "2.0.0", n)
     finally:
         stack.stop()
 
