@@ -123,7 +123,11 @@ def _merge(inv: Inventory, hosts: Hosts, inv_file: Path | None) -> tuple[tuple[H
         (entry, ("hosts", index), inv_file) for index, entry in enumerate(inv.hosts)
     ]
     entries += [(entry, ("hosts", "list", i), None) for i, entry in enumerate(hosts.list)]
-    problems: list[Problem] = []
+    problems: list[Problem] = [  # an app's own config says what its hosts need
+        Problem(("groups", name, "runtime"), "runtime is read from the app config's "
+                "hosts.groups, not an inventory", f"move it to hosts.groups.{name}.runtime of "
+                "the app config", at_key=True, file=inv_file)
+        for name, group in inv.groups.items() if group.runtime is not None]
     seen_names: dict[str, tuple[tuple[str | int, ...], Path | None]] = {}
     seen_addresses: dict[tuple[str, int], tuple[tuple[str | int, ...], Path | None]] = {}
     out: list[Host] = []

@@ -69,3 +69,19 @@ def test_runtime_problems_name_file_line_and_column(tmp_path: Path) -> None:
     assert "runtime.assemble[0].path: expected no var here" in text
     assert "apps/demo.yaml:22:12: runtime.assemble[1].src: template file not found" in text
     assert "runtime.assemble[2].src:" in text and "var.other" in text and "var.allowed" not in text
+
+
+def test_runtime_in_an_inventory_group_is_refused_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "inv.yaml").write_text("groups:\n  dc1:\n    vars: {a: 1}\n    runtime:\n"
+                                       "      policy: skip_unready\n"
+                                       "hosts:\n  - {name: h1, address: 127.0.0.1, group: dc1}\n")
+    app = tmp_path / "apps" / "a.yaml"
+    app.write_text('app: {name: a, owner: o}\nartifact: {url: "http://x/{{ version }}", '
+                   'checksum: {url: "{{ url }}.sha256"}}\nhosts: {inventory: ../inv.yaml}\n'
+                   'service: {start: "true", stop: "true"}\n')
+    with pytest.raises(ConfigError) as err:
+        load_app(app, base_dir=tmp_path)
+    assert err.value.errors == [
+        "inv.yaml:4:5: groups.dc1.runtime: runtime is read from the app config's hosts.groups, "
+        "not an inventory; move it to hosts.groups.dc1.runtime of the app config"]
