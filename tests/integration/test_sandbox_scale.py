@@ -131,6 +131,20 @@ def test_every_sampled_host_takes_ssh_logins_with_its_own_home(big: Sandbox) -> 
         assert out.split() == [str(host.home), big.user]
 
 
+def test_known_hosts_is_one_line_that_openssh_and_paramiko_both_trust(big: Sandbox) -> None:
+    # One line for every address: paramiko's load is quadratic in the number of lines.
+    lines = big.known_hosts.read_text().splitlines()
+    assert len(lines) == 1 and len(lines[0].split(" ", 1)[0].split(",")) == HOSTS
+    host = big.hosts[-1]
+    result = subprocess.run(
+        ["ssh", "-p", str(host.ssh_port), "-i", str(big.client_key), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={big.known_hosts}",
+         "-o", "GlobalKnownHostsFile=/dev/null", f"{big.user}@{host.address}", "echo $HOME"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(host.home)
+
+
 def test_a_release_restart_on_one_host_changes_only_that_host(big: Sandbox) -> None:
     host, neighbour = big.hosts[254], big.hosts[255]  # same sshd shard, same app process
     root = host.deploy_root
