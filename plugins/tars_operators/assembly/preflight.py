@@ -9,9 +9,10 @@ release's own chain fails it within the failure budget, as before preflight exis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from tars_operators.assembly.requirements import HostChecks, Readiness, host_checks, judge
 from tars_operators.config.spec import AppSpec, Host
@@ -19,6 +20,7 @@ from tars_operators.errors import PlanError, RemoteError, TarsError
 
 CHECK_AT_ONCE = 64  # SSH sessions opened in parallel
 STEP = "preflight"
+READINESS = "readiness"  # prepare's XCom key: every checked host's readiness
 
 
 class HostNotReady(RemoteError):
@@ -119,15 +121,36 @@ def decide(spec: AppSpec, names: Sequence[str], found: dict[str, Readiness]) -> 
     return Preflight(keep, skipped, tuple(lines))
 
 
-def preflight(spec: AppSpec, names: Sequence[str], *, artifact_bytes: int | None = None,
-              check: Callable[..., dict[str, Readiness]] = check_hosts) -> Preflight:
-    """Check ``names`` and decide; hosts without requirements are not contacted."""
+def check_planned(spec: AppSpec, names: Sequence[str], *, artifact_bytes: int | None = None,
+                  check: Callable[..., dict[str, Readiness]] = check_hosts) -> dict[str, Readiness]:
+    """The named hosts that have requirements, checked; the others are not contacted."""
     from tars_operators.assembly.requirements import runtime_for
 
     wanted = [n for n in names if runtime_for(spec, spec.host(n)).requires]
-    if not wanted:
+    return check(spec, wanted, artifact_bytes=artifact_bytes) if wanted else {}
+
+
+def preflight(spec: AppSpec, names: Sequence[str], *, artifact_bytes: int | None = None,
+              check: Callable[..., dict[str, Readiness]] = check_hosts) -> Preflight:
+    """Check ``names`` and decide; hosts without requirements are not contacted."""
+    found = check_planned(spec, names, artifact_bytes=artifact_bytes, check=check)
+    if not found:
         return Preflight(tuple(names), (), ())
-    return decide(spec, names, check(spec, wanted, artifact_bytes=artifact_bytes))
+    return decide(spec, names, found)
+
+
+def readiness_entry(found: Readiness) -> dict[str, Any]:
+    """One host's readiness as the views show it (JSON-safe, small): ``ready``, each unmet
+    requirement as ``python3 >= 3.11 (found 3.9 (/usr/bin/python3))``, or why not checked."""
+    return {"ready": found.ready,
+            "missing": [f"{v.requirement} (found {v.found})" for v in found.missing],
+            "error": found.error or None}
+
+
+def readiness_record(found: Mapping[str, Readiness], checked_at: str) -> dict[str, Any]:
+    """What ``prepare`` pushes as XCom ``readiness`` for the App view."""
+    return {"checked_at": checked_at,
+            "hosts": {name: readiness_entry(r) for name, r in found.items()}}
 
 
 def recheck(session: object, spec: AppSpec, host: Host, *,

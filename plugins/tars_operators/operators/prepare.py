@@ -75,12 +75,22 @@ class PrepareOperator(BaseBranchOperator):
         self._request = request  # preflight's skip_unready plans again without the unready
         return plan_request(spec, request, slots=self.slots, canary=self.canary)
 
-    def _preflight(self, spec: AppSpec, plan: ReleasePlan) -> tuple[ReleasePlan, list[str]]:
+    def _preflight(self, spec: AppSpec, plan: ReleasePlan,
+                   context: Context) -> tuple[ReleasePlan, list[str]]:
         """Every planned host's ``runtime.requires``, in parallel, before any host leaves
-        rotation: refuse (a ``PlanError`` with the table) or plan without the unready hosts."""
-        from tars_operators.assembly.preflight import artifact_size, preflight
+        rotation: refuse (a ``PlanError`` with the table) or plan without the unready hosts.
+        What was found is pushed (XCom ``readiness``) for the App view, refused or not."""
+        from tars_operators.assembly.preflight import (
+            READINESS, artifact_size, check_planned, decide, readiness_record,
+        )
 
-        found = preflight(spec, plan.all_hosts, artifact_bytes=artifact_size(spec, plan.version))
+        seen = check_planned(spec, plan.all_hosts,
+                             artifact_bytes=artifact_size(spec, plan.version))
+        if not seen:
+            return plan, []
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        context["ti"].xcom_push(key=READINESS, value=readiness_record(seen, at))
+        found = decide(spec, plan.all_hosts, seen)
         for line in found.lines:
             self.log.warning("%s", line)
         if not found.skipped:
@@ -140,7 +150,7 @@ class PrepareOperator(BaseBranchOperator):
         from tars_operators.hooks.lb.provider import load_balancer_for
 
         try:
-            plan, ready_lines = self._preflight(spec, plan)
+            plan, ready_lines = self._preflight(spec, plan, context)
         except TarsError as exc:
             self._refuse(context, str(exc))
         in_rotation: tuple[str, ...] = ()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from tars_operators.config.spec import AppSpec
+from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import TarsError
 from tars_operators.tasklog import TaskLog
 
@@ -64,18 +64,20 @@ class HostTruth:
 
 
 def read_truth(spec: AppSpec, names: Iterable[str], *, log: TaskLog = log_,
-               release_for: Holder | None = None, step: str = "verify") -> dict[str, HostTruth]:
+               release_for: Holder | None = None, step: str = "verify",
+               also: Callable[[Any, Host], None] | None = None) -> dict[str, HostTruth]:
     """Each host's current release (SSH, in parallel) and LB state (one read). Never raises.
 
     ``release_for`` (a lease ``Holder``): the run is over, give back its leases in the same
-    SSH session, after the read.
+    SSH session, after the read. ``also(session, host)``: more to read in that session (it
+    must not raise: its own failures are its own to record).
     """
     names = list(dict.fromkeys(names))
     if not names:
         return {}
     with ThreadPoolExecutor(max_workers=min(READ_AT_ONCE, len(names))) as pool:
-        hosts = dict(zip(names, pool.map(lambda n: _read_host(spec, n, release_for, log, step),
-                                         names)))
+        hosts = dict(zip(names, pool.map(
+            lambda n: _read_host(spec, n, release_for, log, step, also), names)))
     lb = _read_lb(spec, names)
     out = {}
     for name in names:
@@ -94,7 +96,7 @@ def read_truth(spec: AppSpec, names: Iterable[str], *, log: TaskLog = log_,
 
 
 def _read_host(spec: AppSpec, name: str, release_for: Holder | None, log: TaskLog,
-               step: str) -> dict[str, Any]:
+               step: str, also: Callable[[Any, Host], None] | None = None) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
     from tars_operators.steps.lease import read_lease
@@ -106,6 +108,8 @@ def _read_host(spec: AppSpec, name: str, release_for: Holder | None, log: TaskLo
             state = read_host_state(session, layout_for(spec, host), step=step)
             lease = read_lease(session, layout_for(spec, host))
             give_back(session, spec, host, release_for, log=log)
+            if also is not None:
+                also(session, host)
     except TarsError as exc:
         return {"host": name, "error": _short(str(exc), name)}
     meta = state.release(state.current) if state.current else None
