@@ -20,6 +20,7 @@ from tars_operators.release.machine import (
 )
 from tars_operators.web.fleet import HostRecord, RunRecord, is_host_task, plan_stages
 from tars_operators.web.onhost import InspectRecord
+from tars_operators.web.readiness import READINESS, ReadinessSource, from_prepare
 
 PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
 RUNS_READ = 50  # the newest runs per app read for history and host state
@@ -81,6 +82,23 @@ def read_inspect(session: Session, app: str) -> InspectRecord | None:
     return InspectRecord(dag_id, newest.run_id,
                          _state(str(newest.state)) if newest.state is not None else None,
                          newest.start_date, newest.end_date, read_run, results.get(read_run))
+
+
+def read_readiness(session: Session, app: str) -> ReadinessSource | None:
+    """The newest preflight a release's ``prepare`` recorded (XCom ``readiness``): one
+    indexed query, the newest row only."""
+    from airflow.models.xcom import XComModel
+
+    row = session.execute(
+        select(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
+               XComModel.key, XComModel.value)
+        # deploy and canary runs are planned with preflight; a rollback is not
+        .where(XComModel.dag_id.in_([p + app for p in PREFIXES[:2]]),
+               XComModel.task_id == PREPARE, XComModel.key == READINESS)
+        .order_by(XComModel.timestamp.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return from_prepare(row.dag_id, row.run_id, XComModel.deserialize_value(row))
 
 
 def _merge_reads(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:

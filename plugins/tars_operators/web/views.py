@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from tars_operators.release.brake import audit_key, brake_key, parse_brake
-from tars_operators.web import fleet, onhost, records
+from tars_operators.web import fleet, onhost, readiness, records
 from tars_operators.web.pages import render
 
 if TYPE_CHECKING:
@@ -113,11 +113,30 @@ def _on_hosts(session: Session, spec: AppSpec | None, app: str,
     by_name = {h.name: h for h in spec.hosts} if spec is not None else {}
     hosts = [(r.host, r.group, by_name[r.host].vars if r.host in by_name else {}) for r in rows]
     extra = onhost.on_host_rows(hosts, {r.host: (r.version, r.at) for r in rows}, inspect, live)
+    ready_column, ready = _ready(session, spec, app, rows, inspect)
     return {
-        "hosts": [{**asdict(r), **asdict(o)} for r, o in zip(rows, extra)],
+        "hosts": [{**asdict(r), **asdict(o), **asdict(c)} for r, o, c in zip(rows, extra, ready)],
+        "ready_column": ready_column,
         "refresh": inspect.summary() if inspect else None,
         "lb_note": live.why if live else "the app's config could not be read",
     }
+
+
+def _ready(session: Session, spec: AppSpec | None, app: str, rows: list[fleet.HostRow],
+           inspect: onhost.InspectRecord | None) -> tuple[bool, list[readiness.ReadyCell]]:
+    """The Ready column (shown when the app has ``runtime.requires``; without its config,
+    when a run recorded readiness) and its cells, as of the newer of the last release's
+    preflight and the last refresh."""
+    from tars_operators.assembly.requirements import runtime_for
+
+    by_name = {h.name: h for h in spec.hosts} if spec is not None else {}
+    required = [(r.host, spec is None or (r.host in by_name and bool(
+        runtime_for(spec, by_name[r.host]).requires))) for r in rows]
+    if spec is not None and not any(need for _, need in required):
+        return False, readiness.ready_cells(required, [])  # no runtime: no column, no query
+    sources = [records.read_readiness(session, app), readiness.from_refresh(inspect)]
+    shown = spec is not None or any(s is not None and s.hosts for s in sources)
+    return shown, readiness.ready_cells(required, sources)
 
 
 def run_page(base: str, dag_id: str, run_id: str) -> HTMLResponse:

@@ -39,14 +39,24 @@ function lbCell(h) {
             el("span", {class: "lb-status"}, h.lb_status), el("span", {class: "muted"}, ` ${source}`));
 }
 
-function hostRow(h) {
+// runtime.requires on the host, as of the newer of the last release's preflight and refresh.
+function readyCell(h) {
+  const cell = el("td", {class: `ready ${h.ready || "none"} reason`}, h.ready_text ?? "");
+  if (!h.ready_kind) return cell;
+  cell.append(el("span", {class: "muted"}, ` as of ${h.ready_kind} `,
+                 runLink(h.ready_dag_id, h.ready_run_id), ` at ${when(h.ready_at)}`));
+  return cell;
+}
+
+function hostRow(h, readyColumn) {
   return el("tr", {"data-host": h.host, class: h.differs ? "differs" : ""},
     el("td", {}, h.host), el("td", {class: "dc"}, h.datacenter ?? h.group),
     el("td", {class: "version"}, h.version ?? "unknown"),
     el("td", {}, h.previous_good ?? ""), el("td", {}, h.last_step),
     el("td", {class: `result ${h.last_result}`}, h.last_result),
     el("td", {class: "reason"}, h.detail), el("td", {}, when(h.at)), onHostCell(h),
-    el("td", {class: "releases"}, (h.releases ?? []).join(", ")), lbCell(h));
+    el("td", {class: "releases"}, (h.releases ?? []).join(", ")), lbCell(h),
+    ...(readyColumn ? [readyCell(h)] : []));
 }
 
 function refreshLine(r) {
@@ -75,7 +85,8 @@ async function refresh() {
   if (!app) throw new Error("this DAG is not a Tars deploy DAG");
   const data = await api("GET", `/apps/${encodeURIComponent(app)}/fleet`);
   show($("summary"), ...summary(data.summary));
-  show($("hosts").tBodies[0], ...data.hosts.map(hostRow));
+  $("ready-head").hidden = $("ready-note").hidden = !data.ready_column;  // apps without runtime
+  show($("hosts").tBodies[0], ...data.hosts.map((h) => hostRow(h, data.ready_column)));
   show($("lb-note"), data.lb_note);
   show($("refresh-state"), ...refreshLine(data.refresh));
   $("refresh-button").hidden = !data.can_edit;
