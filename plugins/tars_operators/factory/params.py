@@ -113,6 +113,21 @@ def _release_params(spec: AppSpec, *, canary: bool) -> dict[str, Param]:
     }
 
 
+def _readiness_note(spec: AppSpec) -> str:
+    """This form is built at parse time (no host is asked): say where readiness is known."""
+    from tars_operators.assembly.requirements import runtime_for
+
+    policies = {runtime_for(spec, h).policy for h in spec.hosts if runtime_for(spec, h).requires}
+    if not policies:
+        return ""
+    unready = {"refuse": "refuses the run", "skip_unready": "is left out of it"}
+    what = (unready.get(policies.pop(), "follows runtime.policy") if len(policies) == 1
+            else "refuses the run or is left out, per its group's runtime.policy")
+    return (". Host readiness (runtime.requires) is not known to this form: prepare checks "
+            f"every chosen host before any host leaves rotation (an unready host {what}); the "
+            "App tab shows each host's readiness as of the last release or refresh")
+
+
 def _scope_params(spec: AppSpec) -> dict[str, Param]:
     hosts = [h.name for h in spec.hosts]
     return {
@@ -120,7 +135,7 @@ def _scope_params(spec: AppSpec) -> dict[str, Param]:
             [], type=["array", "null"], items={"type": "string", "enum": hosts}, uniqueItems=True,
             title="Only these hosts", section=SCOPE,
             description=f"Narrow the release to some of the app's {len(hosts)} hosts "
-                        "(empty: all of them)",
+                        "(empty: all of them)" + _readiness_note(spec),
             examples=hosts,
         ),
         "batches": Param(
