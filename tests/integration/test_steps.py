@@ -125,12 +125,15 @@ def test_corrupt_artifact_fails_clearly_and_changes_nothing(spec: AppSpec, tmp_p
     listing = sorted(p.name for p in (root_of(host) / "releases").iterdir())
     with pytest.raises(ChecksumMismatch, match="sha256 is .*expected 0000"):
         fetch_artifact(bad_spec, "2.0.0")
-    # A cached copy that rotted after the fetch: refused before anything is sent.
+    # A local copy that does not match what fetch resolved (rotted, or fetched on another
+    # worker) is downloaded again and verified: an artifact changed since fetch is refused
+    # before anything is sent.
     art = fetch_artifact(spec, "2.0.0")
     rotten = tmp_path / "rotten.tar.gz"
     rotten.write_bytes(art.path.read_bytes()[:-10] + b"0123456789")  # type: ignore[union-attr]
-    with open_session(spec, host) as s, pytest.raises(ChecksumMismatch, match="refusing to send"):
-        stage_release(s, spec, host, "2.0.0", FetchedArtifact("2.0.0", art.url, art.sha256, rotten, art.size), "r1")
+    changed = FetchedArtifact("2.0.0", art.url, "2" * 64, rotten, art.size)
+    with open_session(spec, host) as s, pytest.raises(ChecksumMismatch, match="nothing was sent to any host"):
+        stage_release(s, spec, host, "2.0.0", changed, "r1")
     # Pull delivery: the host downloads and verifies; a wrong sha256 stops it there.
     pulled = FetchedArtifact("2.0.0", art.url, "1" * 64)
     with open_session(spec, host) as s, pytest.raises(RemoteCommandError, match="(?s)exit code 65.*sha256 mismatch"):
