@@ -104,6 +104,12 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # The task supervisor can see its task's pipes close just before the process is
+            # reaped; it then sleeps a whole heartbeat interval (default 5 s) before it looks
+            # again. A skipped task's end (rollback.report on every good run) is recorded only
+            # then, and the worker slot stays taken. 1 s bounds that wait; it costs one
+            # heartbeat request per running task per second.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(h / "logs"),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), str(REPO)) if p),
             "NO_PROXY": "*",

@@ -258,12 +258,6 @@ def celery_env(engine: Engine, *, concurrency: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "3",
-        # The task supervisor can see its task's pipes close just before the process is
-        # reaped; it then sleeps a whole heartbeat interval (default 5 s) before it looks
-        # again. A skipped task's end (rollback.report on every good run) is recorded only
-        # then, and the worker slot stays taken. 1 s bounds that wait; it costs one
-        # heartbeat request per running task per second.
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         # A killed scheduler is seen as dead after 15 s; the other adopts its tasks.
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
