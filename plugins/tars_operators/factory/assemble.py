@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from airflow.sdk import DAG, Param
 from airflow.sdk.definitions.param import ParamsDict
 
 from tars_operators.config.spec import AppSpec
-from tars_operators.factory.builder import START
+from tars_operators.factory.builder import manual_dag, task_paths
 from tars_operators.remote.validate import SAFE_VERSION
 
 
@@ -19,15 +17,10 @@ def build_assemble_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
         ASSEMBLE, JOIN, AssembleHostsOperator, JoinHostsOperator,
     )
 
-    c = spec.config
-    common: dict[str, Any] = {"config_path": str(spec.source),
-                              "defaults_path": str(defaults_path) if defaults_path else None}
+    common = task_paths(spec, defaults_path)
     names = [h.name for h in spec.hosts]
     with DAG(
-        dag_id=f"tars_assemble__{spec.name}", schedule=None, start_date=START, catchup=False,
-        max_active_runs=1, tags=["tars", "assemble", *c.app.tags],
-        default_args={"owner": c.app.owner, "retries": 0},
-        is_paused_upon_creation=c.airflow.paused_on_creation,
+        **manual_dag(spec, "assemble"),
         doc_md=f"Make hosts of `{spec.name}` ready: run `runtime.assemble` (each step reports "
                f"changed or unchanged; a dry run only checks), check `runtime.requires`, then "
                f"with **install** put the version the other hosts run (or **version**) on them, "

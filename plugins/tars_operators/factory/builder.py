@@ -37,6 +37,22 @@ def stage_slots(spec: AppSpec) -> list[str]:
     return list(spec.default_plan.stage_names)
 
 
+def task_paths(spec: AppSpec, defaults_path: Path | None) -> dict[str, Any]:
+    """The config files every Tars task re-reads at run time."""
+    return {"config_path": str(spec.source),
+            "defaults_path": str(defaults_path) if defaults_path else None}
+
+
+def manual_dag(spec: AppSpec, kind: str) -> dict[str, Any]:
+    """DAG arguments of the app's manual companions (``tars_<kind>__<app>``): no schedule,
+    one run at a time, no task retries."""
+    c = spec.config
+    return {"dag_id": f"tars_{kind}__{spec.name}", "schedule": None, "start_date": START,
+            "catchup": False, "max_active_runs": 1, "tags": ["tars", kind, *c.app.tags],
+            "default_args": {"owner": c.app.owner, "retries": 0},
+            "is_paused_upon_creation": c.airflow.paused_on_creation}
+
+
 def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool = False) -> DAG:
     """``tars_deploy__<app>`` (or, with ``canary``, ``tars_canary__<app>``: the fort stage only)."""
     from tars_operators.operators.announce import ANNOUNCE, AnnounceOperator
@@ -55,8 +71,7 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
              if bake_in_gate(c, n.stage) else n for n in nodes]
     if _canary_approval(spec, canary):
         nodes = [CanaryNode(**vars(nodes[0]), approve=m.approve_id(slots[0]))]
-    common: dict[str, Any] = {"config_path": str(spec.source),
-                              "defaults_path": str(defaults_path) if defaults_path else None}
+    common = task_paths(spec, defaults_path)
     with DAG(
         dag_id=f"tars_canary__{spec.name}" if canary else spec.dag_id,
         description=c.app.description or f"Release {spec.name}",
@@ -172,16 +187,11 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
 
     from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
     from tars_operators.remote.validate import SAFE_VERSION
-    c = spec.config
-    common: dict[str, Any] = {"config_path": str(spec.source),
-                              "defaults_path": str(defaults_path) if defaults_path else None}
+    common = task_paths(spec, defaults_path)
     names = [h.name for h in spec.hosts]
     at_once = _at_once(spec)
     with DAG(
-        dag_id=f"tars_rollback__{spec.name}", schedule=None, start_date=START, catchup=False,
-        max_active_runs=1, tags=["tars", "rollback", *c.app.tags],
-        default_args={"owner": c.app.owner, "retries": 0},
-        is_paused_upon_creation=c.airflow.paused_on_creation,
+        **manual_dag(spec, "rollback"),
         doc_md=f"Roll `{spec.name}` back: the plan undoes the latest release run on the hosts it "
                f"switched (hosts it did not switch stay; a second rollback moves nothing), or "
                f"puts `version` on every listed host. Each host re-activates its target (no "
@@ -213,21 +223,16 @@ def build_inspect_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DA
     "Refresh from hosts"); manual only, one run at a time, changes nothing."""
     from tars_operators.operators.inspect import INSPECT, InspectHostsOperator
 
-    c = spec.config
     with DAG(
-        dag_id=f"tars_inspect__{spec.name}", schedule=None, start_date=START, catchup=False,
-        max_active_runs=1, tags=["tars", "inspect", *c.app.tags],
-        default_args={"owner": c.app.owner, "retries": 0},
         # Read-only, started from the App view: a paused one would leave the refresh queued.
-        is_paused_upon_creation=False,
+        **{**manual_dag(spec, "inspect"), "is_paused_upon_creation": False},
         doc_md=f"Read what every host of `{spec.name}` runs (current release, previous good, "
                f"other releases on disk, a release's lease) over SSH and its state in the load "
                f"balancer. Changes nothing; the App view shows the result.",
     ) as dag:
         for task in _host_tasks(spec, INSPECT):  # one per queue: a worker that reaches its hosts
             InspectHostsOperator(task_id=task.task_id, host_queue=task.queue,
-                                 config_path=str(spec.source),
-                                 defaults_path=str(defaults_path) if defaults_path else None,
+                                 **task_paths(spec, defaults_path),
                                  **({"queue": task.queue} if task.queue is not None else {}))
     return dag
 
