@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, poll
 from tests.e2e.test_starting import tars
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +171,36 @@ def test_haproxy_admin_socket_gone_20s_mid_batch_is_waited_out(e2e: E2E) -> None
     assert {h: versions[h] for h in hosts} == {h: "2.0.0" for h in hosts}
     assert set(e2e.sandbox.server_states().values()) == {"UP"}
     assert load.failed == 0, f"{load.failed} failed requests: {load.errors[:5]}"
+
+
+def test_an_approval_task_that_fails_stops_the_release_and_says_so(e2e: E2E) -> None:
+    # The approval after the fort fails (here marked failed by an operator; Airflow 3.3.2 does
+    # it itself to an approval answered as its task parks). Airflow still runs finalize, whose
+    # gates did not fail: it must not call the release a success, nor the hosts of the stages
+    # that never ran "failed" or "died".
+    dag_id = e2e.add_app("demo_stop", **{
+        "strategy.batches": [1, "100%"], "traffic.min_in_service": "10%",
+        "strategy.approval": {"enabled": True, "after": ["fort"], "timeout_seconds": 600,
+                              "default": "halt"}})
+    hosts = ["host01", "host02", "host03"]
+    run_id = e2e.api.trigger(dag_id, {"version": "2.0.0", "reason": "e2e: approval fails",
+                                      "hosts": hosts})["dag_run_id"]
+    poll(lambda: e2e.api.pending_approvals(dag_id, run_id), 240, "the approval after the fort")
+    e2e.api.request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/fort.approve",
+                    json={"new_state": "failed"})
+    run = e2e.api.wait(dag_id, run_id, timeout=180)
+    note = run.get("note") or ""
+    states = e2e.task_states(dag_id, run_id)
+    print(f"\n{dag_id} → {run['state']}: {note}\n{states}")
+    assert run["state"] == "failed", note
+    assert note.startswith("FAILED: stopped at fort.approve (failed, see its log) · "
+                           "1/3 hosts on 2.0.0 · 0 failed"), note
+    assert "not released (still on their release, never touched by this run): host02, host03" \
+        in note, note
+    assert "died" not in note and "succeeded" not in note and "within budget" not in note, note
+    assert states["finalize"] == "failed", states
+    assert e2e.versions() == {"host01": "2.0.0", "host02": OLD, "host03": OLD,
+                              **{h.name: OLD for h in e2e.sandbox.hosts if h.name not in hosts}}
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}, e2e.sandbox.server_states()
+    for host in hosts:
+        assert e2e.lease(host) is None, f"{host}: lease left: {e2e.lease(host)}"

@@ -11,7 +11,7 @@ from tars_operators.operators.rollback import decision_reason
 from tars_operators.release import restore
 from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder
-from tars_operators.release.machine import FETCH, PREPARE
+from tars_operators.release.machine import FETCH, PREPARE, broken_flow
 from tars_operators.release.notes import Progress, compose, set_run_note
 from tars_operators.release.observe import analysis_headlines
 from tars_operators.release.runtime import run_plan, stage_outcomes
@@ -39,6 +39,11 @@ class FinalizeOperator(SpecOperator):
         # A host whose chain finished but whose report was lost is not a failed host.
         outcomes, late = reconcile(spec, stage_outcomes(context, plan), plan.version, run_id,
                                    log=self.log)
+        dr = context["dag_run"]
+        broken = broken_flow(context["ti"].get_task_states(dag_id=dr.dag_id, run_ids=[run_id])
+                             .get(run_id, {}), plan.slot_names)
+        if broken:
+            self._stopped(context, plan, outcomes, broken)
         failed = [h for o in outcomes for h in o.failed]
         repaired = restore.repair_failed(spec, failed, plan.version, run_id, log=self.log,
                                           lease=RunLease.from_context(context, spec))
@@ -64,7 +69,6 @@ class FinalizeOperator(SpecOperator):
                     f"runs {plan.version}, marked good by this run, UP)" for h in late]
         details += _repairs(repaired, seen)
         details += analysis_headlines(context["ti"], plan.slot_names)  # canary analysis verdicts
-        dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
                                                    details))
         notify(spec, "success" if not wrong else "failure", head, details, run_id=run_id,
@@ -72,6 +76,41 @@ class FinalizeOperator(SpecOperator):
         if wrong:
             raise AirflowFailException(head + "\n" + "\n".join(details))
         return {"version": plan.version, "hosts": done, "failed": failed, "late": late}
+
+
+    def _stopped(self, context: Context, plan: Any, outcomes: list[Any],
+                 broken: list[str]) -> None:
+        """A stage task failed (``broken``), yet Airflow reached finalize: the release did not
+        finish. Hosts are left as they are (as a halt does); the run fails naming the task, the
+        hosts released, those never started and any host not on a good release and UP."""
+        spec, dr = self.spec, context["dag_run"]
+        done = [h for o in outcomes for h in o.succeeded]
+        failed = [h for o in outcomes for h in o.failed]
+        waiting = [h for h in plan.all_hosts if h not in done and h not in failed]
+        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
+        wrong = problems(seen, {h: (plan.version if h in done else None) for h in plan.all_hosts})
+        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(
+            spec, [h for h in plan.in_rotation if h not in plan.all_hosts])]
+        head = Progress(f"FAILED: stopped at {', '.join(broken)} (failed, see its log)",
+                        len(done), len(plan.all_hosts), plan.version, len(failed),
+                        plan.budget_total, None).line()
+        details = [f"the release did not finish: {', '.join(broken)} failed, so the stages "
+                   "after it never ran; hosts are left as they are"]
+        if waiting:
+            details.append(f"not released (still on their release, never touched by this run): "
+                           f"{', '.join(waiting)}")
+        details += wrong
+        if wrong:
+            details.append(repair_hint(spec.name, [w.split(":", 1)[0] for w in wrong
+                                                   if not w.startswith("NOT IN ROTATION")]))
+        details += [msg for o in outcomes for h, msg in o.why if h in failed]
+        details.append(f"to finish: release {plan.version} again"
+                       + (f" to {', '.join(waiting)}" if waiting else "")
+                       + f"; to undo: tars rollback {spec.name} --reason '<why>'")
+        set_run_note(dr.dag_id, dr.run_id, compose(head, plan.who, plan.reason, plan.ticket,
+                                                   details))
+        notify(spec, "failure", head, details, run_id=dr.run_id, version=plan.version)
+        raise AirflowFailException(head + "\n" + "\n".join(details))
 
 
 def _repairs(repaired: dict[str, str], seen: dict[str, Any]) -> list[str]:

@@ -425,6 +425,18 @@ def split_hosts(base: str, hosts: Sequence[str], queue_of: Mapping[str, Queue],
                            tuple(h for h in hosts if where[h] == q)) for q in known)
 
 
+FLOW_TASKS = ("enter", "gate", "bake", "approve")  # a stage's own tasks around its host tasks
+
+
+def broken_flow(states: Mapping[str, str | None], stages: Sequence[str]) -> list[str]:
+    """The stage tasks that failed (an entry or its queue picker, a gate, a bake, an approval):
+    the run stopped there, and the stages after it never ran, whatever ran after them (Airflow
+    runs ``finalize`` when its gates did not fail, e.g. after an approval task Airflow lost)."""
+    return sorted(t for t, state in states.items() if state == "failed"
+                  and t.split(".")[0] in stages and len(t.split(".")) >= 2
+                  and t.split(".")[1] in FLOW_TASKS)
+
+
 def stage_of(task_id: str) -> str:
     """The stage a stage task belongs to (``batch_1.release`` → ``batch_1``); the rollback's
     tasks belong to ``rollback``; any other task id is returned as it is."""

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import RuntimeTaskInstanceProtocol as TaskInstance
 
-FAILED_STATES = {"failed", "upstream_failed"}
+# A host task the scheduler never started because its stage's entry (enter, queue picker, or the
+# approval before it) failed: the host was not touched, so it is neither done nor failed.
+NOT_STARTED = "upstream_failed"
 
 
 @lru_cache(maxsize=64)
@@ -67,12 +69,14 @@ def stage_outcomes(context: Context, plan: ReleasePlan,
             for host, (i, _) in host_index(items).items():
                 state = states.get(f"{task}_{i}") or states.get(task)
                 mine = results.get(host, {}).get("state")
-                if many:  # one host of a multi-host task: its own result counts, once it has one
-                    if mine == "failed" or (state in FAILED_STATES and mine not in ("ok", "untouched")):
+                if state == NOT_STARTED:
+                    untouched.append(host)
+                elif many:  # one host of a multi-host task: its own result counts, once it has one
+                    if mine == "failed" or (state == "failed" and mine not in ("ok", "untouched")):
                         failed.append(host)
                     elif mine in ("ok", "untouched") or state == "success":
                         (untouched if mine == "untouched" else ok).append(host)
-                elif state in FAILED_STATES:
+                elif state == "failed":
                     failed.append(host)
                 elif state == "success":
                     (untouched if mine == "untouched" else ok).append(host)

@@ -133,3 +133,18 @@ def test_an_approval_leads_on_back_or_to_halt_and_the_release_table_allows_each(
     assert choices == {"Continue": "batch_1.enter", "Roll back": ROLLBACK_PLAN, "Halt": HALT}
     for new in (Release.RUNNING_STAGE, Release.ROLLING_BACK, Release.HALTED):
         check_transition(RELEASE_TRANSITIONS, Release.AWAITING_APPROVAL, new)
+
+
+def test_broken_flow_names_the_stage_tasks_that_failed_not_hosts_or_ends() -> None:
+    from tars_operators.release.machine import broken_flow
+
+    states = {"prepare": "success", "fort.enter": "success", "fort.release_0": "success",
+              "fort.gate": "success", "fort.approve": "failed",
+              "batch_1.enter": "upstream_failed", "batch_1.release_0": "upstream_failed",
+              "batch_1.release_1": "failed", "batch_1.gate": "skipped", "rollback.plan": "failed",
+              "halt": "upstream_failed", "finalize": "running"}
+    assert broken_flow(states, ["fort", "batch_1"]) == ["fort.approve"]
+    assert broken_flow({**states, "fort.approve": "success", "batch_1.enter.dc2": "failed",
+                        "batch_1.gate": "failed"}, ["fort", "batch_1"]) == [
+        "batch_1.enter.dc2", "batch_1.gate"]
+    assert broken_flow({"fort.approve": "failed"}, ["batch_1"]) == []  # not this plan's stage

@@ -95,3 +95,16 @@ def test_one_host_per_task_reads_as_before(monkeypatch: pytest.MonkeyPatch) -> N
     o = outcome(FakeTI(states, xcoms), p, monkeypatch)
     assert (o.succeeded, o.failed, o.untouched) == (("h00",), ("h01",), ("h02",))
     assert o.why == (("h01", "h01 failed@stage: disk full"),)
+
+
+@pytest.mark.parametrize("n", [3, 20])  # one host per task, and several
+def test_hosts_whose_task_never_started_are_untouched_not_failed(
+        n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stage's entry (or the approval before it) failed: Airflow marks its host tasks
+    # upstream_failed without running them. Those hosts were not touched: no "died" host, no
+    # failure to count against a budget, nothing to restore.
+    p = plan(n)
+    indexes = range(len(task_items("auto", p.hosts("batch_1"))))
+    o = outcome(FakeTI({f"{TASK}_{i}": "upstream_failed" for i in indexes}, {}), p, monkeypatch)
+    assert (o.succeeded, o.failed, o.why) == ((), (), ())
+    assert o.untouched == p.hosts("batch_1")
