@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, cast
 from urllib.parse import quote
 
 import httpx
+
+from tars_operators.client.settle import answer_delay
 
 TERMINAL = {"success", "failed"}
 
@@ -138,13 +141,27 @@ class Airflow:
                           params={"response_received": "false", "limit": 100})
 
     def answer(self, dag_id: str, run_id: str, task_id: str, option: str,
-               map_index: int = -1) -> dict[str, Any]:
-        """Answer a human-in-the-loop task (409 when it was already answered)."""
-        return self.obj(
-            "PATCH",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": [option]},
-        )
+               map_index: int = -1, *, settle_timeout: float = 60.0) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (409 when it was already answered), once its task has
+        been parked long enough for Airflow to keep the answer (``client.settle``)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        deadline = time.monotonic() + settle_timeout
+        while time.monotonic() < deadline:
+            try:
+                detail = self.obj("GET", path)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                delay: float | None = None  # the question is not written yet
+            else:
+                asked = detail.get("created_at")
+                delay = answer_delay((detail.get("task_instance") or {}).get("state"),
+                                     datetime.fromisoformat(asked) if asked else None,
+                                     datetime.now(timezone.utc))
+            if delay == 0:
+                break
+            time.sleep(min(delay or 0.5, max(0.0, deadline - time.monotonic())))
+        return self.obj("PATCH", path, json={"chosen_options": [option]})
 
     def wait(self, dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 1.0,
              on_change: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None

@@ -141,6 +141,7 @@ def answer_approval(app_name: str, dag_id: str, run_id: str, task_id: str, body:
     _same_app(app_name, dag_id)
     _require_dag_access(dag_id, "HITL_DETAIL", "PUT", user, session,
                         f"answer approvals of {app_name}")
+    _settle(session, dag_id, run_id, task_id, body.map_index)
     answer = update_hitl_detail(
         dag_id=dag_id, dag_run_id=run_id, task_id=task_id, map_index=body.map_index,
         update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[body.option]),
@@ -150,6 +151,34 @@ def answer_approval(app_name: str, dag_id: str, run_id: str, task_id: str, body:
     return {"app": app_name, "run_id": run_id, "task_id": task_id,
             "chosen_options": list(answer.chosen_options),
             "responded_at": answer.responded_at.isoformat(timespec="seconds")}
+
+
+def _settle(session: Session, dag_id: str, run_id: str, task_id: str, map_index: int,
+            timeout: float = 10.0) -> None:
+    """Hold the answer until its task has been parked long enough for Airflow to keep it
+    (``client.settle``: an answer in the moment of parking makes Airflow fail the task)."""
+    import time
+    from datetime import datetime, timezone
+
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance as TI
+    from tars_operators.client.settle import answer_delay
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # Columns, not ORM objects: each look reads what the scheduler and workers committed.
+        rows = list(session.execute(
+            select(TI.state, HITLDetail.created_at).outerjoin(HITLDetail, HITLDetail.ti_id == TI.id)
+            .where(TI.dag_id == dag_id, TI.run_id == run_id, TI.task_id == task_id,
+                   TI.map_index == map_index)))
+        row = rows[0] if rows else None
+        if row is None:
+            return  # Airflow's answer says what is wrong (404)
+        delay = answer_delay(None if row[0] is None else str(row[0]), row[1],
+                             datetime.now(timezone.utc))
+        if delay == 0:
+            return
+        time.sleep(min(delay or 0.3, max(0.0, deadline - time.monotonic())))
 
 
 # ---- rollback --------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class FakeAirflow:
     trigger_error: tuple[int, Any] | None = None
     login_error: bool = False
     approvals: list[dict[str, Any]] = field(default_factory=list)
+    parking: list[str] = field(default_factory=list)  # task states shown before the stored one
     brake: dict[str, Any] | None = None
     window_open: bool = True
     active: list[dict[str, Any]] = field(default_factory=list)  # runs already in progress
@@ -124,6 +125,16 @@ class FakeAirflow:
                  and run_id in ("~", a["task_instance"]["dag_run_id"])]
         return httpx.Response(200, json={"hitl_details": found, "total_entries": len(found)})
 
+    def get_one_hitl(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str,
+                     map_index: str) -> httpx.Response:
+        """One approval; ``parking`` holds the states its task shows before the stored one."""
+        for a in self.approvals:
+            ti = a["task_instance"]
+            if (ti["dag_id"], ti["dag_run_id"], ti["task_id"]) == (dag_id, run_id, task_id):
+                shown = {**ti, "state": self.parking.pop(0)} if self.parking else ti
+                return httpx.Response(200, json={**a, "task_instance": shown})
+        return httpx.Response(404, json={"detail": "not found"})
+
     def answer(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str,
                map_index: str) -> httpx.Response:
         chosen = json.loads(request.content)["chosen_options"]
@@ -154,6 +165,8 @@ ROUTES = {
     ("GET", D + r"/dagRuns/([^/]+)"): FakeAirflow.get_run,
     ("GET", D + r"/dagRuns/([^/]+)/taskInstances"): FakeAirflow.get_tis,
     ("GET", D + r"/dagRuns/([^/]+)/hitlDetails"): FakeAirflow.get_hitl,
+    ("GET", D + r"/dagRuns/([^/]+)/taskInstances/([^/]+)/(-?\d+)/hitlDetails"):
+        FakeAirflow.get_one_hitl,
     ("PATCH", D + r"/dagRuns/([^/]+)/taskInstances/([^/]+)/(-?\d+)/hitlDetails"):
         FakeAirflow.answer,
     ("POST", r"/tars/apps/([^/]+)/brake"): FakeAirflow.pull_brake,

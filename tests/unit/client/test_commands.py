@@ -240,3 +240,39 @@ def test_deploy_behind_a_running_release_says_it_waits(fake: FakeAirflow, capsys
             "this release waits until it ends") in out
     body = json.loads(fake.calls("POST", r".*/dagRuns")[0].content)
     assert body["note"] == "queued behind manual__0: one release per app at a time"
+
+
+def test_approve_holds_the_answer_until_the_task_has_stood_parked(
+        fake: FakeAirflow, capsys, monkeypatch) -> None:
+    # Airflow 3.3.2 fails an approval answered in the moment its task parks: the answer waits
+    # while the task is still running, then until the question is SETTLE_SECONDS old.
+    from datetime import datetime, timezone
+    import time
+
+    from tars_operators.client import settle
+
+    monkeypatch.setattr(settle, "SETTLE_SECONDS", 0.4)
+    asked = datetime.now(timezone.utc)
+    fake.approvals = [{**approval(), "created_at": asked.isoformat()}]
+    fake.parking = ["running", "running"]
+    start = time.monotonic()
+    code, out, _ = run(capsys, "approve", "demo")
+    assert code == 0, out
+    gets = fake.calls("GET", r".*/taskInstances/fort.approve/-1/hitlDetails")
+    assert len(gets) >= 3  # two while it ran, then parked (and fresh), then settled
+    (patch,) = fake.calls("PATCH", r".*/hitlDetails")
+    assert fake.requests.index(patch) > fake.requests.index(gets[-1])
+    assert time.monotonic() - start >= 0.4 - 0.05
+
+
+@pytest.mark.parametrize("state,age,expected", [
+    ("running", 60, None), ("queued", 60, None), (None, 60, None),
+    ("awaiting_input", 0, 5.0), ("awaiting_input", 2, 3.0), ("awaiting_input", 9, 0.0),
+    ("deferred", 9, 0.0), ("success", 0, 0.0), ("failed", 0, 0.0)])
+def test_answer_delay(state, age, expected) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tars_operators.client.settle import answer_delay
+
+    now = datetime(2026, 11, 30, 6, 0, tzinfo=timezone.utc)
+    assert answer_delay(state, now - timedelta(seconds=age), now) == expected

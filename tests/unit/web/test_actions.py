@@ -9,6 +9,7 @@ would write to the database. The real path is in tests/e2e/test_browser_actions.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -253,3 +254,37 @@ def test_a_user_who_may_edit_the_app_but_not_trigger_the_rollback_dag_is_refused
         assert r.json()["detail"] == ("editor_eve may not roll demo back: that needs POST "
                                       "permission on run of DAG tars_rollback__demo")
     assert variables.audit() == []
+
+
+def test_an_answer_waits_until_its_task_has_stood_parked(
+        editor: TestClient, variables: Variables, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow 3.3.2 fails an approval answered as its task parks (client.settle): the action
+    # holds the answer while the task runs, then until the question is SETTLE_SECONDS old.
+    from datetime import datetime, timezone
+
+    import airflow.api_fastapi.core_api.routes.public.hitl as hitl
+    from tars_operators.client import settle
+
+    monkeypatch.setattr(settle, "SETTLE_SECONDS", 0.6)
+    asked = datetime.now(timezone.utc)
+    looks = [[("running", asked)], [("awaiting_input", asked)]]
+    seen: list[Any] = []
+
+    def execute(self: Session, stmt: Any) -> list[Any]:
+        if "hitl_detail" not in str(stmt).lower():
+            return []
+        seen.append(time.monotonic())
+        return looks.pop(0) if len(looks) > 1 else looks[0]
+
+    answered: list[float] = []
+
+    def update(**kwargs: Any) -> Any:
+        answered.append(time.monotonic())
+        return SimpleNamespace(chosen_options=["Continue"], responded_at=asked)
+
+    monkeypatch.setattr(Session, "execute", execute)
+    monkeypatch.setattr(hitl, "update_hitl_detail", update)
+    r = editor.post(f"{RUN}/approvals/fort.approve", json=ANSWER)
+    assert r.status_code == 200, r.text
+    assert len(seen) >= 3 and answered[0] > seen[-1]  # running, parked but fresh, settled
+    assert (datetime.now(timezone.utc) - asked).total_seconds() >= 0.6
