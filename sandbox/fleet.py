@@ -370,6 +370,10 @@ class Sandbox:
         """HAProxy server name → status (UP/DOWN/DRAIN/MAINT…), from `show stat` field 18."""
         return haproxy.server_states(self.haproxy_socket)
 
+    def sessions(self) -> dict[str, int]:
+        """HAProxy server name → current sessions (`scur`)."""
+        return haproxy.sessions(self.haproxy_socket)
+
     def served_version(self, host: Host | str) -> str | None:
         """Version the host's app serves on /version, None if it does not answer 200."""
         h = self.host(host) if isinstance(host, str) else host

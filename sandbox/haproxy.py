@@ -16,6 +16,7 @@ from sandbox.procs import Tracked
 
 HAPROXY = "/usr/sbin/haproxy"
 BACKEND = "demo"
+SESSIONS_FIELD = 4  # `scur` (field 5): current sessions
 STATUS_FIELD = 17  # 0-based index of `status` (field 18) in `show stat` CSV
 CHECK_STATUS_FIELD = 36  # `check_status` (field 37), e.g. L7OK
 # Scale mode: health checks per second across the whole backend, and runtime API clients at once
@@ -128,6 +129,11 @@ def stat_rows(sock_path: Path) -> list[list[str]]:
 def server_states(sock_path: Path) -> dict[str, str]:
     """Server name → status (UP, DOWN, DRAIN, MAINT, …) from `show stat` field 18."""
     return {r[1]: r[STATUS_FIELD] for r in stat_rows(sock_path)}
+
+
+def sessions(sock_path: Path) -> dict[str, int]:
+    """Server name → current sessions (`scur`, field 5)."""
+    return {r[1]: int(r[SESSIONS_FIELD] or 0) for r in stat_rows(sock_path)}
 
 
 def all_up_and_checked(sock_path: Path, names: Sequence[str]) -> bool:

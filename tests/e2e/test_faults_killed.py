@@ -151,12 +151,15 @@ def test_kill_9_mid_activation_rolls_back_and_leaves_no_process_on_the_host(e2e:
 
 
 def test_kill_9_after_pull_out_rolls_back_and_the_host_returns_to_rotation(e2e: E2E) -> None:
-    dag_id = app(e2e)
+    # The run waits for an approval after the fort, so the victim holds sessions before its
+    # pull-out begins (not a race with batch_1's start): its drain then waits for them.
+    dag_id = app(e2e, **{"strategy.approval": {"enabled": True, "after": ["fort"],
+                                               "timeout_seconds": 600, "default": "halt"}})
     run_id = trigger(e2e, dag_id, "2.0.0", "kill -9 after pull-out")
-    # Sessions on every server once the fort is back in rotation: the victim's drain waits.
-    poll(lambda: phase_is(e2e, "host01", run_id, "in rotation"), 240, "the fort host to finish",
-         interval=0.1)
-    pinned = Pinned(e2e, seconds=12)
+    poll(lambda: e2e.api.pending_approvals(dag_id, run_id), 240, "the approval after the fort")
+    pinned = Pinned(e2e, seconds=20)  # outlasts the answer's settle time (client.settle)
+    poll(lambda: e2e.sandbox.sessions()[VICTIM] > 0, 10, f"sessions on {VICTIM}", interval=0.05)
+    e2e.api.answer(dag_id, run_id, "fort.approve", "Continue")
     poll(lambda: e2e.sandbox.server_states()[VICTIM].split()[0] in ("DRAIN", "MAINT"), 120,
          f"{VICTIM} to be drained", interval=0.05)
     killed = e2e.kill_task_on(VICTIM)
