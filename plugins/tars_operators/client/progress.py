@@ -16,7 +16,7 @@ from tars_operators.release.machine import (
 
 HOSTS_IN_LABEL = re.compile(r"\((\d+) hosts\)$")  # factory/builder.py HOSTS_LABEL
 DONE_OK = {"success"}
-DONE_BAD = {"failed", "upstream_failed"}
+NOT_STARTED = "upstream_failed"
 ACTIVE = {"running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"}
 # Tasks of a release that wait on something other than a worker.
 WINDOW_TASK = PREPARE
@@ -24,23 +24,36 @@ WINDOW_TASK = PREPARE
 
 @dataclass(frozen=True)
 class StageView:
-    """A mapped task (one per host): fort.release, batch_1.release, rollback.hosts, restore."""
+    """A mapped task (one per host): fort.release, batch_1.release, rollback.hosts, restore.
+
+    A task of several hosts (``strategy.hosts_per_task``) that failed may have released most of
+    them: the REST API shows the task's state, not each host's result, so its hosts are counted
+    apart (``unsure``) and the run note names the failed ones.
+    """
 
     name: str
     hosts: int
     done: int
-    failed: int
+    failed: int  # hosts of failed one-host tasks
     active: int
+    unsure: int = 0  # hosts of failed multi-host tasks: some may be released
+    not_started: int = 0  # tasks the scheduler never started (their stage's entry failed)
 
     @property
     def finished(self) -> bool:
-        return self.hosts > 0 and self.done + self.failed == self.hosts
+        return self.hosts > 0 and (self.done + self.failed + self.unsure + self.not_started
+                                   == self.hosts)
 
     def line(self) -> str:
+        bad = f", {self.failed} FAILED" if self.failed else ""
+        if self.unsure:
+            bad += (f", {self.unsure} in failed multi-host task(s) (the run note names the "
+                    "hosts that failed)")
+        if self.not_started:
+            bad += f", {self.not_started} never started"
         if self.finished:
-            bad = f", {self.failed} FAILED" if self.failed else ""
             return f"{self.name}: {self.done}/{self.hosts} host(s) done{bad}"
-        return f"{self.name}: {self.done}/{self.hosts} host(s) done, {self.active} in progress"
+        return f"{self.name}: {self.done}/{self.hosts} host(s) done{bad}, {self.active} in progress"
 
 
 @dataclass(frozen=True)
@@ -88,18 +101,25 @@ def _order(task_id: str) -> tuple[int, int, str]:
 
 def snapshot(run: dict[str, Any], tis: list[dict[str, Any]]) -> Snapshot:
     """Condense a run (``GET …/dagRuns/{id}``) and its task instances."""
-    mapped: dict[str, list[str | None]] = {}
+    mapped: dict[str, list[tuple[str | None, int]]] = {}
     for ti in tis:
         if ti.get("map_index", -1) >= 0:
             # A stage's per-queue tasks count as one stage.
             # A task of several hosts (strategy.hosts_per_task) counts each of its hosts.
-            mapped.setdefault(stage_name(ti["task_id"]), []).extend(
-                [ti.get("state")] * task_hosts(ti))
+            mapped.setdefault(stage_name(ti["task_id"]), []).append(
+                (ti.get("state"), task_hosts(ti)))
+
+    def hosts(tasks: list[tuple[str | None, int]], want: Any) -> int:
+        return sum(n for state, n in tasks if want(state, n))
+
     stages = tuple(
-        StageView(stage_name(task_id), len(states),
-                  sum(s in DONE_OK for s in states), sum(s in DONE_BAD for s in states),
-                  sum(s in ACTIVE or s == "awaiting_input" for s in states))
-        for task_id, states in sorted(mapped.items(), key=lambda item: _order(item[0]))
+        StageView(stage_name(name), hosts(tasks, lambda s, n: True),
+                  done=hosts(tasks, lambda s, n: s in DONE_OK),
+                  failed=hosts(tasks, lambda s, n: s == "failed" and n == 1),
+                  active=hosts(tasks, lambda s, n: s in ACTIVE or s == "awaiting_input"),
+                  unsure=hosts(tasks, lambda s, n: s == "failed" and n > 1),
+                  not_started=hosts(tasks, lambda s, n: s == NOT_STARTED))
+        for name, tasks in sorted(mapped.items(), key=lambda item: _order(item[0]))
     )
 
     def unmapped(state: str) -> tuple[str, ...]:
@@ -130,8 +150,9 @@ def changes(old: Snapshot | None, new: Snapshot, *, approve_hint: str = "") -> l
     before = {s.name: s for s in old.stages} if old else {}
     for stage in new.stages:
         seen = before.get(stage.name)
-        if seen is None or (seen.done, seen.failed, seen.hosts) != (stage.done, stage.failed,
-                                                                     stage.hosts):
+        if seen is None or (seen.done, seen.failed, seen.unsure, seen.not_started,
+                            seen.hosts) != (stage.done, stage.failed, stage.unsure,
+                                            stage.not_started, stage.hosts):
             lines.append(stage.line())
     for task_id in new.approvals:
         if old is None or task_id not in old.approvals:

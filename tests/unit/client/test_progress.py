@@ -103,3 +103,22 @@ def test_client_never_imports_airflow() -> None:
                             cwd=REPO, env={"PYTHONPATH": str(REPO / "plugins")})
     assert result.returncode == 0, result.stderr
     assert "--force REASON" in result.stdout and result.stdout.rstrip().endswith("ok")
+
+
+def test_a_failed_task_of_several_hosts_is_not_counted_as_all_failed() -> None:
+    # 50 hosts in two tasks of 25 (strategy.hosts_per_task): one task failed on a single host.
+    # The API shows task states only: its 25 hosts are not "25 FAILED"; the note names the one.
+    def many(state: str, i: int) -> dict:
+        return {**ti("batch_3.release", state, i), "rendered_map_index": "h1…h25 (25 hosts)"}
+
+    snap = snapshot({"state": "failed"}, [many("success", 0), many("failed", 1)])
+    (stage,) = snap.stages
+    assert (stage.done, stage.failed, stage.unsure, stage.finished) == (25, 0, 25, True)
+    assert stage.line() == ("batch_3: 25/50 host(s) done, 25 in failed multi-host task(s) "
+                            "(the run note names the hosts that failed)")
+
+
+def test_hosts_whose_task_never_started_are_not_failed() -> None:
+    snap = snapshot({"state": "failed"}, [ti("batch_1.release", "upstream_failed", 0),
+                                          ti("batch_1.release", "upstream_failed", 1)])
+    assert snap.stages[0].line() == "batch_1: 0/2 host(s) done, 2 never started"
