@@ -37,6 +37,14 @@ def stage_slots(spec: AppSpec) -> list[str]:
     return list(spec.default_plan.stage_names)
 
 
+# The run's own decisions and ends (stage entries, queue pickers, gates, finalize, halt, the
+# rollback's plan and report) read state and decide again the same way: an unexpected error
+# there (the execution API timing out under load, a worker lost) is retried, so a run is not
+# left without a decision or a report. Deliberate failures (AirflowFailException) are not.
+# Host tasks keep ``steps.host_retries``; prepare and fetch none (they report their own).
+CONTROL_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=3)}
+
+
 def task_paths(spec: AppSpec, defaults_path: Path | None) -> dict[str, Any]:
     """The config files every Tars task re-reads at run time."""
     return {"config_path": str(spec.source),
@@ -122,7 +130,7 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
     join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     with TaskGroup(m.ROLLBACK_GROUP):
         plan_rb = RollbackPlanOperator(task_id=m.in_group(m.ROLLBACK_PLAN), trigger_rule=join,
-                                       **common)
+                                       **CONTROL_RETRIES, **common)
         hosts_rb = [RollbackHostOperator.partial(
             task_id=m.in_group(task.task_id), map_index_template=HOST_LABEL,
             max_active_tis_per_dagrun=_at_once(spec), **_on_queue(spec, task), **common,
@@ -132,12 +140,13 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
         # (no worker start) when the run never rolled back. With hosts on several queues a
         # queue without touched hosts skips its task: all_done, and the report skips itself.
         report = RollbackReportOperator(
-            task_id=m.in_group(m.ROLLBACK_REPORT), **common,
+            task_id=m.in_group(m.ROLLBACK_REPORT), **CONTROL_RETRIES, **common,
             trigger_rule=TriggerRule.NONE_SKIPPED if len(spec.queues) <= 1 else TriggerRule.ALL_DONE,
         )
         plan_rb >> hosts_rb >> report
-    halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **common)
-    finalize = FinalizeOperator(task_id=m.FINALIZE, trigger_rule=join, **common)
+    halt = HaltOperator(task_id=m.HALT, trigger_rule=join, **CONTROL_RETRIES, **common)
+    finalize = FinalizeOperator(task_id=m.FINALIZE, trigger_rule=join, **CONTROL_RETRIES,
+                                **common)
     return [plan_rb, halt, finalize], report
 
 
@@ -151,7 +160,7 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
     with TaskGroup(node.stage):
         enter = EnterStageOperator(
             task_id=m.in_group(node.enter), stage=node.stage,
-            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **CONTROL_RETRIES, **common
         )
         release = [ReleaseHostOperator.partial(
             task_id=m.in_group(task.task_id), map_index_template=HOSTS_LABEL, stage=node.stage,
@@ -162,7 +171,8 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
             for task in _host_tasks(spec, node.release)]
         gate = GateOperator(
             task_id=m.in_group(node.gate), app=spec.name, node=node, stages=slots,
-            on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE, **common,
+            on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,
+            **CONTROL_RETRIES, **common,
         )
         release >> gate
         enter >> gate
@@ -263,7 +273,7 @@ def _hosts_of(upstream: Any, spec: AppSpec, task: m.HostTasks, common: dict[str,
     local = m.in_group(upstream.task_id) if upstream.task_group.group_id else upstream.task_id
     picker = QueueHostsOperator(task_id=m.queue_hosts_id(local, task.queue),
                                 source=upstream.task_id, base=base, host_queue=task.queue,
-                                stage=stage, **common)
+                                stage=stage, **CONTROL_RETRIES, **common)
     upstream >> picker
     return picker.output
 

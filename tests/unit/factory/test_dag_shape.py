@@ -144,3 +144,20 @@ def test_inspect_dag_is_one_manual_read_of_every_host(tmp_path: Path) -> None:
     assert dag.schedule is None and dag.max_active_runs == 1
     assert dag.is_paused_upon_creation is False
     assert dag.get_task("inspect").retries == 0
+
+
+def test_the_runs_own_decisions_retry_an_unexpected_error_and_host_tasks_do_not(
+        tmp_path: Path) -> None:
+    # A gate or finalize that dies on a transient error would leave the run with no decision
+    # and no report: they retry (a deliberate AirflowFailException is never retried). Host
+    # tasks follow steps.host_retries (0); prepare, fetch and approvals are not retried.
+    dag = build_dag(spec_for(tmp_path, approval={"enabled": True, "after": ["fort"]}))
+    retries = {t.task_id: t.retries for t in dag.tasks}
+    control = [t for t in retries if t.endswith((".enter", ".gate")) or t in (
+        "finalize", "halt", "rollback.plan", "rollback.report")]
+    assert len(control) == 2 * 4 + 4
+    assert {t: retries[t] for t in control} == {t: 2 for t in control}
+    assert {t: n for t, n in retries.items() if t.endswith((".release", ".approve")) or t in (
+        "prepare", "fetch", "rollback.hosts")} == {
+        "prepare": 0, "fetch": 0, "fort.approve": 0, "rollback.hosts": 0,
+        **{f"{s}.release": 0 for s in ("fort", "batch_1", "batch_2", "batch_3")}}

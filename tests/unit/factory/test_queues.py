@@ -160,7 +160,7 @@ def test_progress_counts_a_stage_once_across_its_queues() -> None:
            {"task_id": "rollback.hosts.dc1", "map_index": 0, "state": "success"}]
     snap = snapshot({"state": "running"}, tis)
     assert [s.line() for s in snap.stages] == [
-        "fort: 1/3 host(s) done, 1 in progress", "rollback: 1/1 host(s) done"]
+        "fort: 1/3 host(s) done, 1 FAILED, 1 in progress", "rollback: 1/1 host(s) done"]
 
 
 def test_inspect_reads_each_queues_hosts_from_that_queue(tmp_path: Path) -> None:
