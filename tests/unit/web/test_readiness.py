@@ -4,6 +4,7 @@ record, as of the newer one, and a hostile ``found`` text staying text on the pa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -179,7 +180,7 @@ def test_the_page_shows_a_hostile_found_text_as_typed(tmp_path: Path) -> None:
                                                        {"host01": found})])
     shown = run_app_js(tmp_path, fleet_json(cell, True))
     assert shown["head"] is False and shown["cells"] == 12
-    assert shown["cls"] == "ready missing reason"
+    assert shown["cls"] == "readiness missing reason"
     assert shown["nodes"][0] == f"missing: python3 >= 3.11 (found {HOSTILE})"  # one text node
     assert shown["text"].endswith(" as of release manual__1 at 2026-11-30 02:00:00 UTC")
     hidden = run_app_js(tmp_path, fleet_json(cell, False))
@@ -210,3 +211,13 @@ def test_records_read_the_newest_prepare_readiness_of_deploy_and_canary_runs() -
     assert "xcom.dag_id IN ('tars_deploy__demo', 'tars_canary__demo')" in sql  # no rollback
     assert "xcom.task_id = 'prepare' AND xcom.key = 'readiness'" in sql
     assert sql.endswith("ORDER BY xcom.timestamp DESC LIMIT 1")
+
+
+def test_each_readiness_state_has_its_own_colour() -> None:
+    # A missing requirement in the warning colour, ready in the good one, unknown muted: one
+    # rule per state (a rule like td.ready.ready matched every cell and painted "missing" green).
+    css = (STATIC / "tars.css").read_text()
+    colour = {state: re.findall(rf"td\.readiness\.{state}\b[^{{]*{{ color: var\(--(\w+)\)", css)
+              for state in ("missing", "ready", "unknown")}
+    assert colour == {"missing": ["on"], "ready": ["off"], "unknown": ["muted"]}
+    assert not re.search(r"\.(\w+)\.\1\b", css), "a selector repeats a class: it matches more"

@@ -41,7 +41,7 @@ function lbCell(h) {
 
 // runtime.requires on the host, as of the newer of the last release's preflight and refresh.
 function readyCell(h) {
-  const cell = el("td", {class: `ready ${h.ready || "none"} reason`}, h.ready_text ?? "");
+  const cell = el("td", {class: `readiness ${h.ready || "none"} reason`}, h.ready_text ?? "");
   if (!h.ready_kind) return cell;
   cell.append(el("span", {class: "muted"}, ` as of ${h.ready_kind} `,
                  runLink(h.ready_dag_id, h.ready_run_id), ` at ${when(h.ready_at)}`));
