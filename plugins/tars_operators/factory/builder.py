@@ -26,8 +26,8 @@ from tars_operators.release import machine as m
 from tars_operators.release.analysis import approval_stages, bake_in_gate
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-HOST_LABEL = "{{ task.host }}"  # mapped tasks show the host name in the UI, not an index
-# A task of several hosts (strategy.hosts_per_task) shows its first and last and how many.
+# Mapped host tasks show the host name in the UI, not an index; a task of several hosts
+# (strategy.hosts_per_task) shows its first and last and how many.
 HOSTS_LABEL = ("{{ task.host if task.host is string else task.host[0] ~ ' … ' ~ task.host[-1]"
                " ~ ' (' ~ (task.host | length) ~ ' hosts)' }}")
 
@@ -123,19 +123,15 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
     """Where gates and approvals may lead besides the next stage: rollback, halt, finalize
     (and the rollback's report, the end of a rolled-back run)."""
     from tars_operators.operators.finalize import FinalizeOperator, HaltOperator
-    from tars_operators.operators.rollback import (
-        RollbackHostOperator, RollbackPlanOperator, RollbackReportOperator,
-    )
+    from tars_operators.operators.rollback import RollbackPlanOperator, RollbackReportOperator
 
     join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     with TaskGroup(m.ROLLBACK_GROUP):
         plan_rb = RollbackPlanOperator(task_id=m.in_group(m.ROLLBACK_PLAN), trigger_rule=join,
                                        **CONTROL_RETRIES, **common)
-        hosts_rb = [RollbackHostOperator.partial(
-            task_id=m.in_group(task.task_id), map_index_template=HOST_LABEL,
-            max_active_tis_per_dagrun=_at_once(spec), **_on_queue(spec, task), **common,
-        ).expand(host=_hosts_of(plan_rb, spec, task, common, base=m.ROLLBACK_HOSTS))
-            for task in _host_tasks(spec, m.ROLLBACK_HOSTS)]
+        # One host per task, or several (strategy.hosts_per_task, rollback.mapped_items).
+        hosts_rb = [_rollback_hosts(spec, task, common, plan_rb, base=m.ROLLBACK_HOSTS)
+                    for task in _host_tasks(spec, m.ROLLBACK_HOSTS)]
         # none_skipped: runs after the hosts whatever their outcome, and is skipped at once
         # (no worker start) when the run never rolled back. With hosts on several queues a
         # queue without touched hosts skips its task: all_done, and the report skips itself.
@@ -195,7 +191,7 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     """
     from airflow.sdk import Param
 
-    from tars_operators.operators.rollback import AppRollbackPlanOperator, RollbackHostOperator
+    from tars_operators.operators.rollback import AppRollbackPlanOperator
     from tars_operators.remote.validate import SAFE_VERSION
     common = task_paths(spec, defaults_path)
     names = [h.name for h in spec.hosts]
@@ -210,10 +206,7 @@ def build_rollback_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> D
     ) as dag:
         plan_task = AppRollbackPlanOperator(task_id=m.RESTORE_PLAN, **common)
         for task in _host_tasks(spec, m.RESTORE):
-            RollbackHostOperator.partial(
-                task_id=task.task_id, map_index_template=HOST_LABEL,
-                max_active_tis_per_dagrun=at_once, **_on_queue(spec, task), **common,
-            ).expand_kwargs(_hosts_of(plan_task, spec, task, common, base=m.RESTORE))
+            _rollback_hosts(spec, task, common, plan_task, base=m.RESTORE)
     dag.params = ParamsDict({
         "reason": Param("", type="string", minLength=1, title="Reason", section="Rollback"),
         "ticket": Param("", type="string", title="Ticket", section="Rollback"),
@@ -245,6 +238,21 @@ def build_inspect_dag(spec: AppSpec, *, defaults_path: Path | None = None) -> DA
                                  **task_paths(spec, defaults_path),
                                  **({"queue": task.queue} if task.queue is not None else {}))
     return dag
+
+
+def _rollback_hosts(spec: AppSpec, task: m.HostTasks, common: dict[str, Any], plan: Any, *,
+                    base: str) -> Any:
+    """A rollback's host task (``rollback.hosts`` or the rollback DAG's ``restore``): mapped
+    over the plan's items (one host, or a chunk), at most ``_at_once`` at a time."""
+    from tars_operators.operators.rollback import RollbackHostOperator
+
+    items = _hosts_of(plan, spec, task, common, base=base)
+    partial = RollbackHostOperator.partial(
+        task_id=m.in_group(task.task_id) if base == m.ROLLBACK_HOSTS else task.task_id,
+        map_index_template=HOSTS_LABEL, max_active_tis_per_dagrun=_at_once(spec),
+        source=items.operator.task_id, **_on_queue(spec, task), **common,
+    )
+    return partial.expand(host=items) if base == m.ROLLBACK_HOSTS else partial.expand_kwargs(items)
 
 
 def _host_tasks(spec: AppSpec, base: str) -> tuple[m.HostTasks, ...]:

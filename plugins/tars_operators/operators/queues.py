@@ -45,7 +45,12 @@ class QueueHostsOperator(SpecOperator):
             names = [_host(i) for i in source]
             split = split_hosts(self.base, names, spec.queue_of, spec.queues)
             hosts = next((set(t.hosts) for t in split if t.queue == self.host_queue), set())
-            items = [i for i in source if _host(i) in hosts]
+            # the rollback's rule for its share (one host per task, or chunks of hosts):
+            # chunked per queue, a task never mixes queues
+            from tars_operators.plan.rollback_items import rollback_items
+
+            items = rollback_items(spec.config.strategy.hosts_per_task,
+                                   [i for i in source if _host(i) in hosts])
         self.log.info("queue %s: %d item(s) for %s", self.host_queue or "default", len(items),
                       self.base)
         return items

@@ -8,6 +8,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from tars_operators.errors import InvalidValue, TarsError
 from tars_operators.operators.base import SpecOperator
+from tars_operators.plan.rollback_items import flat_hosts
 from tars_operators.release import hostflow, restore
 from tars_operators.release.events import notify
 from tars_operators.release.leases import RunLease, run_holder, wait_until_free
@@ -50,7 +51,7 @@ class RollbackPlanOperator(SpecOperator):
 
     ui_color = "#fce8e6"
 
-    def execute(self, context: Context) -> list[str]:
+    def execute(self, context: Context) -> list[Any]:
         plan = run_plan(context)
         outcomes = stage_outcomes(context, plan)
         # A host that failed waiting for its lease was never touched by this run.
@@ -67,50 +68,131 @@ class RollbackPlanOperator(SpecOperator):
         if not hosts:
             raise AirflowFailException(f"{ROLLED_BACK}{reason}. No host had been touched yet.")
         context["ti"].xcom_push(key="reason", value=reason)
-        return hosts
+        return mapped_items(self.spec, hosts)
+
+
+def mapped_items(spec: AppSpec, items: list[Any]) -> list[Any]:
+    """What the rollback's host task maps over: one host per task, or chunks of hosts
+    (``plan.rollback_items``). With hosts on several queues the list stays flat: each queue's
+    picker (``operators.queues``) chunks its own share, so a chunk never mixes queues."""
+    from tars_operators.plan.rollback_items import rollback_items
+
+    if len(spec.queues) > 1:
+        return items
+    return rollback_items(spec.config.strategy.hosts_per_task, items)
+
+
+def restore_threads(spec: AppSpec, tasks: int, hosts_in_task: int) -> int:
+    """Hosts one multi-host rollback task restores at once: the task's share of what the
+    capacity floor lets out together (``plan.capacity.task_threads``, the release's bound,
+    with the rollback's own parallelism: ``at_once`` tasks at a time)."""
+    from tars_operators.plan.capacity import at_once, task_threads
+
+    plan = spec.default_plan
+    most = at_once(plan.fleet_size, plan.min_in_service)
+    return task_threads(most, tasks, hosts_in_task, plan.fleet_size, plan.min_in_service,
+                        pooled=spec.config.traffic.pool is not None)
 
 
 class RollbackHostOperator(SpecOperator):
-    """One host to its rollback target (no download), healthy, back in rotation.
+    """One host to its rollback target (no download), healthy, back in rotation — or several
+    (``host`` a list: ``strategy.hosts_per_task``), a few at once, each with its own result.
 
     In a release's rollback the host undoes this run (only where this run switched it; a
     host it never switched is checked and kept). In ``tars_rollback__<app>`` the plan
-    resolved the ``target`` once; without one (``whole_app``) the host is repaired in place.
+    resolved the ``target`` once (for a list of hosts: each one's, by name); without one
+    (``whole_app``) the host is repaired in place. ``source``: the task whose list this task
+    is mapped over (a multi-host task reads how many tasks share the rollback).
     """
 
     ui_color = "#fad2cf"
     template_fields = ("host",)
 
-    def __init__(self, *, host: str, whole_app: bool = False, target: dict[str, Any] | None = None,
+    def __init__(self, *, host: str | list[str], whole_app: bool = False,
+                 target: dict[str, Any] | None = None, source: str | None = None,
                  **kwargs: Any):
         super().__init__(**kwargs)
         self.host = host
         self.whole_app = whole_app
         self.target = target
+        self.source = source
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Any:
+        if not isinstance(self.host, str):
+            return self._restore_many(context, [str(h) for h in self.host])
+        try:
+            return self._restore(context, self.host, self.target)
+        except TarsError as exc:
+            why = hostflow.short_reason(str(exc), self.host, "rollback")
+            # The report names the reason, not just "see its log".
+            context["ti"].xcom_push(key="failure", value={"host": self.host, "message": why})
+            raise hostflow.StepFailed(f"{self.host}: rollback failed: {why}") from None
+
+    def _restore(self, context: Context, name: str,
+                 target: dict[str, Any] | None) -> dict[str, Any]:
         spec = self.spec
         run_id = context["dag_run"].run_id
         # The rollback DAG holds each host only while restoring it; a release's rollback keeps
         # the lease its run took until the rollback report gives every host back.
         lease = RunLease.from_context(context, spec)
         give_back = self.whole_app or self.target is not None
+        if target is not None:
+            return restore.restore_host(spec, spec.host(name), None, run_id,
+                                        target=RollbackTarget.from_dict(target),
+                                        lease=lease, give_back_lease=give_back, log=self.log)
+        if self.whole_app:
+            return restore.restore_host(spec, spec.host(name), None, run_id, lease=lease,
+                                        give_back_lease=give_back, log=self.log)
+        return restore.restore_host(spec, spec.host(name), run_plan(context).version,
+                                    run_id, undo_run=run_id, lease=lease,
+                                    give_back_lease=give_back, log=self.log)
+
+    def _restore_one(self, context: Context, name: str) -> dict[str, Any]:
+        """One host of a multi-host task; never raises: a failure is a result."""
+        target = (self.target or {}).get(name) if self.target is not None else None
         try:
-            if self.target is not None:
-                return restore.restore_host(spec, spec.host(self.host), None, run_id,
-                                             target=RollbackTarget.from_dict(self.target),
-                                             lease=lease, give_back_lease=give_back, log=self.log)
-            if self.whole_app:
-                return restore.restore_host(spec, spec.host(self.host), None, run_id, lease=lease,
-                                             give_back_lease=give_back, log=self.log)
-            return restore.restore_host(spec, spec.host(self.host), run_plan(context).version,
-                                         run_id, undo_run=run_id, lease=lease,
-                                         give_back_lease=give_back, log=self.log)
-        except TarsError as exc:
-            why = hostflow.short_reason(str(exc), self.host, "rollback")
-            # The report names the reason, not just "see its log".
-            context["ti"].xcom_push(key="failure", value={"host": self.host, "message": why})
-            raise hostflow.StepFailed(f"{self.host}: rollback failed: {why}") from None
+            return self._restore(context, name, target)
+        except Exception as exc:  # noqa: BLE001 - one host's failure (or bug) must not lose the others
+            if not isinstance(exc, TarsError):
+                self.log.error("%s: unexpected error: %r", name, exc)
+            why = hostflow.short_reason(str(exc), name, "rollback")
+            self.log.error("%s: rollback failed: %s", name, why)
+            return {"host": name, "state": "failed", "message": why}
+
+    def _restore_many(self, context: Context, hosts: list[str]) -> list[dict[str, Any]]:
+        """Restore this task's hosts a few at once (``restore_threads``); every host's result
+        is pushed as it comes (XCom ``host_results``), the failed ones' reasons (``failure``)."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        ti = context["ti"]
+        tasks = len(ti.xcom_pull(task_ids=self.source) or []) if self.source else 1
+        threads = restore_threads(self.spec, max(1, tasks), len(hosts))
+        self.log.info("%d host(s), %d at once: %s", len(hosts), threads, ", ".join(hosts))
+        results: dict[str, dict[str, Any]] = {}
+
+        def push() -> list[dict[str, Any]]:
+            ordered = [results.get(h) or {"host": h, "state": "pending"} for h in hosts]
+            ti.xcom_push(key="host_results", value=ordered)
+            failed = [{"host": r["host"], "message": r.get("message", "")}
+                      for r in ordered if r.get("state") == "failed"]
+            if failed:
+                ti.xcom_push(key="failure", value=failed)
+            return ordered
+
+        push()
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore") as pool:
+            running = {pool.submit(self._restore_one, context, h): h for h in hosts}
+            for fut in as_completed(running):  # pushed from this thread only, host by host
+                results[running[fut]] = fut.result()
+                push()
+        ordered = push()
+        failed = [r for r in ordered if r.get("state") == "failed"]
+        if failed:
+            raise hostflow.StepFailed(
+                f"rollback failed on {len(failed)} of {len(hosts)} host(s): "
+                + "; ".join(f"{r['host']}: {r.get('message')}" for r in failed[:5])
+                + (" …" if len(failed) > 5 else ""))
+        return ordered
 
 
 class RollbackReportOperator(SpecOperator):
@@ -135,7 +217,7 @@ class RollbackReportOperator(SpecOperator):
                                        "see the rollback.plan log")
         plan = run_plan(context)
         reason = ti.xcom_pull(task_ids=ROLLBACK_PLAN, key="reason") or "unknown"
-        hosts = ti.xcom_pull(task_ids=ROLLBACK_PLAN) or []
+        hosts = flat_hosts(ti.xcom_pull(task_ids=ROLLBACK_PLAN))
         message, details = rollback_summary(context, self.spec, plan, hosts)
         text = f"{ROLLED_BACK}{reason}. {message}"
         # This task is red in every rolled-back run; say first that red means "run failed".
@@ -161,7 +243,8 @@ def report_first_line(message: str) -> str:
 def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
                      hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
-    from tars_operators.release.runtime import pushed_failures
+    from tars_operators.plan.tasks import host_index, task_items
+    from tars_operators.release.runtime import flat_records, pushed_failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
     ti = context["ti"]
@@ -176,12 +259,16 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
     for t in tasks:
         if not t.hosts:
             continue
-        reasons.update(pushed_failures(ti, t.task_id, len(t.hosts)))
-        results = ti.xcom_pull(task_ids=t.task_id, map_indexes=list(range(len(t.hosts)))) or []
-        by_host.update({r["host"]: r for r in ([results] if isinstance(results, dict) else results)
-                        if isinstance(r, dict)})
+        # the plan's rule (mapped_items): one host per task, or chunks with host_results
+        items = task_items(spec.config.strategy.hosts_per_task, t.hosts)
+        many = any(not isinstance(i, str) for i in items)
+        reasons.update(pushed_failures(ti, t.task_id, len(items)))
+        results = ti.xcom_pull(task_ids=t.task_id, key="host_results" if many else "return_value",
+                               map_indexes=list(range(len(items))))
+        by_host.update({str(r["host"]): r for r in flat_records(results)
+                        if r.get("host") and r.get("version") and r.get("state") != "failed"})
         task_state.update({h: states.get(f"{t.task_id}_{i}", "unknown")
-                           for i, h in enumerate(t.hosts)})
+                           for h, (i, _) in host_index(items).items()})
     seen = read_truth(spec, hosts, release_for=run_holder(context))  # the run is over
     wrong = [f"{h}: still runs {plan.version}, the release being undone"
              for h in hosts if seen[h].on(plan.version)]
@@ -217,8 +304,9 @@ class AppRollbackPlanOperator(SpecOperator):
     """Each host's rollback target, resolved once: undo the app's latest release run where it
     switched hosts (the others stay), or the ``version`` param on every listed host.
 
-    Returns ``[{"host": …, "target": {…}}]`` (mapped over by the restore tasks); refuses
-    without a reason or with an unsafe version.
+    Returns ``[{"host": …, "target": {…}}]`` (mapped over by the restore tasks; many hosts:
+    chunks ``{"host": [names], "target": {name: {…}}}``, ``mapped_items``); refuses without a
+    reason or with an unsafe version.
     """
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
@@ -251,7 +339,8 @@ class AppRollbackPlanOperator(SpecOperator):
         set_run_note(dr.dag_id, dr.run_id, compose(
             headline, dr.triggering_user_name or "", reason, str(params.get("ticket") or ""), lines))
         context["ti"].xcom_push(key="targets", value=lines)
-        return [{"host": name, "target": t.as_dict()} for name, t in targets.items()]
+        return mapped_items(self.spec, [{"host": name, "target": t.as_dict()}
+                                        for name, t in targets.items()])
 
 
 def _explicit_version(value: Any) -> str | None:

@@ -26,7 +26,7 @@ PREFIXES = ("tars_deploy__", "tars_canary__", "tars_rollback__")
 RUNS_READ = 50  # the newest runs per app read for history and host state
 INSPECT_PREFIX = "tars_inspect__"  # "Refresh from hosts" runs: not releases, not in the history
 INSPECT_TASK = "inspect"
-HOST_RESULTS = "host_results"  # a multi-host release task's per-host results (release/batch.py)
+HOST_RESULTS = "host_results"  # a multi-host release or rollback task's per-host results
 
 
 def app_dag_ids(app: str) -> list[str]:
@@ -181,7 +181,9 @@ def _host_records(t: Any, xcoms: dict[tuple[str, str, str, int, str], Any]) -> l
         if not isinstance(r, dict) or not r.get("host"):
             continue
         mine = r.get("state")
-        state = ("failed" if mine == "failed" else "success" if mine in ("ok", "untouched")
+        # a multi-host rollback's hosts end restored or unchanged (operators/rollback.py)
+        state = ("failed" if mine == "failed"
+                 else "success" if mine in ("ok", "untouched", "restored", "unchanged")
                  else ti_state)  # not finished: the task's state (failed if it died)
         failed = mine == "failed"
         out.append(HostRecord(t.dag_id, t.run_id, t.task_id, str(r["host"]), state,
