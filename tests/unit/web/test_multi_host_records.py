@@ -55,3 +55,18 @@ def test_a_one_host_task_still_reads_its_return_value() -> None:
     t = ti("success")
     [rec] = _host_records(t, {(DEPLOY, "r1", t.task_id, 0, "return_value"): ok("h9")})
     assert (rec.host, rec.state, rec.result and rec.result["version"]) == ("h9", "success", "2.0.0")
+
+
+def test_each_host_of_a_multi_host_rollback_task_shows_where_it_went_back_to() -> None:
+    t = SimpleNamespace(**{**vars(ti("failed")), "task_id": "rollback.hosts"})
+    back = {"host": "h1", "state": "restored", "version": "1.0.0", "from": "2.0.0", "moved": True,
+            "steps": [{"step": "pull_in", "state": "ok", "seconds": 0.1, "detail": "in rotation"}]}
+    recs = _host_records(t, {(DEPLOY, "r1", t.task_id, 0, HOST_RESULTS): [
+        back, {"host": "h2", "state": "failed", "message": "health check failed: 503"},
+        {**back, "host": "h3", "state": "unchanged", "moved": False}]})
+    assert [(r.host, r.state) for r in recs] == [("h1", "success"), ("h2", "failed"),
+                                                 ("h3", "success")]
+    rows = {r.host: r for r in host_rows([("h1", ""), ("h2", ""), ("h3", "")], recs)}
+    assert (rows["h1"].version, rows["h1"].last_result) == ("1.0.0", "restored")
+    assert (rows["h2"].last_result, rows["h2"].detail) == ("failed", "health check failed: 503")
+    assert rows["h3"].version == "1.0.0"
