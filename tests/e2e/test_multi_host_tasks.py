@@ -135,3 +135,36 @@ def test_clearing_a_failed_multi_host_task_reruns_only_its_failed_host(e2e: E2E)
              for t in e2e.api.task_instances(dag_id, run_id)}
     assert after[(TASK, 0)] == tries[(TASK, 0)] + 1
     assert after[(TASK, 1)] == tries[(TASK, 1)], "the task without a failure ran again"
+
+
+def test_a_broken_release_rolls_back_in_multi_host_tasks(e2e: E2E) -> None:
+    """Eight hosts fail health on a broken build; the rollback restores them four per task."""
+    app = "demo_multi_rollback"
+    dag_id = e2e.add_app(app, **multi(**{"strategy.hosts_per_task": 4, "strategy.parallel": 8}))
+    hosts = names(e2e, 8)
+    run = e2e.release(dag_id, {"version": "2.0.0-broken", "reason": "e2e multi-host rollback",
+                               "hosts": hosts}, timeout=420)
+    run_id, note = run["dag_run_id"], run["note"] or ""
+    assert run["state"] == "failed", note
+    assert note.startswith("rolled back: batch_1: 8 host(s) failed"), note
+    assert "8/8 touched host(s) on a good release and UP" in note, note
+    # every touched host back on the old release and in rotation; the others never touched
+    assert {h: e2e.sandbox.served_version(h) for h in hosts} == dict.fromkeys(hosts, OLD)
+    assert set(e2e.sandbox.server_states().values()) == {"UP"}
+    assert_untouched(e2e, names(e2e, 10)[8:], "2.0.0-broken")
+    rollback = {t["map_index"]: (t["state"], t.get("rendered_map_index"))
+                for t in e2e.api.task_instances(dag_id, run_id) if t["task_id"] == "rollback.hosts"}
+    assert rollback == {0: ("success", "host01 … host04 (4 hosts)"),
+                        1: ("success", "host05 … host08 (4 hosts)")}
+    for i in (0, 1):
+        entry = e2e.api.request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/rollback.hosts/"
+                   "xcomEntries/host_results", params={"map_index": i, "deserialize": True})
+        results = entry["value"]
+        assert [r["host"] for r in results] == hosts[4 * i:4 * i + 4]
+        assert {(r["state"], r["version"]) for r in results} == {("restored", OLD)}, results
+    # the release tab shows each rolled-back host on its own row
+    view = e2e.api.request("GET", f"/tars/apps/{app}/runs/{dag_id}/{run_id}")
+    rows = {h["host"]: h for h in view["hosts"] if h["stage"] == "rollback"}
+    assert sorted(rows) == hosts, view["hosts"]
+    assert {(r["state"], r["result"]) for r in rows.values()} == {("success", "restored")}, rows

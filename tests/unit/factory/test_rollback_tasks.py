@@ -186,3 +186,14 @@ def test_rollback_summary_reads_both_shapes(tmp_path: Path, monkeypatch: pytest.
     assert f"h02: NOT restored (rollback task failed): {why}" in details
     assert "h01: restored to 1.0.0, in rotation" in details
     assert "h06: restored to 1.0.0, in rotation" in details
+
+
+def test_tars_deploy_follow_counts_the_hosts_of_a_multi_host_rollback_task() -> None:
+    from tars_operators.client.progress import snapshot
+
+    tis = [{"task_id": "rollback.hosts", "map_index": 0, "state": "success",
+            "rendered_map_index": "h01 … h04 (4 hosts)"},
+           {"task_id": "rollback.hosts", "map_index": 1, "state": "running",
+            "rendered_map_index": "h05 … h07 (3 hosts)"}]
+    [stage] = snapshot({"state": "running"}, tis).stages
+    assert stage.line() == "rollback: 4/7 host(s) done, 3 in progress"
