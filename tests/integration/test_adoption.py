@@ -146,7 +146,12 @@ def rollback_dag(spec: AppSpec, run_id: str, **params: Any) -> list[dict[str, An
         "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value)),
     }
     planned = _Plan(task_id="plan", test_spec=spec).execute(context)
-    return [{**p, "result": _Restore(task_id="restore", test_spec=spec, **p).execute(context)} for p in planned]
+    done: list[dict[str, Any]] = []
+    for p in planned:  # a task of several hosts (hosts_per_task) returns each host's result
+        result = _Restore(task_id="restore", test_spec=spec, **p).execute(context)
+        done += ([{**p, "result": result}] if isinstance(p["host"], str) else
+                 [{"host": r["host"], "target": p["target"][r["host"]], "result": r} for r in result])
+    return done
 
 
 def test_app_stopped_on_its_target_is_restarted_and_back_up(fleet: Sandbox, spec: AppSpec) -> None:
