@@ -26,6 +26,7 @@ from sandbox.localstack import REPO
 from sandbox.procs import descendants, is_alive
 from tars_operators.steps.lease import Lease, parse_lease
 from tars_operators.client.api import Airflow
+from tars_operators.factory.doc import config_digest
 from tests import polling
 
 DEMO = REPO / "configs" / "apps" / "demo.yaml"
@@ -68,6 +69,11 @@ class E2E:
             path.write_text(text)
         dag_id = f"tars_deploy__{name}"
         self.wait_dag(dag_id, timeout)
+        # The DAG may exist from an earlier test's config: wait for the one built from this
+        # text (its docs name the config's digest), or a run would follow the old config.
+        digest = f"sha256 `{config_digest(path)}`"
+        poll(lambda: digest in (self.api.dag_details(dag_id).get("doc_md") or ""), timeout,
+             f"{dag_id} re-parsed from the new {path.name}", interval=0.5)
         return dag_id
 
     def wait_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:

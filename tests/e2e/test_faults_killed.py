@@ -156,8 +156,11 @@ def test_kill_9_after_pull_out_rolls_back_and_the_host_returns_to_rotation(e2e: 
     dag_id = app(e2e, **{"strategy.approval": {"enabled": True, "after": ["fort"],
                                                "timeout_seconds": 600, "default": "halt"}})
     run_id = trigger(e2e, dag_id, "2.0.0", "kill -9 after pull-out")
-    poll(lambda: e2e.api.pending_approvals(dag_id, run_id), 240, "the approval after the fort")
-    pinned = Pinned(e2e, seconds=20)  # outlasts the answer's settle time (client.settle)
+    # Answerable at once (client.settle): the slow requests outlast the victim's drain start
+    # but not the fort host's rollback drain (traffic.drain_timeout 10 s).
+    poll(lambda: e2e.api.answer_delay(dag_id, run_id, "fort.approve") == 0, 240,
+         "the approval after the fort, answerable")
+    pinned = Pinned(e2e, seconds=12)
     poll(lambda: e2e.sandbox.sessions()[VICTIM] > 0, 10, f"sessions on {VICTIM}", interval=0.05)
     e2e.api.answer(dag_id, run_id, "fort.approve", "Continue")
     poll(lambda: e2e.sandbox.server_states()[VICTIM].split()[0] in ("DRAIN", "MAINT"), 120,

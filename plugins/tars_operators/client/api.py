@@ -140,28 +140,37 @@ class Airflow:
         return self.items(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails", "hitl_details",
                           params={"response_received": "false", "limit": 100})
 
+    def answer_delay(self, dag_id: str, run_id: str, task_id: str,
+                     map_index: int = -1) -> float | None:
+        """Seconds before an answer to this approval is safe (``client.settle``); None while its
+        question is not written or its task not parked yet."""
+        try:
+            detail = self.obj("GET", self._hitl_path(dag_id, run_id, task_id, map_index))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None  # the question is not written yet
+        asked = detail.get("created_at")
+        return answer_delay((detail.get("task_instance") or {}).get("state"),
+                            datetime.fromisoformat(asked) if asked else None,
+                            datetime.now(timezone.utc))
+
     def answer(self, dag_id: str, run_id: str, task_id: str, option: str,
                map_index: int = -1, *, settle_timeout: float = 60.0) -> dict[str, Any]:
         """Answer a human-in-the-loop task (409 when it was already answered), once its task has
         been parked long enough for Airflow to keep the answer (``client.settle``)."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
         deadline = time.monotonic() + settle_timeout
         while time.monotonic() < deadline:
-            try:
-                detail = self.obj("GET", path)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                delay: float | None = None  # the question is not written yet
-            else:
-                asked = detail.get("created_at")
-                delay = answer_delay((detail.get("task_instance") or {}).get("state"),
-                                     datetime.fromisoformat(asked) if asked else None,
-                                     datetime.now(timezone.utc))
+            delay = self.answer_delay(dag_id, run_id, task_id, map_index)
             if delay == 0:
                 break
             time.sleep(min(delay or 0.5, max(0.0, deadline - time.monotonic())))
-        return self.obj("PATCH", path, json={"chosen_options": [option]})
+        return self.obj("PATCH", self._hitl_path(dag_id, run_id, task_id, map_index),
+                        json={"chosen_options": [option]})
+
+    @staticmethod
+    def _hitl_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+        return f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
 
     def wait(self, dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 1.0,
              on_change: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from tars_operators.config.spec import AppSpec
 
 
@@ -29,5 +32,14 @@ def plan_doc(spec: AppSpec, slots: list[str], *, canary: bool = False) -> str:
 - Traffic: {c.traffic.provider}, min in service {c.traffic.min_in_service}
 - Deploy windows ({c.schedule.timezone}): {windows}; outside a window: {c.schedule.outside_window}
 - Approval: {"after " + ", ".join(c.strategy.approval.after) if c.strategy.approval.enabled else "none"}
-- Config: `{spec.source.name}`
+- Config: `{spec.source.name}` (sha256 `{config_digest(spec.source)}`)
 """
+
+
+def config_digest(path: Path) -> str:
+    """The first 12 hex digits of the config file's sha256: which version of the file the DAG
+    was built from (a changed file shows here once the dag-processor has re-parsed it)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unreadable"
