@@ -86,11 +86,12 @@ def restore_threads(spec: AppSpec, tasks: int, hosts_in_task: int) -> int:
     """Hosts one multi-host rollback task restores at once: the task's share of what the
     capacity floor lets out together (``plan.capacity.task_threads``, the release's bound,
     with the rollback's own parallelism: ``at_once`` tasks at a time)."""
-    from tars_operators.plan.capacity import at_once, task_threads
+    from tars_operators.plan.capacity import at_once, required_in_service, task_threads
 
-    plan = spec.default_plan
-    most = at_once(plan.fleet_size, plan.min_in_service)
-    return task_threads(most, tasks, hosts_in_task, plan.fleet_size, plan.min_in_service,
+    # the floor of the whole fleet, not of a ramp (the default ramp may not fit it)
+    fleet = len(spec.hosts)
+    floor = required_in_service(spec.config.traffic.min_in_service, fleet)
+    return task_threads(at_once(fleet, floor), tasks, hosts_in_task, fleet, floor,
                         pooled=spec.config.traffic.pool is not None)
 
 
