@@ -9,7 +9,7 @@ note is not written; the same line is always in the task log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tars_operators.release.machine import Brake
@@ -158,13 +158,44 @@ def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
                 "/auth/token", json={"username": conn.login, "password": conn.password}
             )
             token.raise_for_status()
-            r = client.patch(
-                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"},
-                json={"note": fit_note(note)},
-                headers={"Authorization": f"Bearer {token.json()['access_token']}"},
-            )
-            r.raise_for_status()
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            for text in (note, current_brake_note(dag_id, note)):
+                if text is None:
+                    break
+                r = client.patch(
+                    f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"},
+                    json={"note": fit_note(text)}, headers=headers,
+                )
+                r.raise_for_status()
         return True
     except Exception as exc:
         log.warning("run note not written: %s", exc)
         return False
+
+
+BRAKED_DAGS = ("tars_deploy__", "tars_canary__")
+
+
+def current_brake_note(dag_id: str, note: str,
+                       read: Callable[[str], Brake | None] | None = None) -> str | None:
+    """``note`` again with the brake as it is now, when that differs from what it shows; None
+    when it already shows it (or the brake cannot be read).
+
+    The brake route writes every running release's note as it changes the brake. A note a
+    task composed just before that and wrote just after would hide the change until the
+    task's next write: read once more after writing (a lost update seen in CI: a pulled brake
+    missing from the note for seconds).
+    """
+    app = next((dag_id[len(p):] for p in BRAKED_DAGS if dag_id.startswith(p)), None)
+    if app is None:
+        return None
+    try:
+        if read is None:
+            from tars_operators.release.brake import read_brake
+
+            read = read_brake
+        fresh = with_brake(note, read(app))
+    except Exception as exc:  # the note was written; the route's own write shows the brake
+        log.info("brake not re-read after the note: %s", exc)
+        return None
+    return fresh if fresh != note else None

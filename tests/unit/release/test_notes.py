@@ -90,3 +90,27 @@ def test_a_brake_reason_that_looks_like_a_brake_part_is_replaced_whole() -> None
     tricky = Brake(by="x", reason="see · brake off", at="")
     once = with_brake(NOTE, tricky)
     assert with_brake(once, None) == NOTE
+
+
+def test_a_note_written_as_the_brake_changes_is_written_again_with_it() -> None:
+    # The brake route wrote "brake ON" into the note while a task's note (composed with the
+    # brake off) was on its way: once written, the task reads the brake again and fixes it.
+    from tars_operators.release.machine import Brake
+    from tars_operators.release.notes import current_brake_note
+
+    note = "batch 1/2: host02 health-checking · 1/4 hosts on 2.0.0 · 0 failed (budget 0) · " \
+           "brake off\n\nby **admin** · why"
+    pulled = Brake(by="admin", reason="errors up", at="2026-11-30T07:35:08Z", action="hold")
+    fixed = current_brake_note("tars_deploy__demo", note, read=lambda app: pulled)
+    assert fixed is not None and fixed.startswith(
+        "batch 1/2: host02 health-checking · 1/4 hosts on 2.0.0 · 0 failed (budget 0) · "
+        "brake ON (hold) by admin: errors up\n"), fixed
+    assert fixed.endswith("by **admin** · why")
+    assert current_brake_note("tars_deploy__demo", note, read=lambda app: None) is None
+    assert current_brake_note("tars_canary__demo", note, read=lambda app: pulled) == fixed
+    assert current_brake_note("tars_rollback__demo", note, read=lambda app: pulled) is None
+
+    def unreadable(app: str) -> None:
+        raise RuntimeError("api-server down")
+
+    assert current_brake_note("tars_deploy__demo", note, read=unreadable) is None
