@@ -161,7 +161,12 @@ def test_kill_9_after_pull_out_rolls_back_and_the_host_returns_to_rotation(e2e: 
     poll(lambda: e2e.api.answer_delay(dag_id, run_id, "fort.approve") == 0, 240,
          "the approval after the fort, answerable")
     pinned = Pinned(e2e, seconds=12)
-    poll(lambda: e2e.sandbox.sessions()[VICTIM] > 0, 10, f"sessions on {VICTIM}", interval=0.05)
+    try:
+        poll(lambda: e2e.sandbox.sessions()[VICTIM] > 0, 30, f"sessions on {VICTIM}",
+             interval=0.05)
+    except AssertionError:  # say what HAProxy had, for the next look
+        raise AssertionError(f"no session on {VICTIM}: {e2e.sandbox.sessions()} "
+                             f"{e2e.sandbox.server_states()} codes so far {pinned.codes}") from None
     e2e.api.answer(dag_id, run_id, "fort.approve", "Continue")
     poll(lambda: e2e.sandbox.server_states()[VICTIM].split()[0] in ("DRAIN", "MAINT"), 120,
          f"{VICTIM} to be drained", interval=0.05)
