@@ -47,23 +47,15 @@ class FinalizeOperator(SpecOperator):
         failed = [h for o in outcomes for h in o.failed]
         repaired = restore.repair_failed(spec, failed, plan.version, run_id, log=self.log,
                                           lease=RunLease.from_context(context, spec))
-        # The run is over: read every planned host and give its lease back in one session.
-        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
-        expect = {h: (None if h in failed else plan.version) for h in plan.all_hosts}
-        wrong = problems(seen, expect)
-        others = [h for h in plan.in_rotation if h not in expect]
-        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
+        seen, wrong, hint = self._truth(context, plan, {
+            h: (None if h in failed else plan.version) for h in plan.all_hosts})
         done = sum(1 for h in plan.all_hosts if seen[h].on(plan.version))
         where = "succeeded" if not wrong else "FAILED: hosts not where the release says"
         head = Progress(where, done, len(plan.all_hosts), plan.version, len(failed),
                         plan.budget_total, None).line()
         if failed:  # within budget, but the first line must still say who is not on it
             head += f" · NOT on {plan.version}: {', '.join(failed)}"
-        details = list(wrong)
-        if wrong:
-            details.append(repair_hint(spec.name, [w.split(":", 1)[0] for w in wrong
-                                                   if not w.startswith("NOT IN ROTATION")]
-                                       or others))
+        details = wrong + hint
         details += [msg for o in outcomes for h, msg in o.why if h in failed]  # why each failed
         details += [f"{h}: finished; its task's report was lost (counted as done: the host "
                     f"runs {plan.version}, marked good by this run, UP)" for h in late]
@@ -77,6 +69,19 @@ class FinalizeOperator(SpecOperator):
             raise AirflowFailException(head + "\n" + "\n".join(details))
         return {"version": plan.version, "hosts": done, "failed": failed, "late": late}
 
+    def _truth(self, context: Context, plan: Any, expect: dict[str, str | None]
+               ) -> tuple[dict[str, Any], list[str], list[str]]:
+        """The run is over: read every planned host (giving its lease back in the same session)
+        and the LB; the hosts not where ``expect`` says, and the repair command for them."""
+        spec = self.spec
+        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
+        wrong = problems(seen, expect)
+        others = [h for h in plan.in_rotation if h not in expect]
+        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
+        if not wrong:
+            return seen, wrong, []
+        named = [w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")]
+        return seen, wrong, [repair_hint(spec.name, named or others)]
 
     def _stopped(self, context: Context, plan: Any, outcomes: list[Any],
                  broken: list[str]) -> None:
@@ -87,10 +92,8 @@ class FinalizeOperator(SpecOperator):
         done = [h for o in outcomes for h in o.succeeded]
         failed = [h for o in outcomes for h in o.failed]
         waiting = [h for h in plan.all_hosts if h not in done and h not in failed]
-        seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
-        wrong = problems(seen, {h: (plan.version if h in done else None) for h in plan.all_hosts})
-        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(
-            spec, [h for h in plan.in_rotation if h not in plan.all_hosts])]
+        _, wrong, hint = self._truth(context, plan, {
+            h: (plan.version if h in done else None) for h in plan.all_hosts})
         head = Progress(f"FAILED: stopped at {', '.join(broken)} (failed, see its log)",
                         len(done), len(plan.all_hosts), plan.version, len(failed),
                         plan.budget_total, None).line()
@@ -99,10 +102,7 @@ class FinalizeOperator(SpecOperator):
         if waiting:
             details.append(f"not released (still on their release, never touched by this run): "
                            f"{', '.join(waiting)}")
-        details += wrong
-        if wrong:
-            details.append(repair_hint(spec.name, [w.split(":", 1)[0] for w in wrong
-                                                   if not w.startswith("NOT IN ROTATION")]))
+        details += wrong + hint
         details += [msg for o in outcomes for h, msg in o.why if h in failed]
         details.append(f"to finish: release {plan.version} again"
                        + (f" to {', '.join(waiting)}" if waiting else "")
