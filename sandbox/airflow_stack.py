@@ -242,6 +242,19 @@ class AirflowStack:
         self.wait_healthy(timeout)
         return pid
 
+    def revive(self) -> dict[str, str]:
+        """Start again every component that exited without being asked to; returns each one's
+        exit code and log tail (empty when all were running)."""
+        died = {}
+        for comp, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                tail = (self.home / "logs" / f"{comp}.out").read_text(errors="replace")[-3000:]
+                died[comp] = f"exit code {proc.returncode}; its log ends:\n{tail}"
+                self._spawn(comp)
+        if died:
+            self.wait_healthy(120)
+        return died
+
     def orphan_pids(self) -> list[int]:
         """Children of components killed alone that are still running."""
         return [p for p, started in self.orphans if started and _start_time(p) == started

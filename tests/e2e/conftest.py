@@ -43,7 +43,17 @@ def e2e_stack(sandbox: Sandbox) -> Iterator[E2E]:
 def e2e(e2e_stack: E2E, fleet: Sandbox) -> Iterator[E2E]:
     """The stack with the fleet reset to 1.0.0, all UP; no run of a test outlives it."""
     yield e2e_stack
-    stop_unfinished_runs(e2e_stack)
+    end_of_test(e2e_stack)
+
+
+def end_of_test(e2e: E2E) -> None:
+    """After a test: a component that died is started again and fails the test that saw it
+    die (not every test after it, one timeout at a time); no run of the test outlives it."""
+    died = e2e.stack.revive()
+    stop_unfinished_runs(e2e)
+    if died:
+        pytest.fail("airflow component(s) died during this test (started again): "
+                    + "\n".join(f"{c}: {why}" for c, why in died.items()))
 
 
 def stop_unfinished_runs(e2e: E2E) -> None:

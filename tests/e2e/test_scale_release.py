@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from sandbox import Sandbox
+from tests.e2e.conftest import end_of_test
 from tests.e2e.harness import E2E, Load, demo_config
 
 pytestmark = pytest.mark.e2e
@@ -56,9 +57,12 @@ def test_200_hosts_release_under_load_with_zero_failed_requests(e2e_stack: E2E,
     dag_id = e2e.wait_dag("tars_deploy__demo_scale", 120)["dag_id"]
 
     started = time.monotonic()
-    with Load(scale.frontend_url) as load:
-        run = e2e.release(dag_id, {"version": "2.0.0", "reason": "e2e 200 hosts under load"},
-                          timeout=900)
+    try:  # ≈ 100 s here; a stuck run must end before the scale fleet goes down under it
+        with Load(scale.frontend_url) as load:
+            run = e2e.release(dag_id, {"version": "2.0.0", "reason": "e2e 200 hosts under load"},
+                              timeout=420)
+    finally:
+        end_of_test(e2e)
     took = time.monotonic() - started
     print(f"\n200 hosts released in {took:.1f}s; {load.ok} requests ok, {load.failed} failed")
     assert run["state"] == "success", run["note"]

@@ -18,6 +18,7 @@ import httpx
 from tars_operators.client.settle import answer_delay
 
 TERMINAL = {"success", "failed"}
+TERMINAL_TASK_STATES = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
 class ApiError(Exception):
@@ -190,5 +191,16 @@ class Airflow:
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
-                raise ApiError(f"run {run_id} still {run['state']} after {timeout:.0f}s")
+                raise ApiError(f"run {run_id} still {run['state']} after {timeout:.0f}s; "
+                               f"its tasks: {_tally(tis)}; its note: {run.get('note')!r}")
             time.sleep(poll)
+
+
+def _tally(tis: list[dict[str, Any]]) -> str:
+    """Task states counted, the unfinished ones named (what a stuck run was doing)."""
+    counts: dict[str, int] = {}
+    for t in tis:
+        counts[str(t["state"])] = counts.get(str(t["state"]), 0) + 1
+    busy = sorted({t["task_id"] for t in tis if t["state"] not in TERMINAL_TASK_STATES})
+    return (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + (f" (not finished: {', '.join(busy[:8])})" if busy else ""))
