@@ -23,7 +23,8 @@ CHECK_STATUS_FIELD = 36  # `check_status` (field 37), e.g. L7OK
 # (a release of thousands of hosts polls server states from many threads).
 SCALE_CHECKS_PER_SECOND = 1000
 SCALE_STATS_MAXCONN = 1000
-READY_BATCH = 100  # servers put back in rotation per runtime API round trip
+READY_BATCH = 100
+PIN_HEADER = "x-sandbox-server"  # a request with it goes to the server it names (not in scale mode)  # servers put back in rotation per runtime API round trip
 
 
 def check_options(n_hosts: int, scale: bool) -> str:
@@ -46,6 +47,9 @@ def render_config(layout: Layout, hosts: Sequence[Host], frontend_port: int, sca
     """haproxy.cfg: one loopback frontend, backend `demo` with every host health-checked."""
     checks = check_options(len(hosts), scale)
     servers = "\n".join(f"    server {h.name} {h.address}:{h.app_port} {checks}" for h in hosts)
+    if not scale:  # a test can send a request to one server (a drain then has a session to wait for)
+        servers = "\n".join(f"    use-server {h.name} if {{ req.hdr({PIN_HEADER}) -m str {h.name} }}"
+                             for h in hosts) + "\n" + servers
     return f"""\
 # written by `python -m sandbox up`; do not edit
 global

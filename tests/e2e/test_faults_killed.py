@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox.haproxy import PIN_HEADER
 from tests.e2e.harness import E2E, poll, processes_running
 from tests.e2e.test_starting import tars
 
@@ -96,11 +97,12 @@ def hold_flag(e2e: E2E, host: str) -> Path:
 
 
 class Pinned:
-    """Slow requests through the HAProxy frontend, a few on every server: a drain of any
-    server then waits for its sessions (up to ``traffic.drain_timeout``)."""
+    """Slow requests through the HAProxy frontend to one server (the sandbox's pin header): its
+    drain then waits for their sessions (up to ``traffic.drain_timeout``)."""
 
-    def __init__(self, e2e: E2E, seconds: float, count: int = 30):
+    def __init__(self, e2e: E2E, seconds: float, server: str, count: int = 6):
         self.url = f"{e2e.sandbox.frontend_url}/slow?seconds={seconds}"
+        self.headers = {PIN_HEADER: server}
         self.codes: list[int | str] = []
         self.threads = [threading.Thread(target=self._get, daemon=True) for _ in range(count)]
         for t in self.threads:
@@ -108,7 +110,7 @@ class Pinned:
 
     def _get(self) -> None:
         try:
-            self.codes.append(httpx.get(self.url, timeout=60).status_code)
+            self.codes.append(httpx.get(self.url, headers=self.headers, timeout=60).status_code)
         except httpx.HTTPError as exc:
             self.codes.append(type(exc).__name__)
 
@@ -156,11 +158,11 @@ def test_kill_9_after_pull_out_rolls_back_and_the_host_returns_to_rotation(e2e: 
     dag_id = app(e2e, **{"strategy.approval": {"enabled": True, "after": ["fort"],
                                                "timeout_seconds": 600, "default": "halt"}})
     run_id = trigger(e2e, dag_id, "2.0.0", "kill -9 after pull-out")
-    # Answerable at once (client.settle): the slow requests outlast the victim's drain start
-    # but not the fort host's rollback drain (traffic.drain_timeout 10 s).
+    # Answerable at once (client.settle): the slow requests, pinned to the victim, outlast the
+    # start of its drain.
     poll(lambda: e2e.api.answer_delay(dag_id, run_id, "fort.approve") == 0, 240,
          "the approval after the fort, answerable")
-    pinned = Pinned(e2e, seconds=12)
+    pinned = Pinned(e2e, seconds=20, server=VICTIM)
     try:
         poll(lambda: e2e.sandbox.sessions()[VICTIM] > 0, 30, f"sessions on {VICTIM}",
              interval=0.05)
