@@ -32,7 +32,7 @@ LOCK_TIMEOUT = 900.0
 # Every sandbox a fixture started; atexit stops whatever a crash left behind.
 _started: list[Sandbox] = []
 
-# The whole suite takes about 47 minutes here. A run far beyond that is a run whose tests wait
+# The whole suite takes about 50 minutes here. A run far beyond that is a run whose tests wait
 # out their timeouts one after another (a broken stack): stop it while there is time to report
 # what failed, instead of being cut off by CI's own limit with nothing said.
 SUITE_DEADLINE_MINUTES = float(os.environ.get("TARS_TEST_DEADLINE_MINUTES", "72"))
@@ -44,7 +44,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if ran > SUITE_DEADLINE_MINUTES:
         pytest.exit(f"the suite has run {ran:.0f} min, over its {SUITE_DEADLINE_MINUTES:.0f}-min "
                     f"deadline (TARS_TEST_DEADLINE_MINUTES), so it stops before {item.nodeid}; "
-                    f"the failures above are the cause (the whole suite takes ≈ 47 min)",
+                    f"the failures above are the cause (the whole suite takes ≈ 50 min)",
                     returncode=1)
 
 
