@@ -254,8 +254,9 @@ def test_approval_rejected_after_fort_rolls_the_fort_host_back(e2e: E2E) -> None
     run_id = trigger(e2e, dag_id, 3, version="2.0.0")
     wait_task(e2e, dag_id, run_id, "fort.approve", {"awaiting_input", "deferred"})
     assert e2e.sandbox.served_version("host01") == "2.0.0"
-    answer = e2e.api.request("PATCH", hitl_path(dag_id, run_id, "fort.approve"),
-                             json={"chosen_options": ["Roll back"]})
+    # Through the client: it answers once the task has parked (client.settle), as Tars's own
+    # answer paths do; a PATCH the moment the question appears can hit Airflow 3.3.2's race.
+    answer = e2e.api.answer(dag_id, run_id, "fort.approve", "Roll back")
     assert answer["responded_by"]["name"] == e2e.stack.user
     run = e2e.api.wait(dag_id, run_id, timeout=300)
     note = run["note"] or ""
