@@ -248,12 +248,15 @@ class AirflowStack:
         died = {}
         for comp, proc in list(self.procs.items()):
             if proc.poll() is not None:
-                tail = (self.home / "logs" / f"{comp}.out").read_text(errors="replace")[-3000:]
-                died[comp] = f"exit code {proc.returncode}; its log ends:\n{tail}"
+                died[comp] = f"exit code {proc.returncode}; its log ends:\n{self.log_tail(comp)}"
                 self._spawn(comp)
         if died:
             self.wait_healthy(120)
         return died
+
+    def log_tail(self, comp: str, chars: int = 3000) -> str:
+        """The end of a component's log (what it said before it exited)."""
+        return (self.home / "logs" / f"{comp}.out").read_text(errors="replace")[-chars:]
 
     def orphan_pids(self) -> list[int]:
         """Children of components killed alone that are still running."""
@@ -271,8 +274,8 @@ class AirflowStack:
         while time.monotonic() < deadline:
             for comp, proc in self.procs.items():
                 if proc.poll() is not None:
-                    tail = (self.home / "logs" / f"{comp}.out").read_text()[-3000:]
-                    raise RuntimeError(f"airflow {comp} exited ({proc.returncode}):\n{tail}")
+                    raise RuntimeError(f"airflow {comp} exited ({proc.returncode}):\n"
+                                       f"{self.log_tail(comp)}")
             try:
                 r = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2)
                 body = r.json()

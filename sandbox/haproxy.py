@@ -23,8 +23,8 @@ CHECK_STATUS_FIELD = 36  # `check_status` (field 37), e.g. L7OK
 # (a release of thousands of hosts polls server states from many threads).
 SCALE_CHECKS_PER_SECOND = 1000
 SCALE_STATS_MAXCONN = 1000
-READY_BATCH = 100
-PIN_HEADER = "x-sandbox-server"  # a request with it goes to the server it names (not in scale mode)  # servers put back in rotation per runtime API round trip
+READY_BATCH = 100  # servers put back in rotation per runtime API round trip
+PIN_HEADER = "x-sandbox-server"  # a request with it goes to the server it names (not in scale mode)
 
 
 def check_options(n_hosts: int, scale: bool) -> str:
