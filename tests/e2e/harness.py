@@ -196,6 +196,7 @@ class Load:
     ok: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    cpu: float = 0.0  # CPU-seconds this load generator spent (its thread), known after exit
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -210,6 +211,13 @@ class Load:
             self._thread.join(10)
 
     def _run(self) -> None:
+        cpu0 = time.thread_time()
+        try:
+            self._send()
+        finally:
+            self.cpu = time.thread_time() - cpu0
+
+    def _send(self) -> None:
         interval = 1.0 / self.rate
         with httpx.Client(timeout=10) as client:
             next_at = time.monotonic()
@@ -226,8 +234,6 @@ class Load:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 next_at += interval
                 time.sleep(max(0.0, next_at - time.monotonic()))
-
-
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:

@@ -2,7 +2,7 @@
 
 A task instance costs a worker start, Airflow's import and a DAG parse whatever it does, so a big
 stage runs several hosts per task (threads inside it, bounded by ``plan.capacity.task_threads``).
-Small stages keep one task per host: the views and a retry of one host stay exactly as they were.
+Small stages (up to 3 hosts: the fort, the first batches) keep one task per host.
 Airflow maps at most ``core.max_map_length`` (1024) task instances: no stage goes past it.
 """
 
@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 MAX_TASKS = 1024  # Airflow's core.max_map_length default: the most instances one mapped task has
-AUTO_ONE_PER_TASK = 8  # auto: stages up to this many hosts keep one task per host
+# auto: stages up to this many hosts keep one task per host. A task start costs ≈0.5 CPU-s
+# (worker fork, imports, DAG parse) whatever it does: 6 of them starting at once on a 2-core
+# controller took 4.1 s for what 2 tasks of 3 hosts do in ≈2 s (bench/release.py --timeline).
+AUTO_ONE_PER_TASK = 3
 AUTO_HOSTS_PER_TASK = 25  # auto: a bigger stage aims at this many hosts per task…
 AUTO_MAX_TASKS = 8  # …in at most this many tasks (each task start costs ≈1 CPU-s)
 

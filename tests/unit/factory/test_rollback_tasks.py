@@ -49,8 +49,8 @@ def test_5000_touched_hosts_roll_back_within_the_map_limit(tmp_path: Path, setti
 
 
 def test_one_host_per_task_is_unchanged(tmp_path: Path) -> None:
-    spec = spec_for(tmp_path, {"dc1": None, "dc2": None})  # six hosts, auto: one per task
-    hosts = [h.name for h in spec.hosts]
+    spec = spec_for(tmp_path, {"dc1": None, "dc2": None})  # six hosts
+    hosts = [h.name for h in spec.hosts][:3]  # auto: one per task up to 3 hosts
     assert rb.mapped_items(spec, hosts) == hosts
     one = [{"host": h, "target": target()} for h in hosts]
     assert rb.mapped_items(spec, one) == one
