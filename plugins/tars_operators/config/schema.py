@@ -235,7 +235,7 @@ class Strategy(Model):
     failure_budget: FailureBudget = FailureBudget()
     on_failure: Literal["rollback", "halt"] = "rollback"
     parallel: Annotated[int, Field(ge=1)] = 32  # max hosts of one stage worked on at once
-    # Hosts one release task works on (threads inside it); auto: 1 for stages of up to 8 hosts,
+    # Hosts one release task works on (threads inside it); auto: 1 for stages of up to 3 hosts,
     # else 2–8 tasks per stage. Any stage size fits Airflow's 1024 mapped tasks.
     hosts_per_task: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
 
