@@ -13,7 +13,9 @@ QUEUES = {"hosts.groups": {"dc1": {"airflow": {"queue": "dc1"}},
 
 
 def test_hosts_on_two_queues_release_and_roll_back_per_queue(e2e: E2E) -> None:
-    dag_id = e2e.add_app("queues", **QUEUES)
+    # One task per host, so each host's queue is read from its own task (the Celery engine's
+    # tests check multi-host tasks never mix datacenters).
+    dag_id = e2e.add_app("queues", **QUEUES, **{"strategy.hosts_per_task": 1})
     group = {h.name: h.group for h in e2e.sandbox.hosts}
     fort = e2e.sandbox.hosts[0].name
     api = e2e.api
