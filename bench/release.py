@@ -288,7 +288,8 @@ def main() -> None:
                    help="copy the Airflow task logs to $TMPDIR/tars-bench-logs-N")
     args = p.parse_args()
     sizes = list(args.hosts) + ([BIG] if args.big else [])
-    rows = [(n, *bench(n, args.parallelism, args.engine, args.timeline, args.keep_logs)) for n in sizes]
+    rows = [(n, *bench(n, args.parallelism, args.engine, args.timeline, args.keep_logs))
+            for n in sizes]
     print("\nhosts  Tars s  floor s  ratio  Tars CPU-s  CPU-s/host  floor CPU-s  failed (Tars/floor)")
     for n, tars, floor, cel in rows:
         print(f"{n:5d}  {tars.wall:6.1f}  {floor.wall:7.1f}  {tars.wall / floor.wall:5.1f}  "

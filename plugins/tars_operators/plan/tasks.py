@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 MAX_TASKS = 1024  # Airflow's core.max_map_length default: the most instances one mapped task has
-# auto: stages up to this many hosts keep one task per host. A task start costs ≈0.5 CPU-s
-# (worker fork, imports, DAG parse) whatever it does: 6 of them starting at once on a 2-core
-# controller took 4.1 s for what 2 tasks of 3 hosts do in ≈2 s (bench/release.py --timeline).
+# auto: stages up to this many hosts keep one task per host. Every task start forks a worker,
+# imports and parses the DAG whatever it does: 6 of them starting at once on a 2-core
+# controller took 4.1 s for what 2 tasks of 3 hosts do in 2.7 s (bench/release.py --timeline).
 AUTO_ONE_PER_TASK = 3
 AUTO_HOSTS_PER_TASK = 25  # auto: a bigger stage aims at this many hosts per task…
 AUTO_MAX_TASKS = 8  # …in at most this many tasks (each task start costs ≈1 CPU-s)
