@@ -7,6 +7,9 @@ prepare ─► fetch ─► fort.enter ─► fort.release[host…] ─► fort.
                        rollback.plan ◄───────────┴── (any gate / approval) ─────┘ ─► halt
                        rollback.hosts[host…] ─► rollback.report (fails the run)      finalize
 ```
+A stage's entry runs no worker (the scheduler marks it), unless it reads the LB's counters
+for canary analysis after a bake or approval; its release maps over what fetch or the previous
+gate returned (``_stage``), so a stage's hosts start one scheduler pass after the gate before.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         render_template_as_native_obj=False,
     ) as dag:
         prepare = PrepareOperator(task_id=m.PREPARE, slots=slots, canary=canary, **common)
-        fetch = FetchOperator(task_id=m.FETCH, **common)
+        fetch = FetchOperator(task_id=m.FETCH, stage=slots[0], **common)
         prepare >> [fetch, DryRunOperator(task_id=m.DRY_RUN, **common)]
         # A leaf that fails the run when prepare or fetch failed: otherwise every later task
         # is skipped (gates skip themselves off the path) and Airflow calls the run a success.
@@ -105,7 +108,13 @@ def build_dag(spec: AppSpec, *, defaults_path: Path | None = None, canary: bool 
         # run's state to them (the ends that fail the run cannot emit outlet events).
         [abort, *ends[1:], report] >> AnnounceOperator(
             task_id=ANNOUNCE, app=spec.name, **common).as_teardown()
-        built = [_stage(spec, node, slots, ends, common) for node in nodes]
+        # Each stage's release maps over what the task before its entry returned: fetch, or
+        # the previous gate (the entry itself runs no worker; release.machine.topology).
+        built: list[tuple[Any, Any, list[Any]]] = []
+        for i, node in enumerate(nodes):
+            built.append(_stage(spec, node, slots, ends, common,
+                                source=built[-1][1] if built else fetch,
+                                after_source=bool(i and nodes[i - 1].after_gate)))
         fetch >> built[0][0]
         for (_, gate, after), (next_enter, _, _) in zip(built, built[1:]):
             gate >> next_enter  # direct too: an empty stage skips its bake and approval
@@ -147,24 +156,45 @@ def _ends(spec: AppSpec, common: dict[str, Any]) -> tuple[list[Any], Any]:
 
 
 def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
-           common: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
-    """One stage slot: enter → release (one task per host) → gate, then bake / approval."""
+           common: dict[str, Any], *, source: Any, after_source: bool) -> tuple[Any, Any, list[Any]]:
+    """One stage slot: enter → release (one task per host, or per chunk of hosts) → gate,
+    then bake / approval.
+
+    The release maps over ``source``'s return value (fetch, or the previous gate, which also
+    leads to it when the run goes on) and starts as soon as ``source`` is done: each scheduler
+    pass that a stage waits for costs ≈0.2 s. It waits for its entry too when something sits
+    between the two (``after_source``: a bake or an approval), and with hosts on several queues
+    (each queue's picker after the entry lists its share). The gate reads the entry's state to
+    know it is on the path."""
     from tars_operators.operators.gate import GateOperator
-    from tars_operators.operators.release_host import EnterStageOperator, ReleaseHostOperator
+    from tars_operators.operators.release_host import (
+        EnterStageOperator, ReleaseHostOperator, StageEntry,
+    )
 
     c = spec.config
     with TaskGroup(node.stage):
-        enter = EnterStageOperator(
-            task_id=m.in_group(node.enter), stage=node.stage,
-            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **CONTROL_RETRIES, **common
-        )
+        join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+        enter: Any
+        # Canary analysis reads the LB's counters before the stage: at its entry when a bake
+        # or an approval sits before it (or each queue's picker waits for it), else in the
+        # task before it (release_host.next_items).
+        if c.analysis.judges(node.stage) and (after_source or len(spec.queues) > 1):
+            enter = EnterStageOperator(task_id=m.in_group(node.enter), stage=node.stage,
+                                       trigger_rule=join, **CONTROL_RETRIES, **common)
+        else:
+            enter = StageEntry(task_id=m.in_group(node.enter), trigger_rule=join)
+        items_from = source if len(spec.queues) <= 1 else enter
+        wait_entry = after_source
         release = [ReleaseHostOperator.partial(
             task_id=m.in_group(task.task_id), map_index_template=HOSTS_LABEL, stage=node.stage,
             max_active_tis_per_dagrun=c.strategy.parallel,
             retries=c.steps.host_retries, retry_delay=timedelta(seconds=5),
             **_on_queue(spec, task), **common,
-        ).expand(host=_hosts_of(enter, spec, task, common, base=node.release, stage=node.stage))
+        ).expand(host=_hosts_of(items_from, spec, task, common, base=node.release,
+                                stage=node.stage))
             for task in _host_tasks(spec, node.release)]
+        if items_from is not enter and wait_entry:
+            enter >> release
         gate = GateOperator(
             task_id=m.in_group(node.gate), app=spec.name, node=node, stages=slots,
             on_failure=c.strategy.on_failure, trigger_rule=TriggerRule.ALL_DONE,

@@ -15,6 +15,7 @@ from tars_operators.errors import TarsError
 from tars_operators.release.analysis import StageAnalysis, after_analysis, analysis_only_approval
 from tars_operators.release.brake import read_brake
 from tars_operators.release.events import notify
+from tars_operators.release import machine as m
 from tars_operators.release.machine import (
     Brake, Decision, GateInput, StageNode, StageOutcome, approve_id, decide, release_after_gate,
     route,
@@ -51,6 +52,21 @@ class GateOperator(BaseBranchOperator):
         self.stages = stages
         self.on_failure = on_failure
         self._watch: dict[str, Any] | None = None  # a window started before a deferral
+
+    def execute(self, context: Context) -> list[Any]:
+        """Branch, and return what the next stage's release maps over (``release_host.
+        next_items``; empty unless the run goes on). Going on leads to that release too: it is
+        downstream of this gate (its XCom) and waits for its own entry (after bake/approval)."""
+        target = self.choose_branch(context)
+        going_on = target is not None and target not in (m.ROLLBACK_PLAN, m.HALT, m.FINALIZE)
+        nexts = [t for t in self.downstream_task_ids if m.is_release_task(t)] if going_on else []
+        self.do_branch(context, [target, *nexts] if target is not None else None)
+        if not nexts:
+            return []
+        from tars_operators.operators.release_host import next_items
+
+        return next_items(context, run_plan(context), m.stage_of(nexts[0]), self.log,
+                          record=not self.node.after_gate)
 
     def choose_branch(self, context: Context) -> str | None:
         ti = context["ti"]
@@ -116,7 +132,7 @@ class GateOperator(BaseBranchOperator):
                 return finish(spec, Watch.from_dict(self._watch), log=self.log)
             released = {h for o in outcomes for h in o.hosts}
             baseline = [h.name for h in spec.hosts if h.name not in released]
-            before = context["ti"].xcom_pull(task_ids=self.node.enter, key=ANALYSIS_BEFORE) or {}
+            before = self._before(context["ti"])
             watch = begin(spec, stage, plan.version, list(outcomes[-1].succeeded), baseline,
                           before=before.get("counters"), before_at=before.get("at"), log=self.log)
             if isinstance(watch, StageAnalysis):
@@ -131,6 +147,14 @@ class GateOperator(BaseBranchOperator):
         except TarsError as exc:
             self.log.warning("analysis %s: %s", stage, exc)
             return failed_reading(stage, window, exc)
+
+    def _before(self, ti: Any) -> dict[str, Any]:
+        """The LB's counters before the stage (``record_before``): read by its entry, or by the
+        task before it (fetch, or the previous gate; ``release_host.next_items``)."""
+        i = self.stages.index(self.node.stage)
+        source = m.gate_id(self.stages[i - 1]) if i else m.FETCH
+        return (ti.xcom_pull(task_ids=self.node.enter, key=ANALYSIS_BEFORE)
+                or ti.xcom_pull(task_ids=source, key=ANALYSIS_BEFORE) or {})
 
     def analysis_complete(self, context: Context, event: Any = None,
                           watch: dict[str, Any] | None = None) -> Any:

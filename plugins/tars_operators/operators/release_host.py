@@ -12,6 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow.providers.standard.operators.empty import EmptyOperator
+
 from tars_operators.errors import TarsError
 from tars_operators.operators.base import SpecOperator
 from tars_operators.redaction import redact_url
@@ -24,16 +26,18 @@ from tars_operators.release.notes import (
     Progress, compose, failure_from_message, set_run_note, stage_label,
 )
 from tars_operators.release.runtime import (
-    host_tasks, pushed_failures, run_plan, stage_outcomes, stage_task_items,
+    pushed_failures, run_plan, task_spec, stage_outcomes, stage_task_items,
 )
 from tars_operators.triggers.brake import BrakeReleasedTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from tars_operators.plan.ramp import ReleasePlan
     from tars_operators.release.batch import BatchOutcome
 
 
+ARTIFACT = "artifact"  # fetch's XCom: the artifact it resolved (its URL without secrets)
 REPORT_EVERY = 10.0  # seconds between a multi-host task's progress reports (XCom + run note)
 
 
@@ -42,8 +46,18 @@ def _map_index(context: Context) -> int:
     return cast(int, context["ti"].map_index)
 
 
+class StageEntry(EmptyOperator):
+    """A stage's entry on the run's path (gates read it to know they are on the path). The
+    scheduler marks it done itself: no worker starts for it."""
+
+    ui_color = "#eeeeee"
+
+
 class EnterStageOperator(SpecOperator):
-    """Marks that the run entered a stage (gates use it to know they are on the path)."""
+    """The entry of a stage canary analysis judges, after a bake or an approval (or with hosts
+    on several queues): before any of its hosts is touched, the load balancer's counters
+    (``release.observe.record_before``, the gate's baseline). Otherwise ``next_items``
+    reads them."""
 
     ui_color = "#eeeeee"
 
@@ -51,32 +65,47 @@ class EnterStageOperator(SpecOperator):
         super().__init__(**kwargs)
         self.stage = stage
 
-    def execute(self, context: Context) -> list[Any]:
-        """The stage's hosts: the release task is mapped over this list (with hosts on
-        several queues, each queue's release task over its own XCom key)."""
-        from tars_operators.release.machine import release_id
+    def execute(self, context: Context) -> None:
+        record_before(self.spec, self.stage, run_plan(context).hosts(self.stage), context["ti"],
+                      self.log)
 
-        plan = run_plan(context)
-        hosts = plan.hosts(self.stage)
-        self.log.info("entering %s: %d host(s): %s", self.stage, len(hosts), ", ".join(hosts))
-        record_before(self.spec, self.stage, hosts, context["ti"], self.log)  # canary analysis
-        tasks = host_tasks(context, release_id(self.stage), hosts)
-        # strategy.hosts_per_task: each task instance gets a host, or a list of hosts
-        items = stage_task_items(context, plan, self.stage)
-        for t in tasks:
-            if any(not isinstance(i, str) for i in items[t.task_id]):
-                self.log.info("%s: %d task(s) of up to %d hosts", t.task_id, len(items[t.task_id]),
-                              max(len(i) for i in items[t.task_id]))
-        # Hosts on several queues: each queue's task maps over its share (operators.queues).
-        return items[tasks[0].task_id] if len(tasks) == 1 else list(hosts)
+
+def next_items(context: Context, plan: ReleasePlan, stage: str, log: Any, *,
+               record: bool) -> list[Any]:
+    """What ``stage``'s release task maps over, returned by the task before its entry (fetch,
+    or the previous gate) so the stage starts one scheduler pass after it. With hosts on
+    several queues each queue's task maps over its picker's list instead (``operators.queues``).
+    ``record``: nothing sits between this task and the stage, so canary analysis's counters
+    before the stage are read here (else its entry reads them)."""
+    hosts = plan.hosts(stage)
+    items = stage_task_items(context, plan, stage)
+    log.info("%s: %d host(s) in %d task(s): %s", stage, len(hosts),
+             sum(len(i) for i in items.values()), ", ".join(hosts))
+    spec = task_spec(context)
+    if record and spec is not None:
+        record_before(spec, stage, hosts, context["ti"], log)
+    return next(iter(items.values())) if len(items) == 1 else []
+
+
+def fetched_artifact(ti: Any) -> Any:
+    """The artifact ``fetch`` resolved (its XCom ``artifact``), or None (a pull release)."""
+    from tars_operators.hooks.artifacts import FetchedArtifact
+
+    art = ti.xcom_pull(task_ids=FETCH, key=ARTIFACT)
+    return FetchedArtifact.from_dict(art) if art else None
 
 
 class FetchOperator(SpecOperator):
-    """Resolve the artifact, download it once into the controller cache and verify its sha256."""
+    """Resolve the artifact, download it once into the controller cache and verify its sha256;
+    returns what the first stage's (``stage``) release task maps over."""
 
     ui_color = "#e6f4ea"
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def __init__(self, *, stage: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    def execute(self, context: Context) -> list[Any]:
         plan = run_plan(context)
         try:
             art = self._fetch(plan.version)
@@ -89,7 +118,9 @@ class FetchOperator(SpecOperator):
             context["ti"].xcom_push(key="failure", value={"message": message})
             raise hostflow.StepFailed(message) from None
         self.log.info("artifact %s sha256 %s (%.2fs)", redact_url(art.url), art.sha256, art.seconds)
-        return dict(art.as_dict())  # its URL without secrets
+        context["ti"].xcom_push(key=ARTIFACT, value=dict(art.as_dict()))  # URL without secrets
+        return next_items(context, plan, self.stage, self.log,
+                          record=len(self.spec.queues) <= 1)
 
     def _fetch(self, version: str) -> Any:
         """Fetch, waiting out an unreachable or failing artifact server up to ``retry_for``."""
@@ -146,13 +177,10 @@ class ReleaseHostOperator(SpecOperator):
         return self._run(context)
 
     def _job(self, context: Context) -> hostflow.HostJob:
-        from tars_operators.hooks.artifacts import FetchedArtifact
-
         plan = run_plan(context)
-        art = context["ti"].xcom_pull(task_ids=FETCH)
         return hostflow.HostJob(
             spec=self.spec, host=self.spec.host(str(self.host)), version=plan.version,
-            run_id=context["dag_run"].run_id, artifact=FetchedArtifact.from_dict(art) if art else None,
+            run_id=context["dag_run"].run_id, artifact=fetched_artifact(context["ti"]),
             index=_map_index(context), lease=RunLease.from_context(context, self.spec),
             progress=lambda now: self._live_note(context, now=f"{self.host} {now}"),
         )
@@ -223,15 +251,13 @@ class ReleaseHostOperator(SpecOperator):
     def _run_many(self, context: Context, done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         """Release this task's hosts, a few at once; every host's result is pushed (XCom
         ``host_results``) whatever happens, the failed ones' reasons too (``failure``)."""
-        from tars_operators.hooks.artifacts import FetchedArtifact
         from tars_operators.plan.capacity import task_threads
         from tars_operators.release.batch import BatchOutcome, run_batch
 
         ti = context["ti"]
         hosts = [str(h) for h in self.host]
         plan = run_plan(context)
-        art = ti.xcom_pull(task_ids=FETCH)
-        artifact = FetchedArtifact.from_dict(art) if art else None
+        artifact = fetched_artifact(ti)
         lease = RunLease.from_context(context, self.spec)
         run_id = context["dag_run"].run_id
         c = self.spec.config

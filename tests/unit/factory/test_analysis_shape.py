@@ -46,3 +46,21 @@ def test_inconclusive_approval_puts_an_approval_after_the_analysed_stage(tmp_pat
     e = edges(dag)
     # the gate goes past it on a pass (straight to the next stage) or to it when inconclusive
     assert {("fort.gate", "fort.approve"), ("fort.gate", "batch_1.enter")} <= e
+
+
+def test_the_counters_before_an_analysed_stage_are_read_right_before_its_hosts(
+        tmp_path: Path) -> None:
+    # Nothing between fetch and the fort, or between the fort's gate and batch_1: those read
+    # them (the entries run no worker). After batch_1's approval, batch_2's entry reads them
+    # and its release waits for it.
+    from tars_operators.operators.release_host import EnterStageOperator
+
+    dag = build_dag(with_analysis(tmp_path, {"stages": ["fort", "batch_1", "batch_2"],
+                                             "window_seconds": 5},
+                                  approval={"enabled": True, "after": ["batch_1"]}))
+    real = [t for t in ("fort.enter", "batch_1.enter", "batch_2.enter")
+            if isinstance(dag.get_task(t), EnterStageOperator)]
+    assert real == ["batch_2.enter"]
+    e = edges(dag)
+    assert ("batch_2.enter", "batch_2.release") in e
+    assert not {("fort.enter", "fort.release"), ("batch_1.enter", "batch_1.release")} & e

@@ -51,9 +51,16 @@ def test_default_ramp_has_fort_and_three_batches(tmp_path: Path) -> None:
     assert ("fetch", "abort") in e and dag.get_task("abort").downstream_task_ids == {"release_event"}
     for a, b in zip(stages, stages[1:]):
         assert (f"{a}.gate", f"{b}.enter") in e
+        # the release maps over what the previous gate returned: one task hop per stage
+        assert (f"{a}.gate", f"{b}.release") in e
+    assert ("fetch", "fort.release") in e
+    # an entry runs no worker (the scheduler marks it); the fort's counters for canary
+    # analysis are read by fetch, right before it
+    assert all(dag.get_task(f"{s}.enter").inherits_from_empty_operator for s in stages)
     for s in stages:
-        assert {(f"{s}.enter", f"{s}.release"), (f"{s}.release", f"{s}.gate"),
-                (f"{s}.enter", f"{s}.gate")} <= e
+        assert {(f"{s}.release", f"{s}.gate"), (f"{s}.enter", f"{s}.gate")} <= e
+        # a release waits for its entry only when a bake or an approval sits before it
+        assert (f"{s}.enter", f"{s}.release") not in e
         assert {(f"{s}.gate", "rollback.plan"), (f"{s}.gate", "halt"),
                 (f"{s}.gate", "finalize")} <= e
     r = rules(dag)
@@ -73,6 +80,8 @@ def test_approval_and_bake_sit_between_gate_and_next_stage(tmp_path: Path) -> No
     assert {("fort.gate", "fort.bake"), ("fort.bake", "fort.approve"),
             ("fort.approve", "batch_1.enter"), ("fort.approve", "rollback.plan"),
             ("fort.approve", "halt"), ("fort.gate", "batch_1.enter")} <= e
+    # a release waits for its entry, after the bake (and the approval) before it
+    assert {(f"{s}.enter", f"{s}.release") for s in ("batch_1", "batch_2", "batch_3")} <= e
     approve = dag.get_task("fort.approve")
     assert approve.options_mapping == {"Continue": "batch_1.enter", "Roll back": "rollback.plan",
                                        "Halt": "halt"}
@@ -153,9 +162,10 @@ def test_the_runs_own_decisions_retry_an_unexpected_error_and_host_tasks_do_not(
     # tasks follow steps.host_retries (0); prepare, fetch and approvals are not retried.
     dag = build_dag(spec_for(tmp_path, approval={"enabled": True, "after": ["fort"]}))
     retries = {t.task_id: t.retries for t in dag.tasks}
-    control = [t for t in retries if t.endswith((".enter", ".gate")) or t in (
+    # (stage entries run no worker: nothing of theirs can fail)
+    control = [t for t in retries if t.endswith(".gate") or t in (
         "finalize", "halt", "rollback.plan", "rollback.report")]
-    assert len(control) == 2 * 4 + 4
+    assert len(control) == 4 + 4
     assert {t: retries[t] for t in control} == {t: 2 for t in control}
     assert {t: n for t, n in retries.items() if t.endswith((".release", ".approve")) or t in (
         "prepare", "fetch", "rollback.hosts")} == {
