@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import logging
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,9 +56,12 @@ def test_an_unreachable_webhook_gives_up_within_its_budget_and_never_raises() ->
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    d = send(f"http://127.0.0.1:{port}/x", Notice("demo", "failure", "x"), budget=0.5,
+    # (a 2 s budget: one attempt builds an httpx client, which can take 0.5 s on a busy machine)
+    started = time.monotonic()
+    d = send(f"http://127.0.0.1:{port}/x", Notice("demo", "failure", "x"), budget=2.0,
              backoff=0.05)
     assert not d.ok and d.attempts >= 2 and "ConnectError" in d.error
+    assert time.monotonic() - started < 2.0 + 1.0
 
 
 def test_a_failing_webhook_never_logs_its_secret_path_or_query(
