@@ -184,7 +184,6 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
         else:
             enter = StageEntry(task_id=m.in_group(node.enter), trigger_rule=join)
         items_from = source if len(spec.queues) <= 1 else enter
-        wait_entry = after_source
         release = [ReleaseHostOperator.partial(
             task_id=m.in_group(task.task_id), map_index_template=HOSTS_LABEL, stage=node.stage,
             max_active_tis_per_dagrun=c.strategy.parallel,
@@ -193,7 +192,7 @@ def _stage(spec: AppSpec, node: m.StageNode, slots: list[str], ends: list[Any],
         ).expand(host=_hosts_of(items_from, spec, task, common, base=node.release,
                                 stage=node.stage))
             for task in _host_tasks(spec, node.release)]
-        if items_from is not enter and wait_entry:
+        if items_from is not enter and after_source:
             enter >> release
         gate = GateOperator(
             task_id=m.in_group(node.gate), app=spec.name, node=node, stages=slots,
