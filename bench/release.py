@@ -263,6 +263,9 @@ def bench(n: int, parallelism: int, engine: str = "local",
             for stage, wall, work, hosts, tasks in stage_breakdown(cel.detail):
                 print(f"  [celery] {stage:<10} {wall:6.1f}  {work:10.1f}  {hosts:5d}  {tasks:5d}  "
                       f"{wall - work:8.1f}")
+            if timelines:
+                print("  [celery] task            queued started  ended")
+                print("\n".join(timeline(cel.detail, cel.started)))
         return tars, floor, cel
     finally:
         stack.stop()

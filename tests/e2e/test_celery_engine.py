@@ -151,6 +151,11 @@ def test_tars_deploy_wait_releases_the_demo_with_each_datacenter_on_its_own_work
             f"ran on {ti['hostname']}"
         ran[dc] |= hosts
     assert ran == {"dc1": DC1, "dc2": DC2}, ran
+    # Each worker loaded Airflow's task runner and the plugins before forking its pool
+    # (tars_operators/celery_worker.py): its tasks do not import them again.
+    for comp in ("worker-dc1", "worker-dc2"):
+        log = (cel.stack.home / "logs" / f"{comp}.out").read_text(errors="replace")
+        assert "tars: task runner and plugins preloaded in this worker" in log, comp
 
 
 # ---- 4: a broken version fails at the fort, rolls back, the run fails with the reason ------
