@@ -24,7 +24,7 @@ from sandbox import Sandbox
 from sandbox.airflow_stack import REPO, AirflowStack
 from sandbox.localstack import wired_env
 from tars_operators.client.api import Airflow
-from tests.e2e.harness import demo_config
+from tests.e2e.harness import demo_config, parse_now
 from tests.polling import poll
 
 THIS, OTHER = "perm_this", "perm_other"
@@ -61,6 +61,7 @@ class FabStack:
         """A demo variant (``section.key`` overrides) in the config dir; waits for its DAGs."""
         data = demo_config(name, self.sandbox.inventory_path, **overrides)
         (self.config_dir / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        parse_now(self.api)
         try:
             _wait_for_dags(self.stack, [name])
         except AssertionError as exc:

@@ -22,7 +22,7 @@ from sandbox import Sandbox
 from sandbox.airflow_stack import AirflowStack
 from sandbox.localstack import REPO, wired_env
 from sandbox.outputs import queues_inventory
-from tests.e2e.harness import E2E, demo_config, poll, processes_running
+from tests.e2e.harness import E2E, demo_config, parse_now, poll, processes_running
 from tests.e2e.test_faults_killed import (
     FAULTS, HOLD, HOSTS, OLD, VICTIM, assert_rolled_back, hold_flag, on_known_good_and_up,
     phase_is,
@@ -85,6 +85,7 @@ def add_app(e2e: E2E, name: str, **overrides: Any) -> str:
     """A demo variant on the queues inventory; waits for its deploy DAG."""
     data = demo_config(name, queues_inventory_of(e2e.sandbox), **overrides)
     (e2e.config_dir / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    parse_now(e2e.api)
     dag_id = f"tars_deploy__{name}"
     e2e.wait_dag(dag_id, 120)
     return dag_id

@@ -19,7 +19,7 @@ import yaml
 
 from sandbox import Sandbox
 from tests.e2e.conftest import end_of_test
-from tests.e2e.harness import E2E, Load, demo_config
+from tests.e2e.harness import E2E, Load, demo_config, parse_now
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +54,7 @@ def test_200_hosts_release_under_load_with_zero_failed_requests(e2e_stack: E2E,
     data = demo_config("demo_scale", scale.inventory_path, **{"ssh.conn_id": CONN})
     data.pop("analysis", None)  # no canary analysis: this measures the release itself
     (e2e.config_dir / "demo_scale.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    parse_now(api)
     dag_id = e2e.wait_dag("tars_deploy__demo_scale", 120)["dag_id"]
 
     started = time.monotonic()

@@ -308,7 +308,7 @@ def test_a_freeze_refuses_even_a_waiting_policy(e2e: E2E) -> None:
 
 def test_scheduled_canary_runs_inside_the_window_and_waits_for_approval(e2e: E2E) -> None:
     name = "demo_canary"
-    opens = next_minute(lead=45)
+    opens = next_minute(lead=30)  # add_app asks for a parse at once (harness.parse_now)
     local = opens.astimezone(ZoneInfo(TZ))
     canary_id = f"tars_canary__{name}"
     try:

@@ -72,16 +72,18 @@ class FinalizeOperator(SpecOperator):
     def _truth(self, context: Context, plan: Any, expect: dict[str, str | None]
                ) -> tuple[dict[str, Any], list[str], list[str]]:
         """The run is over: read every planned host (giving its lease back in the same session)
-        and the LB; the hosts not where ``expect`` says, and the repair command for them."""
+        and the LB; the hosts not where ``expect`` says, then the repair command for them and
+        the hosts out of rotation that another run holds (named, not this run's failure)."""
         spec = self.spec
         seen = read_truth(spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
         wrong = problems(seen, expect)
         others = [h for h in plan.in_rotation if h not in expect]
-        wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
+        out, elsewhere = restore.rotation_problems(spec, others, mine=run_holder(context))
+        wrong += [f"NOT IN ROTATION: {p}" for p in out]
         if not wrong:
-            return seen, wrong, []
+            return seen, wrong, elsewhere
         named = [w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")]
-        return seen, wrong, [repair_hint(spec.name, named or others)]
+        return seen, wrong, [repair_hint(spec.name, named or others), *elsewhere]
 
     def _stopped(self, context: Context, plan: Any, outcomes: list[Any],
                  broken: list[str]) -> None:
@@ -140,11 +142,12 @@ class HaltOperator(SpecOperator):
                                 context["dag_run"].run_id, log=self.log)
         failed = [h for o in outcomes for h in o.failed]
         read_truth(self.spec, plan.all_hosts, log=self.log, release_for=run_holder(context))
-        problems = restore.rotation_problems(self.spec, plan.in_rotation)
+        problems, elsewhere = restore.rotation_problems(self.spec, plan.in_rotation,
+                                                        mine=run_holder(context))
         text = (f"halted: {reason}. Hosts are left as they are; failed: "
                 f"{', '.join(failed) or 'none'}.")
         details = [msg for o in outcomes for _, msg in o.why]  # why each host failed
-        details += [f"NOT IN ROTATION: {p}" for p in problems]
+        details += [f"NOT IN ROTATION: {p}" for p in problems] + elsewhere
         dr = context["dag_run"]
         set_run_note(dr.dag_id, dr.run_id, compose(text, plan.who, plan.reason, plan.ticket,
                                                    details))

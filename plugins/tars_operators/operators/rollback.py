@@ -275,7 +275,8 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
              for h in hosts if seen[h].on(plan.version)]
     wrong += problems(seen, {h: None for h in hosts if not seen[h].on(plan.version)})
     others = [h for h in plan.in_rotation if h not in hosts]
-    wrong += [f"NOT IN ROTATION: {p}" for p in restore.rotation_problems(spec, others)]
+    out, elsewhere = restore.rotation_problems(spec, others, mine=run_holder(context))
+    wrong += [f"NOT IN ROTATION: {p}" for p in out]
     details = list(wrong)
     bad = sorted({w.split(":", 1)[0] for w in wrong if not w.startswith("NOT IN ROTATION")})
     if bad:
@@ -291,7 +292,7 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
             state = task_state.get(h, "unknown")
             details.append(f"{h}: NOT restored (rollback task {state}): "
                            f"{reasons.get(h, 'see its log')}")
-    details += [msg for o in outcomes for _, msg in o.why] + restored
+    details += [msg for o in outcomes for _, msg in o.why] + restored + elsewhere
     failed = [f"{h} ({o.stage})" for o in outcomes for h in o.failed]
     ok = sum(1 for h in hosts if seen[h].good and seen[h].in_service
              and not seen[h].on(plan.version))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tars_operators.hooks.ssh import HostSession
     from tars_operators.release.leases import RunLease
     from tars_operators.release.rollback_target import RollbackTarget
+    from tars_operators.steps.lease import Holder, Lease
     from tars_operators.steps.state import HostState
 
 log_ = logging.getLogger(__name__)
@@ -215,15 +216,46 @@ def repair_failed(spec: AppSpec, hosts: list[str], version: str, run_id: str, *,
     return out
 
 
-def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[str]) -> list[str]:
-    """Hosts that were in rotation before the release and are not now, with what the LB says."""
+def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[str], *,
+                      mine: Holder | None = None) -> tuple[list[str], list[str]]:
+    """Hosts that were in rotation before the release and are not now, with what the LB says:
+    ``(problems, elsewhere)``.
+
+    ``mine`` (the run's lease holder): a host out of rotation that another run holds (its
+    lease: two runs of the app on other hosts, or two apps on one fleet) is that run's to
+    bring back and report on. It is not this run's failure, but it is named: ``elsewhere``.
+    """
     from tars_operators.steps.traffic import rotation_report
 
     if spec.config.traffic.provider == "none" or not in_rotation_before:
-        return []
+        return [], []
     hosts = [spec.host(n) for n in in_rotation_before]
     with _lb(spec) as lb:
         report = rotation_report(lb, spec, hosts)
     if report.error:
-        return [f"rotation unknown: {report.error}"]
-    return [f"{name}: {why}" for name, why in report.not_in_rotation]
+        return [f"rotation unknown: {report.error}"], []
+    held = _held_by_others(spec, [n for n, _ in report.not_in_rotation], mine) if mine else {}
+    return ([f"{name}: {why}" for name, why in report.not_in_rotation if name not in held],
+            [f"{name}: out of rotation ({why}) while {held[name].holder} holds it (phase "
+             f"{held[name].phase}): that run brings it back and reports on it"
+             for name, why in report.not_in_rotation if name in held])
+
+
+def _held_by_others(spec: AppSpec, names: list[str], mine: Holder) -> dict[str, Lease]:
+    """The hosts among ``names`` whose lease another run holds (read over SSH; a host that
+    cannot be read is not counted as held: it stays this run's problem)."""
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.steps.lease import read_lease
+    from tars_operators.steps.state import layout_for
+
+    held = {}
+    for name in names:
+        host = spec.host(name)
+        try:
+            with open_session(spec, host) as session:
+                lease = read_lease(session, layout_for(spec, host))
+        except TarsError:
+            continue
+        if lease is not None and lease.holder != mine:
+            held[name] = lease
+    return held

@@ -176,7 +176,7 @@ def test_rollback_summary_reads_both_shapes(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(truth, "reconcile", lambda s, o, v, r: (o, []))
     monkeypatch.setattr(truth, "read_truth", lambda s, names, release_for: {n: seen(n) for n in names})
     monkeypatch.setattr(truth, "problems", lambda seen, expect: [])
-    monkeypatch.setattr(rb.restore, "rotation_problems", lambda s, others: [])
+    monkeypatch.setattr(rb.restore, "rotation_problems", lambda s, others, mine: ([], []))
     plan = ReleasePlan.from_dict({**spec.default_plan.to_dict(), "version": "2.0.0"})
     task = build_dag(spec).get_task("rollback.report")
     context = {"ti": FakeTI(xcoms, states), "task": task,

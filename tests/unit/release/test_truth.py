@@ -112,3 +112,39 @@ def test_a_dead_task_is_not_said_to_have_died_in_the_phase_its_rollback_wrote(mo
         (why,) = truth.reconcile(None, outcomes, "2.0.0", "r1")[0][0].why  # type: ignore[arg-type]
         assert why[1].startswith("h1: its task died without a report (see the task log); the "
                                  "host runs 1.0.0 (good)"), why
+
+
+def test_a_host_out_of_rotation_that_another_run_holds_is_named_not_failed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs at once on other hosts of one fleet: a host the other run has drained is that
+    run's to bring back; this run names it and does not fail for it."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from tars_operators.release import restore
+    from tars_operators.steps import traffic
+    from tars_operators.steps.lease import Holder
+
+    mine, other = Holder("tars_deploy__a", "r1"), Holder("tars_deploy__b", "r2")
+    spec = SimpleNamespace(config=SimpleNamespace(traffic=SimpleNamespace(provider="haproxy")),
+                           host=lambda n: n)
+    monkeypatch.setattr(restore, "_lb", lambda s: nullcontext())
+    monkeypatch.setattr(traffic, "rotation_report", lambda lb, s, hosts: SimpleNamespace(
+        error="", not_in_rotation=[("h2", "DRAIN (admin drain)"), ("h3", "MAINT")]))
+    asked: list[list[str]] = []
+
+    def held(s: object, names: list[str], holder: Holder) -> dict[str, object]:
+        asked.append(names)
+        assert holder == mine
+        return {"h2": SimpleNamespace(holder=other, phase="out of rotation")}
+
+    monkeypatch.setattr(restore, "_held_by_others", held)
+    out, elsewhere = restore.rotation_problems(spec, ["h1", "h2", "h3"], mine=mine)  # type: ignore[arg-type]
+    assert asked == [["h2", "h3"]]  # only hosts out of rotation are read
+    assert out == ["h3: MAINT"]
+    assert elsewhere == ["h2: out of rotation (DRAIN (admin drain)) while tars_deploy__b run r2 "
+                         "holds it (phase out of rotation): that run brings it back and reports "
+                         "on it"]
+    # Without a holder to compare (no run), every host out of rotation is a problem.
+    assert restore.rotation_problems(spec, ["h2", "h3"]) == (  # type: ignore[arg-type]
+        ["h2: DRAIN (admin drain)", "h3: MAINT"], [])
