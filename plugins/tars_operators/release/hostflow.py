@@ -197,7 +197,8 @@ def health_event(job: HostJob, event: Any, *, log: TaskLog = log_) -> None:
     if event.get("status") != "passed":
         raise HealthCheckFailed(job.host.name, "health", str(event.get("message", event)))
     job.add(StepResult(job.host.name, "health", "ok", job.version,
-                       float(event.get("seconds", 0.0)), "health checks passed"), log)
+                       float(event.get("seconds", 0.0)),
+                       "health checks passed (waited in the triggerer)"), log)
 
 
 def finish(job: HostJob, *, log: TaskLog = log_) -> None:
