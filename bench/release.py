@@ -55,6 +55,7 @@ class Result:
     requests: int
     detail: Any = None
     started: float = 0.0  # when the run was triggered (epoch)
+    cpu_split: str = ""  # controller CPU-s per Airflow component (and the tasks it ran)
 
 
 def _t(s: str | None) -> float:
@@ -74,7 +75,13 @@ def app_config(name: str, sb: Sandbox, n: int, engine: str = "local") -> dict[st
 
 def tree_cpu(pids: list[int]) -> float:
     """CPU-seconds of these processes and all their descendants, reaped children included."""
-    total = 0.0
+    return sum(cpu_parts(pids).values())
+
+
+def cpu_parts(pids: list[int]) -> dict[str, float]:
+    """CPU-seconds per part: each process's own ("<pid>"), and its descendants' ("<pid>+",
+    reaped children included): where a component's time goes (its loop or the tasks it runs)."""
+    parts: dict[str, float] = {}
     seen: set[int] = set()
     for pid in pids:
         try:
@@ -90,8 +97,22 @@ def tree_cpu(pids: list[int]) -> float:
                 t = p.cpu_times()
             except psutil.Error:
                 continue
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
+            own, reaped = t.user + t.system, t.children_user + t.children_system
+            parts[str(pid)] = parts.get(str(pid), 0.0) + (own if p.pid == pid else 0.0)
+            parts[f"{pid}+"] = parts.get(f"{pid}+", 0.0) + reaped + (0.0 if p.pid == pid else own)
+    return parts
+
+
+def cpu_by_component(stack: AirflowStack, before: dict[str, float],
+                     after: dict[str, float]) -> str:
+    """e.g. "scheduler 3.1 (its tasks 40.2), api-server 8.0, …" over one release."""
+    shown = []
+    for comp, proc in stack.procs.items():
+        own = after.get(str(proc.pid), 0.0) - before.get(str(proc.pid), 0.0)
+        kids = after.get(f"{proc.pid}+", 0.0) - before.get(f"{proc.pid}+", 0.0)
+        shown.append(f"{comp} {own:.1f}" + (f" (+{kids:.1f} in its children)" if kids >= 0.05
+                                             else ""))
+    return ", ".join(shown)
 
 
 def airflow_release(sb: Sandbox, stack: AirflowStack, config_dir: Path, version: str,
@@ -120,15 +141,17 @@ def airflow_release(sb: Sandbox, stack: AirflowStack, config_dir: Path, version:
     print(f"  warm-up dry run (not counted): {time.time() - started:.1f} s")
     pids = [p.pid for p in stack.procs.values()]
     with Load(sb.frontend_url) as load:
-        cpu0 = tree_cpu(pids)
+        cpu0 = cpu_parts(pids)
         started = time.time()
         run = api.trigger("tars_deploy__bench", {"version": version, "reason": "benchmark"})
         final = api.wait("tars_deploy__bench", run["dag_run_id"], timeout=3600, poll=0.5)
         wall = time.time() - started
-        cpu = tree_cpu(pids) - cpu0
+        cpu1 = cpu_parts(pids)
     assert final["state"] == "success", final.get("note")
     tis = api.task_instances("tars_deploy__bench", run["dag_run_id"])
-    return Result(wall, cpu, load.failed, load.ok + load.failed, tis, started)
+    cpu = sum(cpu1.values()) - sum(cpu0.values())
+    return Result(wall, cpu, load.failed, load.ok + load.failed, tis, started,
+                  cpu_by_component(stack, cpu0, cpu1))
 
 
 def timeline(tis: list[dict], started: float) -> list[str]:
@@ -245,6 +268,7 @@ def bench(n: int, parallelism: int, engine: str = "local",
         print(f"\n{n} hosts, ramp {ramp}, LocalExecutor parallelism {parallelism}, 50 req/s")
         print(f"  Tars under the real scheduler: {tars.wall:7.1f} s  {tars.cpu:7.1f} CPU-s  "
               f"{tars.failed} of {tars.requests} requests failed")
+        print(f"    CPU-s by component: {tars.cpu_split}")
         if cel is not None:
             print(f"  Tars on CeleryExecutor (PostgreSQL, Redis, 2 schedulers, workers dc1/dc2): "
                   f"{cel.wall:7.1f} s  {cel.cpu:7.1f} CPU-s  {cel.failed} of {cel.requests} "

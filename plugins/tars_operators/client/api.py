@@ -176,21 +176,23 @@ class Airflow:
     def wait(self, dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 1.0,
              on_change: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
              ) -> dict[str, Any]:
-        """Poll until the run ends; ``on_change(run, tis)`` whenever something moved."""
+        """Poll until the run ends; ``on_change(run, tis)`` whenever something moved. Without
+        ``on_change`` only the run is read (its task instances cost the server far more)."""
         deadline = time.monotonic() + timeout
         seen = None
         while True:
             run = self.run(dag_id, run_id)
-            tis = self.task_instances(dag_id, run_id)
-            key = (run["state"], run.get("note"),
-                   tuple(sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)))
-            if key != seen:
-                seen = key
-                if on_change:
+            if on_change is not None:
+                tis = self.task_instances(dag_id, run_id)
+                key = (run["state"], run.get("note"),
+                       tuple(sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)))
+                if key != seen:
+                    seen = key
                     on_change(run, tis)
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
+                tis = self.task_instances(dag_id, run_id)
                 raise ApiError(f"run {run_id} still {run['state']} after {timeout:.0f}s; "
                                f"its tasks: {_tally(tis)}; its note: {run.get('note')!r}")
             time.sleep(poll)

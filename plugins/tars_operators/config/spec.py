@@ -71,11 +71,18 @@ class AppSpec:
         """Each host's queue, by host name."""
         return MappingProxyType({h.name: h.queue for h in self.hosts})
 
+    @cached_property
+    def _by_name(self) -> Mapping[str, Host]:
+        return MappingProxyType({h.name: h for h in self.hosts})
+
     def host(self, name: str) -> Host:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @cached_property
+    def rendered(self) -> dict[tuple[str, str], str]:
+        """(template, host name) → that template rendered for the host, made once per process:
+        a load balancer names every server of the app on each capacity check."""
+        return {}
 
 
 def template_context(spec: AppSpec, host: Host | None, version: str | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from tars_operators.plan.ramp import ReleasePlan
     from tars_operators.release.batch import BatchOutcome
+    from tars_operators.release.machine import StageOutcome
 
 
 ARTIFACT = "artifact"  # fetch's XCom: the artifact it resolved (its URL without secrets)
@@ -156,6 +157,7 @@ class ReleaseHostOperator(SpecOperator):
         super().__init__(**kwargs)
         self.stage = stage
         self.host = host
+        self._settled_seen: tuple[ReleasePlan, list[StageOutcome]] | None = None
 
     def execute(self, context: Context) -> Any:
         if not isinstance(self.host, str):
@@ -213,8 +215,8 @@ class ReleaseHostOperator(SpecOperator):
         Never fails the task: the note is a view, the task log has the same facts.
         """
         try:
-            plan = run_plan(context)
-            outcomes = stage_outcomes(context, plan, upto=self.stage)
+            plan, earlier = self._settled(context)
+            outcomes = earlier + stage_outcomes(context, plan, upto=self.stage, since=self.stage)
             failures = {h: m for o in outcomes for h, m in o.why}
             # One XCom read per map index: this task's items, not the stage's hosts.
             items = stage_task_items(context, plan, self.stage).get(self.task_id) or []
@@ -231,6 +233,17 @@ class ReleaseHostOperator(SpecOperator):
                                                        list(failures.values())))
         except Exception as exc:  # a note that cannot be written must not change the release
             self.log.warning("run note not updated: %s", exc)
+
+    def _settled(self, context: Context) -> tuple[ReleasePlan, list[StageOutcome]]:
+        """The run's plan and the outcomes of the stages before this one: read once per task
+        (they are settled while it runs; a multi-host task reports every ``REPORT_EVERY``)."""
+        if self._settled_seen is None:
+            plan = run_plan(context)
+            names = list(plan.slot_names)
+            before = names[names.index(self.stage) - 1] if names.index(self.stage) else None
+            self._settled_seen = (plan, stage_outcomes(context, plan, upto=before)
+                                  if before is not None else [])
+        return self._settled_seen
 
     def after_health(self, context: Context, event: Any = None,
                      done: list[Any] | None = None) -> Any:

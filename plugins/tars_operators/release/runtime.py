@@ -40,15 +40,20 @@ def run_plan(context: Context) -> ReleasePlan:
     return ReleasePlan.from_dict(context["ti"].xcom_pull(task_ids=PREPARE, key="plan"))
 
 
-def stage_outcomes(context: Context, plan: ReleasePlan,
-                   upto: str | None = None) -> list[StageOutcome]:
-    """Per stage, which hosts succeeded, failed or were left untouched (brake rollback)."""
+def stage_outcomes(context: Context, plan: ReleasePlan, upto: str | None = None,
+                   since: str | None = None) -> list[StageOutcome]:
+    """Per stage (from ``since`` to ``upto``, both included, when given), which hosts
+    succeeded, failed or were left untouched (brake rollback)."""
     ti = context["ti"]
     run_id = context["dag_run"].run_id
     dag_id = context["dag_run"].dag_id
     names = list(plan.slot_names)
     if upto is not None:
         names = names[: names.index(upto) + 1]
+    if since is not None:
+        names = names[names.index(since):]
+    if not names:
+        return []
     split = {s: host_tasks(context, release_id(s), plan.hosts(s)) for s in names}
     states = ti.get_task_states(
         dag_id=dag_id, run_ids=[run_id], task_ids=[t.task_id for s in names for t in split[s]]

@@ -9,6 +9,7 @@ from tars_operators.hooks.lb.runtime_api import (
     RuntimeAPI,
     backends_in_stat,
     check_name,
+    no_such_proxy,
     parse_servers_state,
     parse_show_stat,
 )
@@ -67,6 +68,26 @@ def test_show_stat_rows_take_fields_by_header_name() -> None:
     assert rows["host03"].check_desc == "Layer4 connection problem: Connection refused"
     assert rows["host04"].check_desc == ""
     assert rows["host05"].status == "UP 1/2"
+
+
+def test_show_stat_rows_of_one_backend_and_some_servers_only() -> None:
+    other = STAT.replace("other,BACKEND", row("other", "host01", 9, "DOWN", "", "", "") + "\nother,BACKEND")
+    assert [(r.backend, r.server) for r in parse_show_stat(other, "demo", {"host02", "host05"})] == [
+        ("demo", "host02"), ("demo", "host05")]
+    assert [r.sessions for r in parse_show_stat(other, "other")] == [9]
+    assert parse_show_stat(other, "demo", {"host99"}) == []
+    assert no_such_proxy("No such proxy.\n") and not no_such_proxy(STAT)
+
+
+def test_one_server_of_a_big_backend_is_read_without_parsing_the_others() -> None:
+    """A drain poll of one server of a 2,000-server backend: the lines not asked for are passed
+    over by name, not parsed (a servers-state line with a bad admin field would raise)."""
+    big = "\n".join([HEADER] + [row("demo", f"h{i:04d}", i % 3, "UP", "L7OK", "", "ok")
+                               for i in range(2000)])
+    rows = parse_show_stat(big, "demo", {"h1999"})
+    assert [(r.server, r.status, r.sessions) for r in rows] == [("h1999", "UP", 1)]
+    state = SERVERS_STATE.replace("host06 127.0.0.16 0 32", "host06 127.0.0.16 0 notanumber")
+    assert parse_servers_state(state, {"host02"}) == {"host02": "drain"}
 
 
 def test_backends_are_listed_from_summary_rows() -> None:

@@ -142,10 +142,15 @@ class ServerCounters:
 
 def render_for_host(spec: AppSpec, host: Host, template: str, field: str) -> str:
     """Render a per-host template of the traffic config; a failure names the field and host."""
+    done = spec.rendered.get((template, host.name))
+    if done is not None:
+        return done
     try:
-        return render(template, host_context(spec, host, None))
+        text = render(template, host_context(spec, host, None))
     except TemplateError as exc:
         raise LoadBalancerError(f"{host.name}: {field}: cannot render {template!r}: {exc}") from exc
+    spec.rendered[(template, host.name)] = text
+    return text
 
 
 class LoadBalancer(ABC):

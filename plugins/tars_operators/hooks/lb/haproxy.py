@@ -12,7 +12,7 @@ on `fall` ≥ 2 (HAProxy's default is 3); with `fall 1` there is no transition t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from tars_operators.config.schema import Haproxy
 from tars_operators.config.spec import AppSpec, Host, template_context
@@ -26,6 +26,7 @@ from tars_operators.hooks.lb.runtime_api import (
     StatRow,
     backends_in_stat,
     check_name,
+    no_such_proxy,
     parse_servers_state,
     parse_show_stat,
     parse_stat_counters,
@@ -76,15 +77,20 @@ class HaproxyBalancer(LoadBalancer):
             runner.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def _read(self) -> tuple[dict[str, StatRow], dict[str, Admin]]:
-        stat, servers = self.api.ask("show stat", f"show servers state {self.backend}")
-        rows = {r.server: r for r in parse_show_stat(stat) if r.backend == self.backend}
-        if not rows and self.backend not in backends_in_stat(stat):
+    def _read(self, servers: Collection[str]) -> tuple[dict[str, StatRow], dict[str, Admin]]:
+        """`show stat` and `show servers state` of this backend, parsed for ``servers`` only."""
+        stat, state = self.api.ask(f"show stat {self.backend} 4 -1",
+                                   f"show servers state {self.backend}")
+        if no_such_proxy(stat):
+            (everything,) = self.api.ask("show stat")
             raise LoadBalancerError(
                 f"no backend {self.backend!r} in haproxy at {self.api.where()}; "
-                f"backends: {_listing(backends_in_stat(stat))} (traffic.haproxy.backend)"
+                f"backends: {_listing(backends_in_stat(everything))} (traffic.haproxy.backend)"
             )
-        return rows, parse_servers_state(servers)
+        rows = {r.server: r for r in parse_show_stat(stat, self.backend, servers)}
+        if len(rows) < len(set(servers)):  # name what the backend has instead
+            rows = {r.server: r for r in parse_show_stat(stat, self.backend)}
+        return rows, parse_servers_state(state, servers)
 
     def _missing(self, servers: list[str], rows: Iterable[str]) -> LoadBalancerError:
         names = ", ".join(repr(s) for s in servers)
@@ -94,8 +100,8 @@ class HaproxyBalancer(LoadBalancer):
         )
 
     def _states(self, hosts: list[Host]) -> dict[str, ServerState]:
-        rows, admin = self._read()
         names = {host.name: self.server_name(host) for host in hosts}
+        rows, admin = self._read(set(names.values()))
         missing = [server for server in names.values() if server not in rows]
         if missing:
             raise self._missing(missing, rows)
@@ -111,12 +117,12 @@ class HaproxyBalancer(LoadBalancer):
         return self._states([host])[host.name]
 
     def _counters(self, hosts: list[Host]) -> dict[str, ServerCounters]:
-        (stat,) = self.api.ask("show stat")
-        rows = parse_stat_counters(stat, self.backend)
         names = {host.name: self.server_name(host) for host in hosts}
+        (stat,) = self.api.ask(f"show stat {self.backend} 4 -1")
+        rows = parse_stat_counters(stat, self.backend, set(names.values()))
         missing = [server for server in names.values() if server not in rows]
         if missing:
-            raise self._missing(missing, rows)
+            raise self._missing(missing, parse_stat_counters(stat, self.backend))
         return {host: rows[server] for host, server in names.items()}
 
     # -- changing --------------------------------------------------------------------------------
