@@ -218,9 +218,10 @@ class ReleaseHostOperator(SpecOperator):
             plan, earlier = self._settled(context)
             outcomes = earlier + stage_outcomes(context, plan, upto=self.stage, since=self.stage)
             failures = {h: m for o in outcomes for h, m in o.why}
-            # One XCom read per map index: this task's items, not the stage's hosts.
-            items = stage_task_items(context, plan, self.stage).get(self.task_id) or []
-            failures.update(pushed_failures(context["ti"], self.task_id, len(items)))
+            if isinstance(self.host, str):  # a failed host whose task has not ended yet
+                # One XCom read per map index: this task's items, not the stage's hosts.
+                items = stage_task_items(context, plan, self.stage).get(self.task_id) or []
+                failures.update(pushed_failures(context["ti"], self.task_id, len(items)))
             where = stage_label(self.stage, list(plan.stage_names))
             line = Progress(
                 where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),
@@ -297,17 +298,23 @@ class ReleaseHostOperator(SpecOperator):
         reporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report")
         last: dict[str, Any] = {"at": time.monotonic(), "job": None}
 
-        def report(now: str) -> None:
+        # Every task pushes its hosts' results; the run note (which reads every task of the
+        # stage) is rewritten on the way by the stage's first task, and by any on a failure.
+        notes = _map_index(context) == 0
+
+        def report(now: str, note: bool) -> None:
             self._push_many(context, progress.ordered(hosts))
-            self._live_note(context, now=now)
+            if note:
+                self._live_note(context, now=now)
 
         def on_result(result: dict[str, Any]) -> None:
             progress.results[result["host"]] = result
-            due = (time.monotonic() - last["at"] >= REPORT_EVERY
-                   or result.get("state") == "failed")
+            failed = result.get("state") == "failed"
+            due = time.monotonic() - last["at"] >= REPORT_EVERY or failed
             if due and (last["job"] is None or last["job"].done()):
                 last["at"] = time.monotonic()
-                last["job"] = reporter.submit(report, f"{result['host']} {result['state']}")
+                last["job"] = reporter.submit(report, f"{result['host']} {result['state']}",
+                                              notes or failed)
 
         try:
             outcome = run_batch(hosts, threads=threads, job=job,
