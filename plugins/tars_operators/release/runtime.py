@@ -50,8 +50,8 @@ def stage_outcomes(context: Context, plan: ReleasePlan, upto: str | None = None,
     names = list(plan.slot_names)
     if upto is not None:
         names = names[: names.index(upto) + 1]
-    if since is not None:
-        names = names[names.index(since):]
+    if since is not None:  # none when ``since`` comes after ``upto``
+        names = names[names.index(since):] if since in names else []
     if not names:
         return []
     split = {s: host_tasks(context, release_id(s), plan.hosts(s)) for s in names}

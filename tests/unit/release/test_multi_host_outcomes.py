@@ -108,3 +108,27 @@ def test_hosts_whose_task_never_started_are_untouched_not_failed(
     o = outcome(FakeTI({f"{TASK}_{i}": "upstream_failed" for i in indexes}, {}), p, monkeypatch)
     assert (o.succeeded, o.failed, o.why) == ((), (), ())
     assert o.untouched == p.hosts("batch_1")
+
+
+def test_one_stage_alone_reads_only_its_own_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host task's live note reads the settled stages once, then its own stage each time
+    (``since``): the earlier stage's XComs are not read again."""
+    monkeypatch.setattr(runtime, "task_spec", lambda context: None)
+    p = ReleasePlan("demo", (Stage("fort", 0, ("h00",)), Stage("batch_1", 1, ("h01", "h02"))),
+                    (0, 0), 0, 0, 3)
+    read: list[str] = []
+
+    class Counting(FakeTI):
+        def xcom_pull(self, *, task_ids: str, **kw: Any) -> Any:
+            read.append(task_ids)
+            return super().xcom_pull(task_ids=task_ids, **kw)
+
+    ti = Counting({"batch_1.release_0": "success", "batch_1.release_1": "failed"},
+                  {("return_value", 0): result("h01", "ok"),
+                   ("failure", 1): {"host": "h02", "message": "h02 failed@stage: disk full"}})
+    context = {"ti": ti, "dag_run": Run()}
+    (only,) = runtime.stage_outcomes(context, p, upto="batch_1", since="batch_1")  # type: ignore[arg-type]
+    assert (only.stage, only.succeeded, only.failed) == ("batch_1", ("h01",), ("h02",))
+    assert only.why == (("h02", "h02 failed@stage: disk full"),)
+    assert set(read) == {"batch_1.release"}
+    assert runtime.stage_outcomes(context, p, upto="fort", since="batch_1") == []  # type: ignore[arg-type]
