@@ -10,7 +10,6 @@ backoff until ``traffic.api_deadline``.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import shlex
