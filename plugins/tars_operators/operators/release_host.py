@@ -256,10 +256,9 @@ class ReleaseHostOperator(SpecOperator):
         (they are settled while it runs; a multi-host task reports every ``REPORT_EVERY``)."""
         if self._settled_seen is None:
             plan = run_plan(context)
-            names = list(plan.slot_names)
-            before = names[names.index(self.stage) - 1] if names.index(self.stage) else None
-            self._settled_seen = (plan, stage_outcomes(context, plan, upto=before)
-                                  if before is not None else [])
+            at = list(plan.slot_names).index(self.stage)
+            self._settled_seen = (plan, stage_outcomes(context, plan, upto=plan.slot_names[at - 1])
+                                  if at else [])
         return self._settled_seen
 
     def after_health(self, context: Context, event: Any = None,

@@ -88,7 +88,7 @@ class HaproxyBalancer(LoadBalancer):
                 f"backends: {_listing(backends_in_stat(everything))} (traffic.haproxy.backend)"
             )
         rows = {r.server: r for r in parse_show_stat(stat, self.backend, servers)}
-        if len(rows) < len(set(servers)):  # name what the backend has instead
+        if len(rows) < len(servers):  # name what the backend has instead
             rows = {r.server: r for r in parse_show_stat(stat, self.backend)}
         return rows, parse_servers_state(state, servers)
 
