@@ -207,8 +207,9 @@ def floor_release(sb: Sandbox, version: str, n: int) -> Result:
 
     def one(name: str) -> None:
         job = hostflow.HostJob(spec, spec.host(name), version, "floor", art)
-        assert hostflow.run_until_health(job) is None
-        hostflow.finish(job)
+        with hostflow.connected(job):  # one SSH connection per host, as a Tars task keeps
+            assert hostflow.run_until_health(job) is None
+            hostflow.finish(job)
 
     with Load(sb.frontend_url) as load:
         cpu0 = sum(os.times()[:4])

@@ -179,14 +179,14 @@ def artifact_size(spec: AppSpec, version: str) -> int | None:
         import os
         from urllib.parse import unquote, urlparse
 
-        import httpx
-
         from tars_operators.hooks.artifacts import artifact_url
+        from tars_operators.hooks.http import client as http_client
 
         url = artifact_url(spec, version)
         if url.startswith("file://"):
             return os.stat(unquote(urlparse(url).path)).st_size
-        r = httpx.head(url, follow_redirects=True, timeout=5.0)
+        with http_client() as http:
+            r = http.head(url, follow_redirects=True, timeout=5.0)
         length = r.headers.get("content-length")
         return int(length) if r.status_code == 200 and length and length.isdigit() else None
     except Exception:  # the size is a hint: stage checks the real space needed anyway

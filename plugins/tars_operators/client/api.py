@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from tars_operators.client.settle import answer_delay
+from tars_operators.hooks.http import client as http_client
 
 TERMINAL = {"success", "failed"}
 TERMINAL_TASK_STATES = {"success", "failed", "skipped", "upstream_failed", "removed"}
@@ -66,7 +67,7 @@ class Airflow:
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(transport=self.transport, timeout=self.timeout)
+            self._http = http_client(transport=self.transport, timeout=self.timeout)
         return self._http
 
     def _auth(self) -> dict[str, str]:

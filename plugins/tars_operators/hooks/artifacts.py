@@ -23,6 +23,7 @@ from tars_operators.config.spec import AppSpec, Host
 from tars_operators.config.spec import template_context
 from tars_operators.config.templating import render
 from tars_operators.errors import ArtifactUnavailable, ChecksumMismatch, InvalidValue, TarsError
+from tars_operators.hooks.http import client as http_client
 from tars_operators.redaction import mask_url, redact_url, scrub
 from tars_operators.remote.validate import validate_version
 
@@ -209,7 +210,8 @@ def _read_url(url: str, timeout: float) -> Iterator[bytes]:
     shown = redact_url(url)  # a pre-signed URL's query is a credential
     mask_url(url)
     try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+        with http_client() as http, http.stream("GET", url, timeout=timeout,
+                                                follow_redirects=True) as response:
             code = response.status_code
             if code >= 500 or code == 429:
                 raise ArtifactUnavailable(f"GET {shown}: HTTP {code} (the artifact server is failing)")

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from tars_operators.errors import AnalysisError
+from tars_operators.hooks.http import client as http_client
 from tars_operators.redaction import redact_url
 
 
@@ -28,7 +29,7 @@ class PrometheusClient:
             params["time"] = f"{at:.3f}"
         where = f"prometheus at {redact_url(self.url)}" + (f" ({what})" if what else "")
         try:
-            with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
+            with http_client(timeout=self.timeout, transport=self.transport) as client:
                 resp = client.get(f"{self.url}/api/v1/query", params=params)
         except httpx.HTTPError as exc:
             raise AnalysisError(f"{where}: unreachable: {exc} (analysis.prometheus.url)") from exc

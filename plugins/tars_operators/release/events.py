@@ -147,6 +147,8 @@ def send(url: str, notice: Notice, *, budget: float | None = None, backoff: floa
     """POST ``notice`` to ``url``; retry connection errors, 429 and 5xx within ``budget`` s."""
     import httpx
 
+    from tars_operators.hooks.http import client as http_client
+
     budget = BUDGET if budget is None else budget
     backoff = BACKOFF if backoff is None else backoff
 
@@ -158,7 +160,8 @@ def send(url: str, notice: Notice, *, budget: float | None = None, backoff: floa
         attempt += 1
         timeout = max(0.1, min(ATTEMPT_TIMEOUT, deadline - time.monotonic()))
         try:
-            r = httpx.post(url, json=notice.body(), timeout=timeout)
+            with http_client() as http:
+                r = http.post(url, json=notice.body(), timeout=timeout)
             if r.status_code < 300:
                 return Delivery(shown, True, attempt)
             error = f"HTTP {r.status_code}"

@@ -9,10 +9,15 @@ note is not written; the same line is always in the task log.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tars_operators.release.machine import Brake
+
+if TYPE_CHECKING:
+    from tars_operators.client.api import Airflow
 
 # The rollback's note headlines: written by operators/rollback.py, read back by web/fleet.py.
 ROLLED_BACK = "rolled back: "  # + why. Failed hosts: … . n/n touched host(s) on a good release and UP
@@ -143,34 +148,51 @@ def fit_note(note: str, limit: int = NOTE_LIMIT) -> str:
 def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
     """Write the run note via the REST API; False (and a log line) when it cannot."""
     log.info("release note: %s", note.replace("\n", "\n    "))
-    try:
-        import httpx
-        from airflow.sdk import BaseHook
+    from tars_operators.client.api import ApiError
 
-        conn = BaseHook.get_connection(API_CONN_ID)
-    except Exception as exc:  # no connection configured: the log line above is all we have
-        log.info("run note not written (connection %r: %s)", API_CONN_ID, exc)
-        return False
-    base = f"{conn.schema or 'http'}://{conn.host}:{conn.port or 8080}"
-    try:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            token = client.post(
-                "/auth/token", json={"username": conn.login, "password": conn.password}
-            )
-            token.raise_for_status()
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    for attempt in (1, 2):
+        try:
+            api = _note_api()
+        except LookupError as exc:  # no connection configured: the log line above is all we have
+            log.info("run note not written (%s)", exc)
+            return False
+        try:
             for text in (note, current_brake_note(dag_id, note)):
                 if text is None:
                     break
-                r = client.patch(
-                    f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"},
-                    json={"note": fit_note(text)}, headers=headers,
-                )
-                r.raise_for_status()
-        return True
-    except Exception as exc:
-        log.warning("run note not written: %s", exc)
+                api.request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}",
+                            params={"update_mask": "note"}, json={"note": fit_note(text)})
+            return True
+        except ApiError as exc:
+            _forget_note_api(api)
+            if exc.status == 401 and attempt == 1:  # token expired or password changed: anew
+                continue
+            log.warning("run note not written: %s", exc)
+        except Exception as exc:
+            log.warning("run note not written: %s", exc)
         return False
+    return False
+
+
+# One REST client per process for the notes it writes: its connection looked up and its token
+# taken once, not for every note (a multi-host task writes dozens). A 401 takes them anew.
+_api_lock = threading.Lock()
+_api: list[Airflow] = []
+
+
+def _note_api() -> Airflow:
+    from tars_operators.release.pools import task_api
+
+    with _api_lock:
+        if not _api:
+            _api.append(task_api())
+        return _api[0]
+
+
+def _forget_note_api(api: Airflow) -> None:
+    with _api_lock:
+        if _api and _api[0] is api:
+            _api.clear()
 
 
 BRAKED_DAGS = ("tars_deploy__", "tars_canary__")

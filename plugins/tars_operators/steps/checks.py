@@ -18,6 +18,7 @@ import httpx
 from tars_operators.config.schema import CommandCheck, HttpCheck, TcpCheck
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import HealthCheckFailed, RemoteCommandError, RemoteError
+from tars_operators.hooks.http import client as http_client
 from tars_operators.hooks.ssh import HostSession
 from tars_operators.remote.validate import validate_version
 from tars_operators.results import StepResult
@@ -39,10 +40,13 @@ Kind = Literal["health", "smoke"]
 def probe(check: ResolvedCheck, session: HostSession | None, budget: float,
           http: httpx.Client | None = None) -> Observation:
     """One attempt of ``check`` within ``budget`` seconds."""
+    if http is None and check.kind == "http":
+        with http_client() as own:
+            return probe(check, session, budget, own)
     try:
         if check.kind == "http":
-            client = http or httpx.Client()
-            response = client.get(check.url, timeout=budget)
+            assert http is not None
+            response = http.get(check.url, timeout=budget)
             return judge_http(check, response.status_code, response.text)
         if check.kind == "tcp":
             with socket.create_connection((check.address, check.port), timeout=budget):
@@ -88,7 +92,7 @@ def run_checks(
     resolved = resolve_checks(spec, host, version, checks)
     if not resolved:
         return StepResult(host.name, kind, "skipped", version, 0.0, f"no {kind} checks configured")
-    with httpx.Client() as http:
+    with http_client() as http:
         if kind == "smoke":
             return with_retries(spec, host.name, "smoke", lambda _: _smoke(
                 resolved, session, host, version, http, Deadline(spec, "smoke")))

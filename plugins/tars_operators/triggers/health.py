@@ -19,6 +19,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from tars_operators.config.schema import CommandCheck, HttpCheck, TcpCheck
 from tars_operators.config.spec import AppSpec, Host
+from tars_operators.hooks.http import async_client
 from tars_operators.hooks.ssh import HostSession, SessionParams
 from tars_operators.remote.watchdog import guarded
 from tars_operators.triggers.guard import RESUME_GUARD_SECONDS, resume_guard
@@ -118,7 +119,7 @@ class _Prober:
 
     def __init__(self, params: SessionParams | None):
         self.params = params
-        self.http = httpx.AsyncClient()
+        self.http = async_client()
         self._ssh: Any = None  # asyncssh connection, or a HostSession (thread fallback)
 
     async def probe(self, check: ResolvedCheck, budget: float) -> Observation:
