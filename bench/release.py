@@ -11,6 +11,7 @@ sandbox's scale mode (one sshd per 16 addresses, one app process).
     .venv/bin/python bench/release.py                 # 10, 30, 200 hosts
     .venv/bin/python bench/release.py --hosts 30 --big  # and 2,000 (fort + 1%, 10%, 100%)
     .venv/bin/python bench/release.py --hosts 10 30 --engine celery
+    .venv/bin/python bench/release.py --hosts 200 --hosts-per-task 75  # the app's setting
 
 ``--engine celery`` also releases on the production engine (PostgreSQL + Redis +
 CeleryExecutor, two schedulers, workers dc1/dc2, each datacenter's hosts on its own queue) in
@@ -62,10 +63,13 @@ def _t(s: str | None) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else 0.0
 
 
+HOSTS_PER_TASK: int | str = "auto"  # strategy.hosts_per_task of the bench app (--hosts-per-task)
+
+
 def app_config(name: str, sb: Sandbox, n: int, engine: str = "local") -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"strategy.hosts_per_task": HOSTS_PER_TASK}
     if n >= BIG:  # the ramp for 2,000 hosts; its last stage needs a lower floor
-        overrides = {"strategy.batches": ["1%", "10%", "100%"], "traffic.min_in_service": "10%"}
+        overrides |= {"strategy.batches": ["1%", "10%", "100%"], "traffic.min_in_service": "10%"}
     # On Celery each datacenter's hosts go to their own worker's queue.
     inventory = queues_inventory(sb.layout) if engine == "celery" else sb.inventory_path
     data = demo_config(name, inventory, **overrides)
@@ -314,7 +318,11 @@ def main() -> None:
                    help="print each task's queued/start/end seconds after the trigger")
     p.add_argument("--keep-logs", action="store_true",
                    help="copy the Airflow task logs to $TMPDIR/tars-bench-logs-N")
+    p.add_argument("--hosts-per-task", default="auto",
+                   help="the app's strategy.hosts_per_task (auto, or a number)")
     args = p.parse_args()
+    global HOSTS_PER_TASK
+    HOSTS_PER_TASK = "auto" if args.hosts_per_task == "auto" else int(args.hosts_per_task)
     sizes = list(args.hosts) + ([BIG] if args.big else [])
     rows = [(n, *bench(n, args.parallelism, args.engine, args.timeline, args.keep_logs))
             for n in sizes]
