@@ -7,10 +7,9 @@ client per host for health and again for smoke, so the context is built once and
 from __future__ import annotations
 
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
+import httpx
 import pytest
 
 from tars_operators.hooks import http
@@ -35,35 +34,16 @@ def contexts_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     http.tls_context.cache_clear()
 
 
-@pytest.fixture
-def health_server() -> Iterator[str]:
-    class Ok(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_many_clients_and_probes_build_one_tls_context(contexts_built: list[int],
-                                                       health_server: str) -> None:
+def test_many_clients_and_probes_build_one_tls_context(contexts_built: list[int]) -> None:
+    ok = httpx.MockTransport(lambda request: httpx.Response(200, text="ok"))
+    # Port 1 on loopback: nothing listens, the probe fails fast (a client was still made).
+    closed = "http://127.0.0.1:1/health"
     check = ResolvedCheck(name="health", kind="http", interval=0.1, timeout=2.0, successes=1,
-                          url=health_server)
+                          url=closed)
     for _ in range(3):
-        with http.client() as client:
-            assert probe(check, None, 2.0, client).ok
-        assert probe(check, None, 2.0).ok  # a probe without a client makes its own
+        with http.client(transport=ok) as client:
+            assert client.get(closed).text == "ok"
+        assert not probe(check, None, 2.0).ok  # a probe without a client makes its own
     assert contexts_built[0] == 1
 
 
