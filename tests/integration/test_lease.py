@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.layout import Host as SbHost
-from tars_operators.errors import LeaseHeld, LeaseLost
+from tars_operators.errors import LeaseHeld, LeaseLost, RemoteCommandError
 from tars_operators.hooks.ssh import CommandResult, HostSession, SessionParams
 from tars_operators.remote.layout import ReleaseLayout
 from tars_operators.steps.lease import (
@@ -23,6 +24,7 @@ from tars_operators.steps.lease import (
     acquire,
     parse_log,
     read_lease,
+    queue_phase,
     read_lease_log,
     release,
     set_phase,
@@ -179,6 +181,45 @@ def test_the_phase_is_on_the_host_for_anyone_and_only_the_holder_changes_it(host
     lines = (host.deploy_root / ".tars/lease.log").read_text().splitlines()
     assert [line.split("\t")[3] for line in lines] == [HOSTILE.run_id] * 3
     assert not Path("/tmp/tars-lease-pwned").exists()
+
+
+def test_a_phase_sent_ahead_rides_with_the_next_command_and_stops_it_when_refused(
+        host: SbHost) -> None:
+    flag = host.deploy_root / "ran-after-a-refused-phase"
+    with session(host) as s:
+        acquire(s, layout(host), DEPLOY, phase="staging", version="2.0.0",
+                is_active=active(DEPLOY), wait=0)
+        queue_phase(s, layout(host), DEPLOY, "activating", "2.0.0")
+        sent = s.commands
+        got = s.run("printf 'first\\nsecond'; echo oops >&2; exit 3", step="activate", check=False)
+        assert s.commands == sent + 1  # one round trip for both
+        assert (got.exit_code, got.stdout, got.stderr) == (3, "first\nsecond", "oops\n")
+        seen = read_lease(s, layout(host))
+        assert seen is not None and (seen.holder, seen.phase) == (DEPLOY, "activating")
+        # A run that does not hold the host: its phase is refused, the command after it never runs.
+        queue_phase(s, layout(host), ROLLBACK, "in rotation")
+        with pytest.raises(LeaseHeld, match=r"refusing to record phase 'in rotation'"):
+            s.run(f"touch {shlex.quote(str(flag))}", step="prune")
+        assert not flag.exists()
+        with pytest.raises(LeaseHeld):  # still queued: nothing more runs on the host for it
+            s.run(f"touch {shlex.quote(str(flag))}", step="mark")
+        assert not flag.exists()
+    seen = read_lease(session(host), layout(host))
+    assert seen is not None and seen.phase == "activating"
+
+
+def test_output_sent_ahead_cannot_forge_where_it_ends(host: SbHost) -> None:
+    """A queued command's output (a file the host holds) with a mark of its own in it."""
+    got: list[CommandResult] = []
+    with session(host) as s:
+        s.queue("printf 'x\\n@@tars-ahead-00000000 0\\ny'; exit 0", step="lease", label="forge",
+                settle=got.append)
+        assert s.run("echo real", step="stage").stdout == "real\n"
+        assert got[0].stdout == "x\n@@tars-ahead-00000000 0\ny" and got[0].exit_code == 0
+        s.queue("echo broken; exit 7", step="lease", label="fails", settle=got.append)
+        with pytest.raises(RemoteCommandError, match="exit 7|7") as caught:
+            s.run(f"touch {shlex.quote(str(host.deploy_root / 'never'))}", step="stage")
+        assert caught.value.step == "lease" and not (host.deploy_root / "never").exists()
 
 
 def test_each_operation_is_one_round_trip(host: SbHost) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import selectors
+import shlex
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import paramiko
 from airflow.providers.ssh.hooks.ssh import SSHHook
@@ -72,6 +73,72 @@ class CommandResult:
     stdout: str
     stderr: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A command sent ahead of the session's next one, in the same round trip (``queue``)."""
+
+    command: str
+    step: str
+    label: str
+    settle: Callable[[CommandResult], object]  # reads its result; raises to stop the step
+
+
+class CommandsAhead:
+    """What a session needs to send queued commands ahead of its next one (``queue``)."""
+
+    if TYPE_CHECKING:
+        @property
+        def host(self) -> str: ...
+
+    def __init__(self) -> None:
+        self._ahead: list[Ahead] = []
+
+    def queue(self, command: str, *, step: str, label: str,
+              settle: Callable[[CommandResult], object]) -> None:
+        """Send ``command`` ahead of the next ``run``, in the same round trip (one less).
+
+        It runs first, with its stderr in its stdout; the next command runs only if it exits 0.
+        ``settle`` reads its result and raises to fail the step (a non-zero exit that it lets
+        pass is a ``RemoteCommandError`` of ``step``). It stays queued until it has exited 0,
+        so a step that is tried again sends it again; ``close`` drops what was never sent.
+        """
+        self._ahead.append(Ahead(command, step, label, settle))
+
+    def _with_ahead(self, command: str) -> tuple[str, list[Ahead], str]:
+        """``command`` preceded by the queued ones, each ended by ``\\n<mark> <exit code>`` on
+        its stdout (the mark is random per call: no output can forge it); the first failure
+        ends all. Also what was queued, and the mark (for ``_settle``)."""
+        ahead, mark = list(self._ahead), f"@@tars-ahead-{rand_token(8)}"
+        lines = []
+        for a in ahead:
+            log.info("%s: %s: %s (with the next command)", self.host, a.step, a.label)
+            lines += [f"( eval {shlex.quote(a.command)} ) 2>&1", "tars_ahead=$?",
+                      f"printf '\\n%s %s\\n' {mark} \"$tars_ahead\"",
+                      '[ "$tars_ahead" -eq 0 ] || exit 0']
+        return "\n".join([*lines, command]), ahead, mark
+
+    def _drop_ahead(self) -> None:
+        for a in self._ahead:
+            log.info("%s: %s: %s: not sent (no command followed it)", self.host, a.step, a.label)
+        self._ahead.clear()
+
+    def _settle(self, ahead: list[Ahead], mark: str, code: int, out: str, err: str,
+                seconds: float) -> str:
+        """Hand each queued command its result; the next command's stdout is what is left."""
+        rest = out
+        for a in ahead:
+            own, found, rest = rest.partition(f"\n{mark} ")
+            rc_text, _, rest = rest.partition("\n")
+            if not found or not rc_text.isdigit():  # it never finished: the shell went away
+                raise RemoteCommandError(self.host, a.step, code, err or own)
+            result = CommandResult(int(rc_text), own, "", seconds)
+            a.settle(result)
+            if result.exit_code != 0:
+                raise RemoteCommandError(self.host, a.step, result.exit_code, own)
+            self._ahead.remove(a)
+        return rest
 
 
 class TarsSSHHook(SSHHook):
@@ -161,13 +228,14 @@ def _is_host_key_refusal(exc: BaseException) -> bool:
     return isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc)
 
 
-class HostSession:
+class HostSession(CommandsAhead):
     """One SSH connection to one host for one step; connects lazily on first use."""
 
     def __init__(self, params: SessionParams):
         self.params = params
         self._hook: TarsSSHHook | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        super().__init__()
 
     @property
     def host(self) -> str:
@@ -205,17 +273,20 @@ class HostSession:
         """
         client = self.connect(step)
         limit = timeout if timeout is not None else self.params.command_timeout
+        text, ahead, mark = self._with_ahead(command)
         log.info("%s: %s: %s", self.host, step, label or command.splitlines()[0][:80])
         started = time.monotonic()
         try:
             chan = client.get_transport().open_session(timeout=self.params.connect_timeout)  # type: ignore[union-attr]
-            chan.exec_command(guarded(command, limit))
+            chan.exec_command(guarded(text, limit))
             code, out, err = _collect(chan, started + limit)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostUnreachable(self.host, step, f"connection to {self.params.address}:"
                                   f"{self.params.port} lost: {_reason(exc)}") from exc
         if code is None:
             raise RemoteCommandTimeout(self.host, step, limit, err)
+        if ahead:
+            out = self._settle(ahead, mark, code, out, err, time.monotonic() - started)
         if check and code != 0:
             raise RemoteCommandError(self.host, step, code, err)
         return CommandResult(code, out, err, time.monotonic() - started)
@@ -253,6 +324,7 @@ class HostSession:
             return None
 
     def close(self) -> None:
+        self._drop_ahead()
         if self._sftp is not None:
             self._sftp.close()
             self._sftp = None

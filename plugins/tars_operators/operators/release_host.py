@@ -235,9 +235,7 @@ class ReleaseHostOperator(SpecOperator):
             outcomes = earlier + stage_outcomes(context, plan, upto=self.stage, since=self.stage)
             failures = {h: m for o in outcomes for h, m in o.why}
             if isinstance(self.host, str):  # a failed host whose task has not ended yet
-                # One XCom read per map index: this task's items, not the stage's hosts.
-                items = stage_task_items(context, plan, self.stage).get(self.task_id) or []
-                failures.update(pushed_failures(context["ti"], self.task_id, len(items)))
+                failures.update(pushed_failures(context["ti"], self.task_id))
             where = stage_label(self.stage, list(plan.stage_names))
             line = Progress(
                 where, sum(len(o.succeeded) for o in outcomes), len(plan.all_hosts),

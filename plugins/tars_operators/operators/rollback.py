@@ -245,7 +245,7 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
                      hosts: list[str]) -> tuple[str, list[str]]:
     """After a run's rollback: hosts not back on a good release and UP first, then the rest."""
     from tars_operators.plan.tasks import host_index, task_items
-    from tars_operators.release.runtime import flat_records, pushed_failures
+    from tars_operators.release.runtime import every_map, flat_records, pushed_failures
     from tars_operators.release.truth import problems, read_truth, reconcile, repair_hint
 
     ti = context["ti"]
@@ -263,9 +263,8 @@ def rollback_summary(context: Context, spec: AppSpec, plan: ReleasePlan,
         # the plan's rule (mapped_items): one host per task, or chunks with host_results
         items = task_items(spec.config.strategy.hosts_per_task, t.hosts)
         many = any(not isinstance(i, str) for i in items)
-        reasons.update(pushed_failures(ti, t.task_id, len(items)))
-        results = ti.xcom_pull(task_ids=t.task_id, key="host_results" if many else "return_value",
-                               map_indexes=list(range(len(items))))
+        reasons.update(pushed_failures(ti, t.task_id))
+        results = every_map(ti, t.task_id, "host_results" if many else "return_value")
         by_host.update({str(r["host"]): r for r in flat_records(results)
                         if r.get("host") and r.get("version") and r.get("state") != "failed"})
         task_state.update({h: states.get(f"{t.task_id}_{i}", "unknown")

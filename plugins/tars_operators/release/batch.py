@@ -2,7 +2,8 @@
 
 Each host still runs the whole chain of ``release.hostflow`` on its own SSH session; what the
 task adds is bounded concurrency (threads, ``plan.capacity.task_threads``), the brake read before
-each host starts, and one result per host: ``ok``, ``failed`` (with its message), ``untouched``
+hosts start (one read for all the hosts started at once: when the task begins, every free slot
+is filled after one read), and one result per host: ``ok``, ``failed`` (with its message), ``untouched``
 (a brake asked for rollback before the host started) or ``ok`` with ``skipped`` (a retry
 found the host on the version, good, and in rotation already). Hosts not started while the brake
 holds are ``held``: the task waits for the brake with them, and only them, still to do.
@@ -100,8 +101,9 @@ def run_batch(hosts: Sequence[str], *, threads: int, job: Callable[[str], hostfl
               log: TaskLog = log_) -> BatchOutcome:
     """Release ``hosts`` (those without a result in ``done``), at most ``threads`` at once.
 
-    The brake is read before each host starts: on hold the hosts not started are ``held`` (the
-    ones running finish first); on rollback they are left untouched.
+    The brake is read before hosts start, once for the hosts started together (every free
+    slot): on hold the hosts not started are ``held`` (the ones running finish first); on
+    rollback they are left untouched.
     """
     out = BatchOutcome(results=dict(done or {}))
     todo = [h for h in hosts if h not in out.results]
@@ -109,7 +111,7 @@ def run_batch(hosts: Sequence[str], *, threads: int, job: Callable[[str], hostfl
     running: dict[Future[dict[str, Any]], str] = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="host") as pool:
         while todo or running:
-            while todo and len(running) < threads and out.brake is None:
+            if todo and len(running) < threads and out.brake is None:
                 pulled = brake()
                 go = before_host(pulled)
                 if pulled is not None and go is Decision.ROLLBACK:
@@ -118,12 +120,12 @@ def run_batch(hosts: Sequence[str], *, threads: int, job: Callable[[str], hostfl
                         log.warning("%s untouched: %s", name, why)
                         out.results[name] = hostflow.untouched(name, index[name], why)
                     todo = []
-                    break
-                if pulled is not None and go is Decision.WAIT:
+                elif pulled is not None and go is Decision.WAIT:
                     out.brake = pulled
-                    break
-                name = todo.pop(0)
-                running[pool.submit(release_one, job(name), log=log, retry=retry)] = name
+                else:
+                    starting, todo = todo[:threads - len(running)], todo[threads - len(running):]
+                    for name in starting:
+                        running[pool.submit(release_one, job(name), log=log, retry=retry)] = name
             if not running:
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)

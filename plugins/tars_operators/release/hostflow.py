@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tars_operators.config.spec import AppSpec, Host
-from tars_operators.errors import HealthCheckFailed, TarsError
+from tars_operators.errors import HealthCheckFailed, LeaseHeld, LeaseLost, TarsError
 from tars_operators.release.machine import HOST_STEPS, HostPhase, HostTrack
 from tars_operators.results import StepResult
 from tars_operators.tasklog import TaskLog
@@ -154,7 +154,8 @@ def run_until_health(job: HostJob, *, log: TaskLog = log_, defer: bool = True) -
         with _lb(spec) as lb:
             check_capacity(lb, spec, [host.name])
             job.add(pull_out(lb, spec, host), log)
-        phase(session, spec, host, job.lease, "activating", job.version)
+        # Sent with activate's first command (it reads the host's state before the switch).
+        phase(session, spec, host, job.lease, "activating", job.version, ahead=True)
         job.add(activate_release(session, spec, host, job.version, job.run_id), log)
         phase(session, spec, host, job.lease, "checking", job.version)
         if job.progress is not None:
@@ -215,11 +216,14 @@ def finish(job: HostJob, *, log: TaskLog = log_) -> None:
         job.add(mark_release(session, spec, host, job.version, "good"), log)
         with _lb(spec) as lb:
             job.add(pull_in(lb, spec, host), log)
-        phase(session, spec, host, job.lease, "in rotation", job.version)
+        # Sent with prune's first command (it reads the host's state before removing any).
+        phase(session, spec, host, job.lease, "in rotation", job.version, ahead=True)
         try:
             job.add(prune_releases(session, spec, host), log)
+        except (LeaseHeld, LeaseLost):  # the phase was refused: the run lost the host
+            raise
         except TarsError as exc:  # pruning is housekeeping: never fail a good release for it
-            log.warning("%s: prune failed: %s", host.name, exc)
+            log.warning("%s: %s failed: %s", host.name, getattr(exc, "step", "prune"), exc)
 
 
 def failure(job: HostJob, exc: BaseException, *, log: TaskLog = log_) -> str:

@@ -64,13 +64,18 @@ def take(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None
 
 
 def phase(session: HostSession, spec: AppSpec, host: Host, lease: RunLease | None, name: Phase,
-          version: str | None = None) -> None:
-    """Record where the run's work on the host stands (refused if the run lost the lease)."""
-    from tars_operators.steps.lease import set_phase
+          version: str | None = None, *, ahead: bool = False) -> None:
+    """Record where the run's work on the host stands (refused if the run lost the lease).
+
+    ``ahead``: in the round trip of the session's next command, which runs only once the
+    phase is recorded (for a step whose first act is a command on the host).
+    """
+    from tars_operators.steps.lease import queue_phase, set_phase
     from tars_operators.steps.state import layout_for
 
     if lease is not None:
-        set_phase(session, layout_for(spec, host), lease.holder, name, version)
+        (queue_phase if ahead else set_phase)(session, layout_for(spec, host), lease.holder, name,
+                                              version)
 
 
 def give_back(session: HostSession, spec: AppSpec, host: Host, holder: Holder | None, *,

@@ -191,8 +191,8 @@ def _event(sections: dict[str, str]) -> tuple[str, str]:
     return next(((k[6:], v) for k, v in sections.items() if k.startswith("event:")), ("", ""))
 
 
-def _unexpected(session: HostSession, result: CommandResult) -> RemoteCommandError:
-    return RemoteCommandError(session.host, STEP, result.exit_code, result.stderr or result.stdout)
+def _unexpected(host: str, result: CommandResult) -> RemoteCommandError:
+    return RemoteCommandError(host, STEP, result.exit_code, result.stderr or result.stdout)
 
 
 def acquire(
@@ -219,10 +219,10 @@ def acquire(
         if result.exit_code == 0:
             return _acquired(session, holder, sections, say, waiting)
         if result.exit_code != EXIT_HELD:
-            raise _unexpected(session, result)
+            raise _unexpected(session.host, result)
         other, stale = parse_lease(session.host, sections.get("held", "")), None
         if other is None:  # "held" with no lease shown: only a hand-edited host can say that
-            raise _unexpected(session, result)
+            raise _unexpected(session.host, result)
         if takeovers and not is_active(other.holder):
             stale, takeovers = other, takeovers - 1
             continue
@@ -273,24 +273,42 @@ def set_phase(
     version: str | None = None, target: str | None = None,
 ) -> Lease:
     """Record where ``holder``'s work on the host stands; refused unless it holds the lease."""
+    command, settle = _phase_call(session.host, layout, holder, phase, version, target)
+    return settle(session.run(command, step=STEP, check=False, label=f"lease phase: {phase}"))
+
+
+def queue_phase(
+    session: HostSession, layout: ReleaseLayout, holder: Holder, phase: Phase,
+    version: str | None = None,
+) -> None:
+    """``set_phase`` sent ahead of the session's next command, in its round trip: that command
+    runs only once the phase is recorded; a refusal fails its step (``HostSession.queue``)."""
+    command, settle = _phase_call(session.host, layout, holder, phase, version, None)
+    session.queue(command, step=STEP, label=f"lease phase: {phase}", settle=settle)
+
+
+def _phase_call(host: str, layout: ReleaseLayout, holder: Holder, phase: Phase, version: str | None,
+                target: str | None) -> tuple[str, Callable[[CommandResult], Lease]]:
+    """The phase command, and what reads its result (raises unless the phase was recorded)."""
     check_phase(phase)
     if version:
         validate_version(version)
-    result = session.run(phase_command(layout, holder.dag_id, holder.run_id,
-                                       LeaseBody(phase, version, target, now_iso())),
-                         step=STEP, check=False, label=f"lease phase: {phase}")
-    sections = _sections(result)
-    if result.exit_code == EXIT_NO_LEASE:
-        raise LeaseLost(session.host, STEP, f"{holder} no longer holds the lease (the host has none): "
-                        f"not recording phase {phase!r}; stop changing this host and check where it stands")
-    if result.exit_code == EXIT_NOT_HOLDER:
-        raise _not_holder(session.host, holder, sections, f"record phase {phase!r}")
-    if result.exit_code != 0:
-        raise _unexpected(session, result)
-    lease = parse_lease(session.host, _event(sections)[1])
-    if lease is None:
-        raise _unexpected(session, result)
-    return lease
+    command = phase_command(layout, holder.dag_id, holder.run_id,
+                            LeaseBody(phase, version, target, now_iso()))
+
+    def settle(result: CommandResult) -> Lease:
+        sections = _sections(result)
+        if result.exit_code == EXIT_NO_LEASE:
+            raise LeaseLost(host, STEP, f"{holder} no longer holds the lease (the host has none): "
+                            f"not recording phase {phase!r}; stop changing this host and check where "
+                            "it stands")
+        if result.exit_code == EXIT_NOT_HOLDER:
+            raise _not_holder(host, holder, sections, f"record phase {phase!r}")
+        lease = parse_lease(host, _event(sections)[1]) if result.exit_code == 0 else None
+        if lease is None:
+            raise _unexpected(host, result)
+        return lease
+    return command, settle
 
 
 def release(session: HostSession, layout: ReleaseLayout, holder: Holder) -> Lease | None:
@@ -301,7 +319,7 @@ def release(session: HostSession, layout: ReleaseLayout, holder: Holder) -> Leas
     if result.exit_code == EXIT_NOT_HOLDER:
         raise _not_holder(session.host, holder, sections, "release it")
     if result.exit_code != 0:
-        raise _unexpected(session, result)
+        raise _unexpected(session.host, result)
     event, text = _event(sections)
     return parse_lease(session.host, text) if event == "release" else None
 

@@ -106,12 +106,12 @@ class FakeTI:
         return {run_ids[0]: {k: v for k, v in self.states.items()
                              if k in task_ids or k.rsplit("_", 1)[0] in task_ids}}
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes=None):
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
         if task_ids == m.PREPARE and key == "plan":
             return self.plan
-        if key == "failure":
-            return [{"host": self.failures[(task_ids, i)][0], "message": self.failures[(task_ids, i)]}
-                    for i in map_indexes or [] if (task_ids, i) in self.failures]
+        if key == "failure":  # every map index's, as Airflow's slice returns them
+            return [{"host": self.failures[(t, i)][0], "message": self.failures[(t, i)]}
+                    for (t, i) in sorted(self.failures) if t == task_ids]
         return None
 
     def xcom_push(self, key: str, value: Any) -> None:

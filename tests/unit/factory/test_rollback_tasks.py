@@ -86,12 +86,11 @@ class FakeTI:
         self.xcoms, self.states = xcoms or {}, states or {}
         self.pushed: dict[str, Any] = {}
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value",
-                  map_indexes: list[int] | None = None) -> Any:
-        if map_indexes is None:
-            return self.xcoms.get((task_ids, key, -1))
-        return [self.xcoms[(task_ids, key, i)] for i in map_indexes
-                if (task_ids, key, i) in self.xcoms]
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        """An unmapped task's value, or every map index's (Airflow's slice)."""
+        if (task_ids, key, -1) in self.xcoms:
+            return self.xcoms[(task_ids, key, -1)]
+        return [v for (t, k, i), v in sorted(self.xcoms.items()) if (t, k) == (task_ids, key)]
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value

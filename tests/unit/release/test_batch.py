@@ -133,6 +133,19 @@ def test_a_brake_pulled_mid_task_holds_the_hosts_not_started(many: Many) -> None
     assert [r["state"] for r in resumed.ordered(HOSTS)] == ["ok"] * 3
 
 
+def test_hosts_started_together_share_one_brake_read(many: Many) -> None:
+    """Every free slot is filled after one read; a slot that frees later reads it again."""
+    reads: list[list[str]] = []
+
+    def brake() -> Brake | None:
+        reads.append(list(many.started))  # who had started when the brake was read
+        return None
+
+    out = batch.run_batch(HOSTS, threads=2, job=many.job_for, brake=brake)
+    assert [r["state"] for r in out.ordered(HOSTS)] == ["ok"] * 3
+    assert reads == [[], ["host01", "host02"]]  # host01 and host02 at once, then host03
+
+
 def test_a_brake_asking_for_rollback_leaves_the_hosts_not_started_untouched(many: Many) -> None:
     reads: list[Any] = []
 

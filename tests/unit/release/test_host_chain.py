@@ -21,7 +21,7 @@ from tars_operators.config.schema import AppConfig
 from tars_operators.config.spec import AppSpec, Host
 from tars_operators.errors import LoadBalancerError, RemoteCommandError, TarsError
 from tars_operators.hooks.artifacts import FetchedArtifact
-from tars_operators.hooks.ssh import CommandResult
+from tars_operators.hooks.ssh import CommandResult, CommandsAhead
 from tars_operators.release import hostflow, restore
 from tars_operators.release.machine import (
     HOST_STEPS, HOST_TRANSITIONS, Brake, Decision, HostPhase, before_host, check_transition,
@@ -35,11 +35,12 @@ OLD, NEW = "1.0.0", "2.0.0"
 CHAIN = ["pending", "staged", "out of rotation", "active", "healthy", "in rotation"]
 
 
-class LocalSession:
-    """The session interface the steps use (``run``, uploads, ``connect``), served by the local
-    ``sh`` as sshd would; ``fail_step`` makes every command of that step exit 1."""
+class LocalSession(CommandsAhead):
+    """The session interface the steps use (``run``, ``queue``, uploads, ``connect``), served by
+    the local ``sh`` as sshd would; ``fail_step`` makes every command of that step exit 1."""
 
     def __init__(self, host: str, cwd: Path, fail_step: str | None = None) -> None:
+        super().__init__()
         self.host, self.cwd, self.fail_step = host, cwd, fail_step
         self.steps: list[str] = []
 
@@ -58,11 +59,16 @@ class LocalSession:
         started = time.monotonic()
         if step == self.fail_step:
             raise RemoteCommandError(self.host, step, 1, "no space left on device")
-        proc = subprocess.run(["sh", "-c", command], cwd=self.cwd, capture_output=True, text=True,
+        text, ahead, mark = self._with_ahead(command)
+        proc = subprocess.run(["sh", "-c", text], cwd=self.cwd, capture_output=True, text=True,
                               timeout=60)
+        out = proc.stdout
+        if ahead:
+            out = self._settle(ahead, mark, proc.returncode, out, proc.stderr,
+                               time.monotonic() - started)
         if check and proc.returncode:
             raise RemoteCommandError(self.host, step, proc.returncode, proc.stderr)
-        return CommandResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        return CommandResult(proc.returncode, out, proc.stderr, time.monotonic() - started)
 
     def put_file(self, local: Path, remote: str, *, step: str, mode: int = 0o600) -> None:
         shutil.copyfile(local, remote)

@@ -25,9 +25,9 @@ class FakeTI:
     def get_task_states(self, *, dag_id: str, run_ids: list[str], task_ids: list[str]) -> Any:
         return {run_ids[0]: self.states}
 
-    def xcom_pull(self, *, task_ids: str, key: str = "return_value",
-                  map_indexes: list[int] | None = None) -> Any:
-        found = [self.xcoms[(key, i)] for i in map_indexes or [] if (key, i) in self.xcoms]
+    def xcom_pull(self, *, task_ids: str, key: str = "return_value") -> Any:
+        """Every map index's value (Airflow's slice), unwrapped when there is one."""
+        found = [v for (k, _), v in sorted(self.xcoms.items()) if k == key]
         return found[0] if len(found) == 1 else (found or None)
 
 

@@ -7,6 +7,8 @@ client per host for health and again for smoke, so the context is built once and
 from __future__ import annotations
 
 import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import httpx
@@ -29,9 +31,9 @@ def contexts_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ssl, "create_default_context", counting)
-    http.tls_context.cache_clear()
+    http._made.cache_clear()
     yield built
-    http.tls_context.cache_clear()
+    http._made.cache_clear()
 
 
 def test_many_clients_and_probes_build_one_tls_context(contexts_built: list[int]) -> None:
@@ -45,6 +47,19 @@ def test_many_clients_and_probes_build_one_tls_context(contexts_built: list[int]
             assert client.get(closed).text == "ok"
         assert not probe(check, None, 2.0).ok  # a probe without a client makes its own
     assert contexts_built[0] == 1
+
+
+def test_threads_that_ask_together_build_one_context(contexts_built: list[int]) -> None:
+    # A multi-host task's threads reach their first health check at the same moment.
+    start = threading.Barrier(16)
+
+    def first_use(_: int) -> ssl.SSLContext:
+        start.wait()
+        return http.tls_context()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        got = list(pool.map(first_use, range(16)))
+    assert contexts_built[0] == 1 and all(ctx is got[0] for ctx in got)
 
 
 def test_the_shared_context_verifies_certificates() -> None:
