@@ -3,7 +3,8 @@
 Every Tars DAG of an app (deploy, canary, rollback) takes the lease of a host before it
 changes it and records where its work stands (``phase``); a second run waits (bounded) or is
 refused with the holder named; the lease of a run that is gone is taken over, exactly one
-taker winning. Each call is one SSH round trip (``remote.lease`` builds the commands).
+taker winning. Each call is one SSH round trip (``remote.lease`` builds the commands);
+``queue_phase`` has none of its own: it rides with the session's next command.
 """
 
 from __future__ import annotations
