@@ -3,10 +3,11 @@
 Each host still runs the whole chain of ``release.hostflow`` on its own SSH session; what the
 task adds is bounded concurrency (threads, ``plan.capacity.task_threads``), the brake read before
 hosts start (one read for all the hosts started at once: when the task begins, every free slot
-is filled after one read), and one result per host: ``ok``, ``failed`` (with its message), ``untouched``
-(a brake asked for rollback before the host started) or ``ok`` with ``skipped`` (a retry
-found the host on the version, good, and in rotation already). Hosts not started while the brake
-holds are ``held``: the task waits for the brake with them, and only them, still to do.
+is filled after one read), and one result per host: ``ok``, ``failed`` (with its message),
+``untouched`` (a brake asked for rollback before the host started) or ``ok`` with ``skipped``
+(a retry found the host on the version, good, and in rotation already). Hosts not started
+while the brake holds are ``held``: the task waits for the brake with them, and only them,
+still to do.
 """
 
 from __future__ import annotations

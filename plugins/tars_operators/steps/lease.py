@@ -301,8 +301,8 @@ def _phase_call(host: str, layout: ReleaseLayout, holder: Holder, phase: Phase, 
         sections = _sections(result)
         if result.exit_code == EXIT_NO_LEASE:
             raise LeaseLost(host, STEP, f"{holder} no longer holds the lease (the host has none): "
-                            f"not recording phase {phase!r}; stop changing this host and check where "
-                            "it stands")
+                            f"not recording phase {phase!r}; stop changing this host and check "
+                            "where it stands")
         if result.exit_code == EXIT_NOT_HOLDER:
             raise _not_holder(host, holder, sections, f"record phase {phase!r}")
         lease = parse_lease(host, _event(sections)[1]) if result.exit_code == 0 else None
