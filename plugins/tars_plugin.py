@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from tars_operators import preload
 from tars_operators.api import app as tars_api
 from tars_operators.conf_guard import RunConfGuard
 from tars_operators.timetables import WindowTimetable
+
+# Task processes fork from a process that loaded this plugin: what they import is imported here
+# once, not in every task (tars_operators/preload.py).
+preload.load()
 
 
 class TarsPlugin(AirflowPlugin):
