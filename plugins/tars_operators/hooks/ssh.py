@@ -36,6 +36,10 @@ from tars_operators.remote.validate import validate_address
 from tars_operators.remote.watchdog import guarded
 
 log = logging.getLogger(__name__)
+# paramiko logs "Connected (version 2.0, …)", "Authentication (publickey) successful!" and each
+# sftp open and close at INFO: 4 lines a host in every task log that reaches one (12 a host in a
+# release: preflight, the host's task, finalize), none a user acts on. Its warnings stay.
+logging.getLogger("paramiko").setLevel(logging.WARNING)
 _FATAL = (paramiko.BadHostKeyException, paramiko.AuthenticationException)
 
 
