@@ -28,6 +28,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 import paramiko  # noqa: E402
 
 from sandbox import Sandbox  # noqa: E402
+from sandbox.sshd import trust  # noqa: E402
 
 LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
 
@@ -36,7 +37,7 @@ def bare_round(sb: Sandbox) -> float:
     """Wall seconds: a fresh bare SSH connection + ``true`` to every host, in parallel."""
     def one(h: object) -> None:
         client = paramiko.SSHClient()
-        client.load_host_keys(str(sb.known_hosts))
+        trust(client, sb.known_hosts, h)  # type: ignore[arg-type]
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         sock = socket.create_connection((h.address, h.ssh_port), timeout=10)  # type: ignore[attr-defined]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -29,6 +29,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 import paramiko  # noqa: E402
 
 from sandbox import Sandbox  # noqa: E402
+from sandbox.sshd import trust  # noqa: E402
 from tars_operators.hooks.ssh import HostSession, SessionParams  # noqa: E402
 
 LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
@@ -49,7 +50,7 @@ def tars_side(sb: Sandbox, commands: int) -> float:
 def bare_side(sb: Sandbox, commands: int) -> float:
     h = sb.hosts[0]
     client = paramiko.SSHClient()
-    client.load_host_keys(str(sb.known_hosts))
+    trust(client, sb.known_hosts, h)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     sock = socket.create_connection((h.address, h.ssh_port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

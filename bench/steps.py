@@ -32,6 +32,7 @@ import httpx  # noqa: E402
 import paramiko  # noqa: E402
 
 from sandbox import Sandbox  # noqa: E402
+from sandbox.sshd import trust  # noqa: E402
 from sandbox.layout import Host as SbHost  # noqa: E402
 from tars_operators.config.schema import AppConfig  # noqa: E402
 from tars_operators.config.spec import AppSpec, Host  # noqa: E402
@@ -105,7 +106,7 @@ def paramiko_round(sb: Sandbox, tarball: Path) -> list[float]:
 
 def _connect(sb: Sandbox, h: SbHost) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
-    client.load_host_keys(str(sb.known_hosts))
+    trust(client, sb.known_hosts, h)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     sock = socket.create_connection((h.address, h.ssh_port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -210,7 +210,7 @@ class Sandbox:
                 shutil.rmtree(stale)
         built = artifacts.build_all(layout.artifacts)
         sshd.ensure_keys(layout)
-        sshd.write_known_hosts(layout, fleet, one_line=scale)
+        sshd.write_known_hosts(layout, fleet)
         baseline, mux_port = built[artifacts.BASELINE_VERSION], settings.mux_port or None
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda h: onhost.install_baseline(h, baseline, mux_port), fleet))

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Collection, Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -42,19 +43,22 @@ def known_hosts_line(host: Host, host_pub: str) -> str:
     return f"{name} {keytype} {key}\n"
 
 
-def write_known_hosts(layout: Layout, hosts: Sequence[Host], one_line: bool = False) -> None:
-    """known_hosts holding the sandbox host key for every host address, so checking stays on.
-
-    ``one_line`` (scale mode) lists every address on a single line (`a,b,… keytype key`):
-    paramiko's load compares each line's names with every entry before it, so 2,000 lines cost
-    each SSH connection ~240 ms of CPU here, one line ~20 ms.
-    """
+def write_known_hosts(layout: Layout, hosts: Sequence[Host]) -> None:
+    """known_hosts holding the sandbox host key for every host address, so checking stays on:
+    one line per host, as ssh-keyscan writes it for a real fleet (Tars parses the file once per
+    process, whatever its size: ``hooks/ssh.known_keys``)."""
     host_pub = Path(f"{layout.host_key}.pub").read_text()
-    if one_line and hosts:
-        names, key = zip(*(known_hosts_line(h, host_pub).split(" ", 1) for h in hosts))
-        layout.known_hosts.write_text(f"{','.join(names)} {key[0]}")
-    else:
-        layout.known_hosts.write_text("".join(known_hosts_line(h, host_pub) for h in hosts))
+    layout.known_hosts.write_text("".join(known_hosts_line(h, host_pub) for h in hosts))
+
+
+def trust(client: Any, known_hosts: Path, host: Host) -> None:
+    """Give a paramiko client the keys ``known_hosts`` holds for ``host`` (the file parsed once
+    per process, as Tars does; ``client.load_host_keys`` parses it whole for every client)."""
+    from tars_operators.hooks.ssh import known_keys
+
+    name = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+    for keytype, key in known_keys(known_hosts, name).items():
+        client.get_host_keys().add(name, keytype, key)
 
 
 def shards(hosts: Sequence[Host]) -> list[list[Host]]:

@@ -20,6 +20,7 @@ import yaml
 
 from sandbox import Host, Sandbox
 from sandbox.artifacts import build_all, extract
+from sandbox.sshd import trust
 from sandbox.procs import descendants, free_port, is_alive, is_listening
 from tests.polling import poll
 
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 def ssh_client(sb: Sandbox, host: Host, known_hosts: Path | None = None) -> paramiko.SSHClient:
     """Connected client with host-key checking on (RejectPolicy) and TCP_NODELAY."""
     client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts or sb.known_hosts))
+    trust(client, known_hosts or sb.known_hosts, host)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     sock = socket.create_connection((host.address, host.ssh_port), timeout=5)
     # Without TCP_NODELAY each paramiko command waits ~40 ms on Nagle + delayed ACK.

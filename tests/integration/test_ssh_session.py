@@ -107,6 +107,36 @@ def test_changed_host_key_is_refused(sandbox: Sandbox, params: SessionParams, tm
         s.run("true", step="stage")
 
 
+def test_a_fleet_sized_known_hosts_is_parsed_once_and_a_changed_one_again(
+        sandbox: Sandbox, params: SessionParams, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # As ssh-keyscan writes it for a real fleet: one line per host, this host's among 2,000.
+    import paramiko
+
+    mine = sandbox.known_hosts.read_text().split()
+    key = " ".join(mine[1:3])
+    lines = [f"[10.{i // 250}.{i % 250}.1]:22 {key}\n" for i in range(1999)]
+    lines.insert(1000, f"[{params.address}]:{params.port} {key}\n")
+    fleet = tmp_path / "known_hosts"
+    fleet.write_text("".join(lines))
+    loads = []
+    real_load = paramiko.HostKeys.load
+    monkeypatch.setattr(paramiko.HostKeys, "load",
+                        lambda self, filename: loads.append(filename) or real_load(self, filename))
+    p = replace(params, conn_id=with_conn(sandbox, "tars_fleetkeys", known_hosts=str(fleet)))
+    for _ in range(3):
+        with HostSession(p) as s:
+            assert s.run("echo ok", step="stage").stdout.strip() == "ok"
+    assert loads == [str(fleet)]  # three connections, one parse
+    # The file changes (the host was rebuilt with another key): read again, and refused.
+    lines[1000] = (f"[{params.address}]:{params.port} ssh-ed25519 "
+                   "AAAAC3NzaC1lZDI1NTE5AAAAIPq2GyiGkzsaiMaq2CmOxxGQyNh6TSHBUUeiVYQ9AkCm\n")
+    fleet.write_text("".join(lines))
+    with HostSession(p) as s, pytest.raises(HostUnreachable, match="host key changed"):
+        s.run("true", step="stage")
+    assert len(loads) == 2
+
+
 def test_connection_that_turns_host_key_checking_off_is_refused(sandbox: Sandbox, params: SessionParams) -> None:
     p = replace(params, conn_id=with_conn(sandbox, "tars_nocheck", no_host_key_check=True))
     with HostSession(p) as s, pytest.raises(InvalidValue, match="turns host key checking off"):

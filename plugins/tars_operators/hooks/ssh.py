@@ -11,6 +11,7 @@ when this side goes away (``remote.watchdog``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import selectors
 import shlex
@@ -161,16 +162,24 @@ class TarsSSHHook(SSHHook):
         self.known_hosts: str | None = extra.get("known_hosts")
 
     def _new_client(self) -> paramiko.SSHClient:
+        """A client that trusts this host's keys only, as paramiko's own load would decide them:
+        the user's ``~/.ssh/known_hosts`` entries for the host when it has any, else the
+        connection's ``known_hosts`` file and ``host_key``. Unknown hosts are refused."""
         client = paramiko.SSHClient()
-        client.load_system_host_keys()
-        if self.known_hosts:
-            path = Path(self.known_hosts).expanduser()
-            if not path.is_file():
-                raise InvalidValue(f"connection {self.ssh_conn_id!r}: known_hosts file {path} not found")
-            client.load_host_keys(str(path))
-        if self.host_key is not None:
-            name = self.remote_host if self.port == 22 else f"[{self.remote_host}]:{self.port}"
-            client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
+        name = self.remote_host if self.port == 22 else f"[{self.remote_host}]:{self.port}"
+        trusted = known_keys(Path("~/.ssh/known_hosts").expanduser(), name)
+        if not trusted:
+            if self.known_hosts:
+                path = Path(self.known_hosts).expanduser()
+                if not path.is_file():
+                    raise InvalidValue(f"connection {self.ssh_conn_id!r}: known_hosts file {path} "
+                                       "not found")
+                trusted = known_keys(path, name)
+            if self.host_key is not None:
+                trusted[self.host_key.get_name()] = self.host_key
+        keys = client.get_host_keys()
+        for keytype, key in trusted.items():
+            keys.add(name, keytype, key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return client
 
@@ -226,6 +235,25 @@ class TarsSSHHook(SSHHook):
         if self.key_file:
             kwargs["key_filename"] = self.key_file
         return kwargs
+
+
+def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
+    """The keys ``path`` (a known_hosts file; missing: none) trusts for ``name`` (``addr`` or
+    ``[addr]:port``), by key type. The file is parsed once per process and version."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    found = _parsed_known_hosts(str(path), st.st_mtime_ns, st.st_size, st.st_ino).lookup(name)
+    return dict(found) if found else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_known_hosts(path: str, *version: int) -> paramiko.HostKeys:
+    # paramiko's load compares each line's names with every entry before it: a known_hosts of
+    # 2,000 lines took ≈0.4 CPU-s to load here, and loading it for every connection made a
+    # release's SSH cost grow with the square of the fleet. Read-only once parsed (lookup).
+    return paramiko.HostKeys(path)
 
 
 def _is_host_key_refusal(exc: BaseException) -> bool:
