@@ -16,7 +16,6 @@ included). Takes the test sandbox lock (``TARS_TEST_LOCK``) so it never overlaps
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import socket
@@ -29,11 +28,11 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 import paramiko  # noqa: E402
 
+from bench.common import locked_sandbox  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.layout import Host as SbHost  # noqa: E402
 from tars_operators.hooks.ssh import HostSession, SessionParams, known_keys  # noqa: E402
 
-LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
 CONN_ID = "tars_bench_kh"
 
 
@@ -111,18 +110,8 @@ def main() -> None:
     parser.add_argument("--dir", default=str(REPO / ".sandbox-bench-kh"))
     parser.add_argument("--first-address", type=int, default=240)
     args = parser.parse_args()
-    with open(LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sb = Sandbox(args.dir, first_address=args.first_address)
-        owned = not sb.is_up()
-        if owned:
-            sb.up(hosts=1)
-        work = Path(args.dir)
-        try:
-            rows = [(n, *measure(sb, n, args.connections, work)) for n in args.lines]
-        finally:
-            if owned:
-                sb.down()
+    with locked_sandbox(args.dir, args.first_address) as sb:
+        rows = [(n, *measure(sb, n, args.connections, Path(args.dir))) for n in args.lines]
     print(f"CPU ms per connection + `true` ({args.connections} sequential connections each)")
     print("known_hosts lines   Tars   load per connection   floor (key given)")
     for n, t, each, floor in rows:

@@ -11,7 +11,6 @@ median round of each and their ratio. Takes the test sandbox lock (``TARS_TEST_L
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -27,10 +26,10 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 import paramiko  # noqa: E402
 
+from bench.common import locked_sandbox  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.sshd import trust  # noqa: E402
 
-LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
 
 
 def bare_round(sb: Sandbox) -> float:
@@ -80,29 +79,20 @@ def main() -> None:
     parser.add_argument("--first-address", type=int, default=190)
     args = parser.parse_args()
     logging.disable(logging.INFO)  # a line per connection and command otherwise
-    with open(LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sb = Sandbox(args.dir, first_address=args.first_address)
-        owned = not sb.is_up()
-        if owned:
-            sb.up(hosts=args.hosts)
+    with locked_sandbox(args.dir, args.first_address, hosts=args.hosts) as sb:
         os.environ["AIRFLOW_CONN_TARS_SANDBOX"] = json.dumps(sb.connection_json)
         os.environ["TARS_INVENTORY"] = str(sb.inventory_path)
-        try:
-            from tars_operators.config.loader import load_app
+        from tars_operators.config.loader import load_app
 
-            spec = load_app(REPO / "configs" / "apps" / "demo.yaml",
-                            defaults_path=REPO / "configs" / "defaults.yaml")
-            checks = len(spec.config.runtime.requires)
-            preflight_round(spec)  # warm-up: imports, connection lookup
-            bare, pre, ready = [], [], 0
-            for _ in range(args.rounds):
-                bare.append(bare_round(sb))
-                took, ready = preflight_round(spec)
-                pre.append(took)
-        finally:
-            if owned:
-                sb.down()
+        spec = load_app(REPO / "configs" / "apps" / "demo.yaml",
+                        defaults_path=REPO / "configs" / "defaults.yaml")
+        checks = len(spec.config.runtime.requires)
+        preflight_round(spec)  # warm-up: imports, connection lookup
+        bare, pre, ready = [], [], 0
+        for _ in range(args.rounds):
+            bare.append(bare_round(sb))
+            took, ready = preflight_round(spec)
+            pre.append(took)
     b, p = statistics.median(bare), statistics.median(pre)
     print(f"hosts: {args.hosts}; requirements per host: {checks}; ready: {ready}/{args.hosts}")
     print(f"preflight: {p:.2f} s wall (rounds: {', '.join(f'{x:.2f}' for x in pre)})")

@@ -14,7 +14,6 @@ Takes the test sandbox lock (``TARS_TEST_LOCK``) so it never overlaps a test ses
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import socket
@@ -28,11 +27,11 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 import paramiko  # noqa: E402
 
+from bench.common import locked_sandbox  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.sshd import trust  # noqa: E402
 from tars_operators.hooks.ssh import HostSession, SessionParams  # noqa: E402
 
-LOCK_FILE = Path(os.environ.get("TARS_TEST_LOCK", "/tmp/tars-sandbox-tests.lock"))
 
 
 def tars_side(sb: Sandbox, commands: int) -> float:
@@ -97,20 +96,11 @@ def main() -> None:
     parser.add_argument("--dir", default=str(REPO / ".sandbox-bench-ssh"))
     parser.add_argument("--first-address", type=int, default=240)
     args = parser.parse_args()
-    with open(LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sb = Sandbox(args.dir, first_address=args.first_address)
-        owned = not sb.is_up()
-        if owned:
-            sb.up(hosts=1)
+    with locked_sandbox(args.dir, args.first_address) as sb:
         os.environ["AIRFLOW_CONN_TARS_BENCH_SSH"] = json.dumps(sb.connection_json)
-        try:
-            tars = [tars_side(sb, args.commands) for _ in range(args.rounds)]
-            bare = [bare_side(sb, args.commands) for _ in range(args.rounds)]
-            leases = [lease_side(sb, args.commands // 5) for _ in range(args.rounds)]
-        finally:
-            if owned:
-                sb.down()
+        tars = [tars_side(sb, args.commands) for _ in range(args.rounds)]
+        bare = [bare_side(sb, args.commands) for _ in range(args.rounds)]
+        leases = [lease_side(sb, args.commands // 5) for _ in range(args.rounds)]
     t, b = statistics.median(tars), statistics.median(bare)
     print(f"HostSession.run: {t:.2f} ms/command (rounds: {', '.join(f'{x:.2f}' for x in tars)})")
     print(f"bare paramiko:   {b:.2f} ms/command (rounds: {', '.join(f'{x:.2f}' for x in bare)})")
