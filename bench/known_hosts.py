@@ -31,7 +31,9 @@ import paramiko  # noqa: E402
 from bench.common import locked_sandbox  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.layout import Host as SbHost  # noqa: E402
-from tars_operators.hooks.ssh import HostSession, SessionParams, known_keys  # noqa: E402
+from tars_operators.hooks.ssh import (  # noqa: E402
+    HostSession, SessionParams, known_hosts_name, known_keys,
+)
 
 CONN_ID = "tars_bench_kh"
 
@@ -41,7 +43,7 @@ def fleet_known_hosts(sb: Sandbox, lines: int, path: Path) -> None:
     h = sb.hosts[0]
     key = " ".join(sb.known_hosts.read_text().split()[1:3])
     out = [f"[10.{i // 250}.{i % 250}.1]:22 {key}\n" for i in range(lines - 1)]
-    out.insert(len(out) // 2, f"[{h.address}]:{h.ssh_port} {key}\n")
+    out.insert(len(out) // 2, f"{known_hosts_name(h.address, h.ssh_port)} {key}\n")
     path.write_text("".join(out))
 
 
@@ -89,7 +91,7 @@ def measure(sb: Sandbox, lines: int, n: int, work: Path) -> tuple[float, float, 
     conn = sb.connection_json
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
         {**conn, "extra": {**conn["extra"], "known_hosts": str(path)}})
-    name = f"[{h.address}]:{h.ssh_port}"
+    name = known_hosts_name(h.address, h.ssh_port)
     keys = dict(known_keys(path, name))
 
     def given(client: paramiko.SSHClient) -> None:

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 from collections.abc import Collection, Sequence
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sandbox.errors import SandboxError
 from sandbox.layout import Host, Layout
@@ -38,7 +38,9 @@ def ensure_keys(layout: Layout) -> None:
 
 def known_hosts_line(host: Host, host_pub: str) -> str:
     """known_hosts entry of host: `[addr]:port keytype key` (plain addr on port 22)."""
-    name = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+    from tars_operators.hooks.ssh import known_hosts_name
+
+    name = known_hosts_name(host.address, host.ssh_port)
     keytype, key = host_pub.split()[:2]
     return f"{name} {keytype} {key}\n"
 
@@ -54,9 +56,9 @@ def write_known_hosts(layout: Layout, hosts: Sequence[Host]) -> None:
 def trust(client: Any, known_hosts: Path, host: Host) -> None:
     """Give a paramiko client the keys ``known_hosts`` holds for ``host`` (the file parsed once
     per process, as Tars does; ``client.load_host_keys`` parses it whole for every client)."""
-    from tars_operators.hooks.ssh import known_keys
+    from tars_operators.hooks.ssh import known_hosts_name, known_keys
 
-    name = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+    name = known_hosts_name(host.address, host.ssh_port)
     for keytype, key in known_keys(known_hosts, name).items():
         client.get_host_keys().add(name, keytype, key)
 

@@ -166,7 +166,7 @@ class TarsSSHHook(SSHHook):
         the user's ``~/.ssh/known_hosts`` entries for the host when it has any, else the
         connection's ``known_hosts`` file and ``host_key``. Unknown hosts are refused."""
         client = paramiko.SSHClient()
-        name = self.remote_host if self.port == 22 else f"[{self.remote_host}]:{self.port}"
+        name = known_hosts_name(self.remote_host, self.port or 22)
         trusted = known_keys(Path("~/.ssh/known_hosts").expanduser(), name)
         if not trusted:
             if self.known_hosts:
@@ -235,6 +235,11 @@ class TarsSSHHook(SSHHook):
         if self.key_file:
             kwargs["key_filename"] = self.key_file
         return kwargs
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    """How known_hosts names a host: ``addr`` on port 22, else ``[addr]:port``."""
+    return address if port == 22 else f"[{address}]:{port}"
 
 
 def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
