@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,9 +47,10 @@ def test_env_var_connection_and_a_command(params: SessionParams) -> None:
 
 
 def test_silent_command_within_its_timeout_succeeds(params: SessionParams) -> None:
+    # Silent for twice the connect timeout (3 s): no connect or socket deadline cuts it short.
     with HostSession(params) as s:
-        result = s.run("sleep 20; echo done", step="quiet", timeout=60)
-    assert result.stdout == "done\n" and 19.5 < result.seconds < 30
+        result = s.run("sleep 7; echo done", step="quiet", timeout=60)
+    assert result.stdout == "done\n" and 6.5 < result.seconds < 15
 
 
 def test_command_timeout_is_enforced(params: SessionParams) -> None:
@@ -124,10 +128,8 @@ def test_a_fleet_sized_known_hosts_is_parsed_once_and_a_changed_one_again(
     monkeypatch.setattr(paramiko.HostKeys, "load",
                         lambda self, filename: loads.append(filename) or real_load(self, filename))
     p = replace(params, conn_id=with_conn(sandbox, "tars_fleetkeys", known_hosts=str(fleet)))
-    for _ in range(3):
-        with HostSession(p) as s:
-            assert s.run("echo ok", step="stage").stdout.strip() == "ok"
-    assert loads == [str(fleet)]  # three connections, one parse
+    assert at_once(8, lambda: echo_ok(p)) == ["ok"] * 8  # a multi-host task's threads
+    assert loads == [str(fleet)]  # eight connections at once, one parse
     # The file changes (the host was rebuilt with another key): read again, and refused.
     lines[1000] = (f"[{params.address}]:{params.port} ssh-ed25519 "
                    "AAAAC3NzaC1lZDI1NTE5AAAAIPq2GyiGkzsaiMaq2CmOxxGQyNh6TSHBUUeiVYQ9AkCm\n")
@@ -135,6 +137,52 @@ def test_a_fleet_sized_known_hosts_is_parsed_once_and_a_changed_one_again(
     with HostSession(p) as s, pytest.raises(HostUnreachable, match="host key changed"):
         s.run("true", step="stage")
     assert len(loads) == 2
+
+
+def test_the_client_key_is_read_once_until_it_changes_and_the_connection_once_a_session(
+        sandbox: Sandbox, params: SessionParams, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import paramiko
+    from airflow.sdk import BaseHook
+
+    key = tmp_path / "id_ed25519"
+    key.write_bytes(sandbox.client_key.read_bytes())
+    key.chmod(0o600)
+    reads: list[str] = []
+    real_read = paramiko.PKey.from_path
+    monkeypatch.setattr(paramiko.PKey, "from_path",
+                        staticmethod(lambda path, *a: reads.append(str(path)) or real_read(path, *a)))
+    lookups: list[str] = []
+    real_lookup = BaseHook.get_connection
+    monkeypatch.setattr(BaseHook, "get_connection",
+                        classmethod(lambda cls, cid: lookups.append(cid) or real_lookup(cid)))
+    p = replace(params, conn_id=with_conn(sandbox, "tars_keyfile", key_file=str(key)))
+    assert at_once(6, lambda: echo_ok(p)) == ["ok"] * 6
+    assert reads == [str(key)]  # six connections at once, one parse of the key
+    assert lookups == ["tars_keyfile"] * 6  # one connection lookup per session, not two
+    # The key is replaced by one the hosts do not accept: read again, and refused.
+    key.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with HostSession(p) as s, pytest.raises(HostUnreachable, match="Authentication failed"):
+        s.run("true", step="stage")
+    assert reads == [str(key)] * 2
+
+
+def echo_ok(p: SessionParams) -> str:
+    with HostSession(p) as s:
+        return s.run("echo ok", step="stage").stdout.strip()
+
+
+def at_once(n: int, work: Callable[[], str]) -> list[str]:
+    """``work`` in ``n`` threads released together, as a multi-host task starts its hosts."""
+    start = threading.Barrier(n)
+
+    def go() -> str:
+        start.wait()
+        return work()
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: go(), range(n)))
 
 
 def test_connection_that_turns_host_key_checking_off_is_refused(sandbox: Sandbox, params: SessionParams) -> None:

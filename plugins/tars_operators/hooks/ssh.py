@@ -16,6 +16,7 @@ import logging
 import selectors
 import shlex
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ from tars_operators.errors import (
 from tars_operators.remote.layout import rand_token
 from tars_operators.remote.validate import validate_address
 from tars_operators.remote.watchdog import guarded
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 # paramiko logs "Connected (version 2.0, …)", "Authentication (publickey) successful!" and each
@@ -151,15 +155,23 @@ class TarsSSHHook(SSHHook):
 
     def __init__(self, *, ssh_conn_id: str, remote_host: str, port: int, username: str | None = None,
                  conn_timeout: float = 10.0, cmd_timeout: float = 300.0, retries: int = 2) -> None:
+        self._connection: Connection | None = None
         super().__init__(ssh_conn_id=ssh_conn_id, remote_host=remote_host, port=port,
                          username=username, conn_timeout=conn_timeout,  # type: ignore[arg-type]
                          cmd_timeout=cmd_timeout, banner_timeout=conn_timeout,
                          auth_timeout=conn_timeout, conn_retry_attempts=retries + 1)  # type: ignore[arg-type]
-        extra = self.get_connection(ssh_conn_id).extra_dejson
+        extra = self.get_connection(ssh_conn_id).extra_dejson  # SSHHook's read, not another
         if self.no_host_key_check or self.allow_host_key_change:
             raise InvalidValue(f"connection {ssh_conn_id!r} turns host key checking off; Tars refuses "
                                "to use it (remove no_host_key_check / allow_host_key_change)")
         self.known_hosts: str | None = extra.get("known_hosts")
+
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+        """The connection, read once per hook: SSHHook's init reads it, and so do we (the
+        ``known_hosts`` extra). Kept in the metadata DB, each read is an api-server request."""
+        if self._connection is None or self._connection.conn_id != conn_id:
+            self._connection = SSHHook.get_connection(conn_id)
+        return self._connection
 
     def _new_client(self) -> paramiko.SSHClient:
         """A client that trusts this host's keys only, as paramiko's own load would decide them:
@@ -233,13 +245,22 @@ class TarsSSHHook(SSHHook):
         if self.pkey:
             kwargs["pkey"] = self.pkey
         if self.key_file:
-            kwargs["key_filename"] = self.key_file
+            key = None if self.pkey else client_key(self.key_file)
+            if key is not None:
+                kwargs["pkey"] = key
+            else:  # paramiko reads it itself (a passphrase, a certificate, an error to report)
+                kwargs["key_filename"] = self.key_file
         return kwargs
 
 
 def known_hosts_name(address: str, port: int) -> str:
     """How known_hosts names a host: ``addr`` on port 22, else ``[addr]:port``."""
     return address if port == 22 else f"[{address}]:{port}"
+
+
+# Parsing a file once per process only holds if the threads that open a task's connections
+# together wait for the first parse: unlocked, 32 threads starting at once each parsed it.
+_PARSE_LOCK = threading.Lock()
 
 
 def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
@@ -249,8 +270,25 @@ def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
         st = path.stat()
     except OSError:
         return {}
-    found = _parsed_known_hosts(str(path), st.st_mtime_ns, st.st_size, st.st_ino).lookup(name)
+    with _PARSE_LOCK:
+        parsed = _parsed_known_hosts(str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    found = parsed.lookup(name)
     return dict(found) if found else {}
+
+
+def client_key(path: str) -> paramiko.PKey | None:
+    """The private key file ``path`` (a connection's ``key_file``), parsed once per process and
+    version. None when paramiko must read it for each connection itself: it needs a
+    passphrase, has a certificate beside it, or is missing or unreadable (paramiko's error)."""
+    file = Path(path).expanduser()
+    try:
+        st = file.stat()
+        if Path(f"{file}-cert.pub").exists():
+            return None
+    except OSError:
+        return None
+    with _PARSE_LOCK:
+        return _parsed_client_key(str(file), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 @functools.lru_cache(maxsize=8)
@@ -259,6 +297,15 @@ def _parsed_known_hosts(path: str, *version: int) -> paramiko.HostKeys:
     # 2,000 lines took ≈0.4 CPU-s to load here, and loading it for every connection made a
     # release's SSH cost grow with the square of the fleet. Read-only once parsed (lookup).
     return paramiko.HostKeys(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_client_key(path: str, *version: int) -> paramiko.PKey | None:
+    # paramiko's key_filename tries RSA, ECDSA then Ed25519 on the file for every connection.
+    try:
+        return paramiko.PKey.from_path(path)
+    except (OSError, ValueError, TypeError, paramiko.SSHException):
+        return None
 
 
 def _is_host_key_refusal(exc: BaseException) -> bool:
