@@ -17,7 +17,12 @@ MAX_TASKS = 1024  # Airflow's core.max_map_length default: the most instances on
 # imports and parses the DAG whatever it does: 6 of them starting at once on a 2-core
 # controller took 4.1 s for what 2 tasks of 3 hosts do in 2.7 s (bench/release.py --timeline).
 AUTO_ONE_PER_TASK = 3
-AUTO_HOSTS_PER_TASK = 25  # auto: a bigger stage aims at this many hosts per task…
+# auto: a bigger stage aims at this many hosts per task… Each task beyond the first costs a
+# worker, a supervisor and a heartbeat a second through the api-server. 200 hosts (stages of 50
+# and 148) in 4 release tasks instead of 8: 67.5 s and 31.5 CPU-s against 71.9 s and 34.1
+# (bench/release.py --hosts-per-task 75). A killed task still loses only the hosts in flight:
+# its threads (strategy.parallel shared by the stage's tasks), not the 75.
+AUTO_HOSTS_PER_TASK = 75
 AUTO_MAX_TASKS = 8  # …in at most this many tasks (each task start costs ≈1 CPU-s)
 
 HostsPerTask = int | Literal["auto"]
@@ -27,7 +32,7 @@ def hosts_per_task(setting: HostsPerTask, stage_size: int, *, max_tasks: int = M
     """Hosts one release task works on in a stage of ``stage_size`` hosts.
 
     ``auto``: 1 up to ``AUTO_ONE_PER_TASK`` hosts, else the stage split in
-    ``ceil(size / 25)`` tasks, 2 to 8 of them. A number is taken as is, raised when the stage
+    ``ceil(size / 75)`` tasks, 2 to 8 of them. A number is taken as is, raised when the stage
     would otherwise need more than ``max_tasks`` task instances.
     """
     if stage_size <= 0:

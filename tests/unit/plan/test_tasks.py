@@ -21,7 +21,8 @@ def test_auto_keeps_one_task_per_host_for_small_stages(size: int) -> None:
 
 
 @pytest.mark.parametrize(("size", "tasks", "biggest"), [
-    (4, 2, 2), (6, 2, 3), (7, 2, 4), (9, 2, 5), (20, 2, 10), (30, 2, 15), (150, 6, 25), (200, 8, 25), (1779, 8, 223),
+    (4, 2, 2), (6, 2, 3), (7, 2, 4), (9, 2, 5), (20, 2, 10), (30, 2, 15), (50, 2, 25), (148, 2, 74),
+    (150, 2, 75), (151, 3, 51), (200, 3, 67), (600, 8, 75), (1779, 8, 223),
     (5000, 8, 625),
 ])
 def test_auto_puts_bigger_stages_in_two_to_eight_tasks(size: int, tasks: int, biggest: int) -> None:
