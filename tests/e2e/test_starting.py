@@ -242,28 +242,6 @@ def test_approval_answered_over_rest_and_by_tars_approve(e2e: E2E) -> None:
 # ---- deploy windows and freezes ---------------------------------------------------------
 
 
-def test_outside_the_window_waits_then_proceeds_when_it_opens(e2e: E2E) -> None:
-    name = "demo_window"
-    dag_id = e2e.add_app(name, schedule={"timezone": TZ, "windows": [closed_window()]})
-    opens = next_minute(lead=25)
-    rewrite(e2e, name, schedule={"timezone": TZ, "windows": [window_at(opens, 10)],
-                                 "outside_window": "wait"})
-    bg = Background(e2e, "deploy", name, "2.0.0", "--hosts", "host01", "--wait")
-    run = poll("the run to wait for the window", lambda: [
-        r for r in runs(e2e, dag_id) if (r.get("note") or "").startswith("waiting for deploy")])
-    assert e2e.task_states(dag_id, run[0]["dag_run_id"])["prepare"] == "deferred"
-    assert datetime.now(timezone.utc) < opens
-    assert e2e.versions()["host01"] == "1.0.0"
-    code, out = bg.finish()
-    assert code == 0, out
-    assert f"opens {opens:%Y-%m-%d %H:%M} UTC" in out
-    assert "waiting for the deploy window (deferred: no worker slot is held)" in out
-    tis = {t["task_id"]: t for t in e2e.api.task_instances(dag_id, run[0]["dag_run_id"])}
-    started = datetime.fromisoformat(tis["fetch"]["start_date"].replace("Z", "+00:00"))
-    assert started >= opens, f"fetch started at {started}, before the window opened at {opens}"
-    assert e2e.versions()["host01"] == "2.0.0"
-
-
 def test_reject_policy_refuses_at_once_and_force_runs_and_is_recorded(e2e: E2E) -> None:
     name = "demo_reject"
     e2e.add_app(name, schedule={"timezone": TZ, "windows": [closed_window()],
@@ -303,16 +281,24 @@ def test_a_freeze_refuses_even_a_waiting_policy(e2e: E2E) -> None:
     untouched(e2e, "2.0.0")
 
 
-# ---- the scheduled canary --------------------------------------------------------------
+# ---- a window opens: the deploy waiting for it and the scheduled canary, at once ------
 
 
-def test_scheduled_canary_runs_inside_the_window_and_waits_for_approval(e2e: E2E) -> None:
-    name = "demo_canary"
-    opens = next_minute(lead=30)  # add_app asks for a parse at once (harness.parse_now)
+def test_at_the_windows_opening_a_waiting_deploy_proceeds_and_the_scheduled_canary_runs(
+        e2e: E2E) -> None:
+    """Two apps whose deploy windows open at the same minute (one wait for both; windows and
+    cron ticks are whole minutes), released at once on different hosts. ``demo_window``: a
+    deploy started outside its window waits in the triggerer, holding no worker slot, and
+    proceeds when the window opens. ``demo_canary``: its scheduled canary runs at the window's
+    first tick, releases the latest artifact to the fort host and waits for approval."""
+    window, canary = "demo_window", "demo_canary"
+    canary_id = f"tars_canary__{canary}"
+    waiter = e2e.sandbox.hosts[-1].name  # the canary's fort host is the first
+    dag_id = e2e.add_app(window, schedule={"timezone": TZ, "windows": [closed_window()]})
+    opens = next_minute(lead=35)  # add_app asks for a parse at once (harness.parse_now)
     local = opens.astimezone(ZoneInfo(TZ))
-    canary_id = f"tars_canary__{name}"
     try:
-        e2e.add_app(name, schedule={
+        e2e.add_app(canary, schedule={
             "timezone": TZ, "windows": [window_at(opens, 5)],
             # every hour at this minute: the only tick inside the window is when it opens
             "canary": {"cron": f"{local.minute} * * * *", "then": "approval"}})
@@ -321,25 +307,44 @@ def test_scheduled_canary_runs_inside_the_window_and_waits_for_approval(e2e: E2E
         assert "in deploy windows" in dag["timetable_summary"]
         run_after = datetime.fromisoformat(dag["next_dagrun_run_after"].replace("Z", "+00:00"))
         assert run_after == opens, f"next canary at {run_after}, expected the window at {opens}"
-        assert datetime.now(timezone.utc) < opens
 
-        (run,) = poll("the scheduled canary run", lambda: runs(e2e, canary_id), timeout=150)
-        assert run["run_type"] == "scheduled"
+        rewrite(e2e, window, schedule={"timezone": TZ, "windows": [window_at(opens, 10)],
+                                       "outside_window": "wait"})
+        bg = Background(e2e, "deploy", window, "2.0.0", "--hosts", waiter, "--wait")
+        run = poll("the run to wait for the window", lambda: [
+            r for r in runs(e2e, dag_id) if (r.get("note") or "").startswith("waiting for deploy")])
+        assert e2e.task_states(dag_id, run[0]["dag_run_id"])["prepare"] == "deferred"
+        assert datetime.now(timezone.utc) < opens
+        assert e2e.versions()[waiter] == "1.0.0"
+
+        # The window opens: the waiting deploy proceeds…
+        code, out = bg.finish()
+        assert code == 0, out
+        assert f"opens {opens:%Y-%m-%d %H:%M} UTC" in out
+        assert "waiting for the deploy window (deferred: no worker slot is held)" in out
+        tis = {t["task_id"]: t for t in e2e.api.task_instances(dag_id, run[0]["dag_run_id"])}
+        started = datetime.fromisoformat(tis["fetch"]["start_date"].replace("Z", "+00:00"))
+        assert started >= opens, f"fetch started at {started}, before the window opened at {opens}"
+        assert e2e.versions()[waiter] == "2.0.0"
+
+        # …and the canary runs at the window's first tick, then waits for approval.
+        (crun,) = poll("the scheduled canary run", lambda: runs(e2e, canary_id), timeout=150)
+        assert crun["run_type"] == "scheduled"
         poll("the canary's approval", lambda: e2e.api.pending_approvals(canary_id), timeout=180)
         versions = e2e.versions()
         assert versions["host01"] == "2.1.0", "the canary releases the latest artifact"
-        assert {versions[h.name] for h in e2e.sandbox.hosts[1:]} == {"1.0.0"}
-        answered = tars(e2e, "approve", name)
+        assert {versions[h.name] for h in e2e.sandbox.hosts[1:-1]} == {"1.0.0"}
+        answered = tars(e2e, "approve", canary)
         assert answered.returncode == 0, answered.stderr
-        final = e2e.api.wait(canary_id, run["dag_run_id"], timeout=180)
+        final = e2e.api.wait(canary_id, crun["dag_run_id"], timeout=180)
         assert final["state"] == "success", final.get("note")
         assert final["note"].startswith("succeeded · 1/1 hosts on 2.1.0"), final["note"]
         nxt = e2e.api.dag(canary_id)["next_dagrun_run_after"]
         assert nxt.startswith(f"{opens + timedelta(days=7):%Y-%m-%dT%H:%M}"), nxt
-        status = tars(e2e, "status", name)
+        status = tars(e2e, "status", canary)
         assert f"canary {canary_id}: " in status.stdout and f"next run {nxt}" in status.stdout
     finally:
-        (e2e.config_dir / f"{name}.yaml").unlink(missing_ok=True)
+        (e2e.config_dir / f"{canary}.yaml").unlink(missing_ok=True)
         try:
             e2e.api.request("PATCH", f"/api/v2/dags/{canary_id}", json={"is_paused": True})
         except Exception:  # noqa: BLE001 - never parsed: nothing to pause
