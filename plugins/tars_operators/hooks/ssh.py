@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import paramiko
 from airflow.providers.ssh.hooks.ssh import SSHHook
@@ -258,21 +258,14 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-# Parsing a file once per process only holds if the threads that open a task's connections
-# together wait for the first parse: unlocked, 32 threads starting at once each parsed it.
-_PARSE_LOCK = threading.Lock()
-
-
 def known_keys(path: Path, name: str) -> dict[str, paramiko.PKey]:
     """The keys ``path`` (a known_hosts file; missing: none) trusts for ``name`` (``addr`` or
     ``[addr]:port``), by key type. The file is parsed once per process and version."""
-    try:
-        st = path.stat()
-    except OSError:
-        return {}
-    with _PARSE_LOCK:
-        parsed = _parsed_known_hosts(str(path), st.st_mtime_ns, st.st_size, st.st_ino)
-    found = parsed.lookup(name)
+    # paramiko's load compares each line's names with every entry before it: a known_hosts of
+    # 2,000 lines took ≈0.4 CPU-s to load here, and loading it for every connection made a
+    # release's SSH cost grow with the square of the fleet. Read-only once parsed (lookup).
+    parsed = _parse_once(paramiko.HostKeys, path)
+    found = parsed.lookup(name) if parsed is not None else None
     return dict(found) if found else {}
 
 
@@ -281,31 +274,39 @@ def client_key(path: str) -> paramiko.PKey | None:
     version. None when paramiko must read it for each connection itself: it needs a
     passphrase, has a certificate beside it, or is missing or unreadable (paramiko's error)."""
     file = Path(path).expanduser()
-    try:
-        st = file.stat()
-        if Path(f"{file}-cert.pub").exists():
-            return None
-    except OSError:
+    if Path(f"{file}-cert.pub").exists():
         return None
-    with _PARSE_LOCK:
-        return _parsed_client_key(str(file), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_known_hosts(path: str, *version: int) -> paramiko.HostKeys:
-    # paramiko's load compares each line's names with every entry before it: a known_hosts of
-    # 2,000 lines took ≈0.4 CPU-s to load here, and loading it for every connection made a
-    # release's SSH cost grow with the square of the fleet. Read-only once parsed (lookup).
-    return paramiko.HostKeys(path)
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_client_key(path: str, *version: int) -> paramiko.PKey | None:
     # paramiko's key_filename tries RSA, ECDSA then Ed25519 on the file for every connection.
+    return _parse_once(_private_key, file)
+
+
+def _private_key(path: str) -> paramiko.PKey | None:
     try:
         return paramiko.PKey.from_path(path)
     except (OSError, ValueError, TypeError, paramiko.SSHException):
         return None
+
+
+T = TypeVar("T")
+# Parsing a file once per process only holds if the threads that open a task's connections
+# together wait for the first parse: unlocked, 32 threads starting at once each parsed it.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse_once(parse: Callable[[str], T], file: Path) -> T | None:
+    """``parse(file)`` once per process and version of the file (mtime, size, inode); None
+    when it cannot be read. Threads asking together wait for the one parse."""
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    with _PARSE_LOCK:
+        return _parsed(parse, str(file), st.st_mtime_ns, st.st_size, st.st_ino)  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(parse: Callable[[str], Any], path: str, *version: int) -> Any:
+    return parse(path)
 
 
 def _is_host_key_refusal(exc: BaseException) -> bool:
