@@ -18,6 +18,7 @@ from sandbox.layout import Host as SbHost
 from tars_operators.errors import LeaseHeld, LeaseLost, RemoteCommandError
 from tars_operators.hooks.ssh import CommandResult, HostSession, SessionParams
 from tars_operators.remote.layout import ReleaseLayout
+from tars_operators.steps.state import read_host_state
 from tars_operators.steps.lease import (
     Holder,
     LeaseEvent,
@@ -25,6 +26,7 @@ from tars_operators.steps.lease import (
     parse_log,
     read_lease,
     queue_phase,
+    queue_read_lease,
     read_lease_log,
     release,
     set_phase,
@@ -241,3 +243,22 @@ def test_each_operation_is_one_round_trip(host: SbHost) -> None:
                 assert s.commands == before + 1, f"{name} took {s.commands - before} SSH commands"
     print("lease ms (median, max): " + ", ".join(
         f"{k} {statistics.median(v):.1f}/{max(v):.1f}" for k, v in timings.items()))
+
+
+def test_the_lease_read_with_the_host_state_is_one_round_trip(host: SbHost) -> None:
+    """What the end of a run reads on every host (``release.truth``): the state and the lease."""
+    with session(host) as s:
+        lease_of = queue_read_lease(s, layout(host))
+        state = read_host_state(s, layout(host))
+        assert s.commands == 1 and lease_of() is None and state.current is not None
+        acquire(s, layout(host), DEPLOY, phase="staging", version="2.0.0",
+                is_active=active(DEPLOY), wait=0)
+        set_phase(s, layout(host), DEPLOY, "in rotation", "2.0.0")
+        before = s.commands
+        lease_of = queue_read_lease(s, layout(host))
+        again = read_host_state(s, layout(host))
+        seen = lease_of()
+        assert s.commands == before + 1 and again == state
+        assert seen is not None and (seen.holder, seen.phase, seen.version) == (
+            DEPLOY, "in rotation", "2.0.0")
+        release(s, layout(host), DEPLOY)

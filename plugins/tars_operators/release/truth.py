@@ -99,14 +99,15 @@ def _read_host(spec: AppSpec, name: str, release_for: Holder | None, log: TaskLo
                step: str, also: Callable[[Any, Host], None] | None = None) -> dict[str, Any]:
     from tars_operators.hooks.ssh import open_session
     from tars_operators.release.leases import give_back
-    from tars_operators.steps.lease import read_lease
+    from tars_operators.steps.lease import queue_read_lease
     from tars_operators.steps.state import layout_for, previous_good, read_host_state
 
     host = spec.host(name)
     try:
         with open_session(spec, host) as session:
+            lease_read = queue_read_lease(session, layout_for(spec, host))  # the same round trip
             state = read_host_state(session, layout_for(spec, host), step=step)
-            lease = read_lease(session, layout_for(spec, host))
+            lease = lease_read()
             give_back(session, spec, host, release_for, log=log)
             if also is not None:
                 also(session, host)

@@ -168,6 +168,20 @@ def read_lease(session: HostSession, layout: ReleaseLayout) -> Lease | None:
     return parse_lease(session.host, result.stdout)
 
 
+def queue_read_lease(session: HostSession, layout: ReleaseLayout) -> Callable[[], Lease | None]:
+    """``read_lease`` sent ahead of the session's next command, in its round trip
+    (``HostSession.queue``); once that command has run, the returned function gives the lease."""
+    found: list[Lease | None] = []
+    session.queue(read_command(layout), step=STEP, label="read lease",
+                  settle=lambda result: found.append(parse_lease(session.host, result.stdout)))
+
+    def lease() -> Lease | None:
+        if not found:
+            raise RuntimeError(f"{session.host}: the lease was read with no command after it")
+        return found[-1]
+    return lease
+
+
 def read_lease_log(session: HostSession, layout: ReleaseLayout, lines: int = 1000) -> list[LeaseEvent]:
     """The last ``lines`` events of the host's lease log, oldest first."""
     result = session.run(read_command(layout, log_lines=lines), step=STEP, label="read lease log")
