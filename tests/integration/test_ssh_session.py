@@ -254,6 +254,24 @@ def test_commands_keep_their_own_output_exit_code_and_stdin(params: SessionParam
             s.run("echo boom >&2; exit 3", step="t")
 
 
+def test_a_command_is_waited_for_without_spinning_whatever_order_its_ends_come_in(
+        params: SessionParams) -> None:
+    """Output closed long before the exit; exit long before the output closes (a child keeps
+    it open); output trickling: each waits on paramiko's events, not in a busy loop."""
+    cases = [("exec >/dev/null 2>&1; sleep 1.5; exit 3", 3, "", ""),
+             ("(sleep 1.5; echo late) & echo early; exit 4", 4, "early\nlate\n", ""),
+             ("for i in 1 2 3; do echo $i; echo e$i >&2; sleep 0.5; done", 0, "1\n2\n3\n",
+              "e1\ne2\ne3\n")]
+    with HostSession(params) as s:
+        s.connect()
+        for command, code, out, err in cases:
+            cpu, started = time.thread_time(), time.monotonic()
+            result = s.run(command, step="t", check=False)
+            waited, used = time.monotonic() - started, time.thread_time() - cpu
+            assert (result.exit_code, result.stdout, result.stderr) == (code, out, err)
+            assert waited >= 1.4 and used < 0.1, f"{command!r}: {used:.3f} CPU-s in {waited:.1f} s"
+
+
 def test_a_daemon_started_on_purpose_outlives_its_command(params: SessionParams) -> None:
     """A service start (setsid + nohup, like demo-ctl) is not killed when its command ends."""
     import signal

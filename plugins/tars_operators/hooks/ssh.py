@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import selectors
 import shlex
 import socket
 import threading
@@ -458,29 +457,69 @@ class HostSession(CommandsAhead):
 def _collect(chan: paramiko.Channel, deadline: float) -> tuple[int | None, str, str]:
     """Read stdout/stderr until exit; (None, …) if the deadline passes first."""
     out, err = bytearray(), bytearray()
-    with selectors.DefaultSelector() as sel:
-        sel.register(chan, selectors.EVENT_READ)
-        while True:
-            while chan.recv_ready():
-                out += chan.recv(65536)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and (chan.eof_received or chan.closed):
-                if not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                continue
-            if chan.closed and not chan.exit_status_ready():
-                raise EOFError("channel closed without an exit status")
-            left = deadline - time.monotonic()
-            if left <= 0:  # closing the channel is what stops the command on the host
-                chan.close()
-                return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-            sel.select(min(left, 1.0))
+    ready = _EitherReady(chan)
+    while True:
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+            if not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            continue
+        if chan.closed and not chan.exit_status_ready():
+            raise EOFError("channel closed without an exit status")
+        left = deadline - time.monotonic()
+        if left <= 0:  # closing the channel is what stops the command on the host
+            chan.close()
+            return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if chan.eof_received:  # no more output can come: only the exit status (or a close)
+            chan.status_event.wait(min(left, 1.0))
+        else:
+            ready.wait(min(left, 1.0))
     code = chan.recv_exit_status()
     chan.close()
     if code == -1:  # paramiko's "no exit status": the connection went away
         raise EOFError("connection closed before the command finished")
     return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+class _EitherReady:
+    """Set while the channel's stdout or stderr buffer has data or is closed: paramiko's own
+    ``Channel.fileno`` or-pipe, without the OS pipe it writes to for every packet and the
+    selector it needs (0.45 ms of CPU a command, measured). Each buffer sets and clears its
+    side under its own lock (``BufferedPipe.set_event``)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._lock = threading.Lock()
+        self._sides = [False, False]
+        self._any = threading.Event()
+        chan.in_buffer.set_event(_Side(self, 0))  # type: ignore[arg-type]
+        chan.in_stderr_buffer.set_event(_Side(self, 1))  # type: ignore[arg-type]
+
+    def mark(self, side: int, ready: bool) -> None:
+        with self._lock:
+            self._sides[side] = ready
+            if any(self._sides):
+                self._any.set()
+            else:
+                self._any.clear()
+
+    def wait(self, timeout: float) -> None:
+        self._any.wait(timeout)
+
+
+class _Side:
+    """One buffer's view of ``_EitherReady``: what ``BufferedPipe`` calls (set, clear)."""
+
+    def __init__(self, either: _EitherReady, side: int) -> None:
+        self._either, self._side = either, side
+
+    def set(self) -> None:
+        self._either.mark(self._side, True)
+
+    def clear(self) -> None:
+        self._either.mark(self._side, False)
 
 
 def _reason(exc: BaseException) -> str:
