@@ -228,9 +228,10 @@ class TarsSSHHook(SSHHook):
         acknowledges what it reads at once (``_AckingSocket``)."""
         if self.host_proxy is not None:
             return self.host_proxy
-        raw = socket.create_connection((self.remote_host, self.port), timeout=max(left, 0.1))
+        timeout = max(left, 0.1)
+        raw = socket.create_connection((self.remote_host, self.port), timeout=timeout)
         sock = _AckingSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        sock.settimeout(max(left, 0.1))
+        sock.settimeout(timeout)  # detach() leaves the timeout behind
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
