@@ -6,7 +6,9 @@ on the same fleet in one run, each under a steady 50 req/s through HAProxy (ever
 request counted). Controller CPU-s: every Airflow process and its task processes (Tars runs
 inside them) for Tars; the script's own process for the floor, less the load generator's
 thread (it runs in this process). Fleets above 100 hosts use the
-sandbox's scale mode (one sshd per 16 addresses, one app process).
+sandbox's scale mode (one sshd per 16 addresses, one app process). The same Airflow services
+are sampled for 10 s with no run first: what they cost at rest over the run's wall time is
+printed apart, since no release can cut it (only end sooner).
 
     .venv/bin/python bench/release.py                 # 10, 30, 200 hosts
     .venv/bin/python bench/release.py --hosts 30 --big  # and 2,000 (fort + 1%, 10%, 100%)
@@ -57,6 +59,16 @@ class Result:
     detail: Any = None
     started: float = 0.0  # when the run was triggered (epoch)
     cpu_split: str = ""  # controller CPU-s per Airflow component (and the tasks it ran)
+    at_rest: float = 0.0  # CPU-s per second the same Airflow services use with no run
+
+
+def at_rest_share(r: Result) -> str:
+    """What Airflow's services cost at rest over the run's wall time, and the rest: the part
+    of the controller CPU that a release can cut (the rest is a price of the run lasting)."""
+    idle = r.at_rest * r.wall
+    return (f"at rest these services use {r.at_rest:.3f} CPU-s/s (sampled {AT_REST:.0f} s before "
+            f"the run): {idle:.1f} CPU-s of this run's {r.wall:.1f} s; the rest "
+            f"{r.cpu - idle:.1f} CPU-s")
 
 
 def _t(s: str | None) -> float:
@@ -64,6 +76,7 @@ def _t(s: str | None) -> float:
 
 
 POLL = 2.0  # seconds between the bench's reads of the run it measures
+AT_REST = 10.0  # seconds the services are sampled with no run, after the warm-up settled
 HOSTS_PER_TASK: int | str = "auto"  # strategy.hosts_per_task of the bench app (--hosts-per-task)
 
 
@@ -145,6 +158,10 @@ def airflow_release(sb: Sandbox, stack: AirflowStack, config_dir: Path, version:
     api.wait("tars_deploy__bench", warm["dag_run_id"], timeout=300, poll=0.5)
     print(f"  warm-up dry run (not counted): {time.time() - started:.1f} s")
     pids = [p.pid for p in stack.procs.values()]
+    time.sleep(2.0)  # the warm-up's supervisors and the parse it triggered end
+    rest0 = tree_cpu(pids)
+    time.sleep(AT_REST)
+    at_rest = (tree_cpu(pids) - rest0) / AT_REST
     with Load(sb.frontend_url) as load:
         cpu0 = cpu_parts(pids)
         started = time.time()
@@ -158,7 +175,7 @@ def airflow_release(sb: Sandbox, stack: AirflowStack, config_dir: Path, version:
     tis = api.task_instances("tars_deploy__bench", run["dag_run_id"])
     cpu = sum(cpu1.values()) - sum(cpu0.values())
     return Result(wall, cpu, load.failed, load.ok + load.failed, tis, started,
-                  cpu_by_component(stack, cpu0, cpu1))
+                  cpu_by_component(stack, cpu0, cpu1), at_rest)
 
 
 def timeline(tis: list[dict], started: float) -> list[str]:
@@ -277,6 +294,7 @@ def bench(n: int, parallelism: int, engine: str = "local",
         print(f"  Tars under the real scheduler: {tars.wall:7.1f} s  {tars.cpu:7.1f} CPU-s  "
               f"{tars.failed} of {tars.requests} requests failed")
         print(f"    CPU-s by component: {tars.cpu_split}")
+        print(f"    {at_rest_share(tars)}")
         if cel is not None:
             print(f"  Tars on CeleryExecutor (PostgreSQL, Redis, 2 schedulers, workers dc1/dc2): "
                   f"{cel.wall:7.1f} s  {cel.cpu:7.1f} CPU-s  {cel.failed} of {cel.requests} "
