@@ -148,3 +148,42 @@ def test_a_host_out_of_rotation_that_another_run_holds_is_named_not_failed(
     # Without a holder to compare (no run), every host out of rotation is a problem.
     assert restore.rotation_problems(spec, ["h2", "h3"]) == (  # type: ignore[arg-type]
         ["h2: DRAIN (admin drain)", "h3: MAINT"], [])
+
+
+def test_the_leases_of_hosts_out_of_rotation_are_read_at_once_not_one_after_another(monkeypatch):
+    """At a run's end, every host out of rotation has its lease read to tell another run's
+    hosts from this run's problems. Read one after another, an app down on hundreds of hosts
+    (or hosts that time out) would hold finalize for minutes: the reads run together, as the
+    truth read's do. A host that cannot be read stays this run's problem (not held)."""
+    import threading
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from tars_operators.errors import RemoteError
+    from tars_operators.hooks import ssh
+    from tars_operators.release import restore
+    from tars_operators.steps import lease as lease_mod
+    from tars_operators.steps import state as state_mod
+    from tars_operators.steps.lease import Holder
+
+    mine, other = Holder("tars_deploy__a", "r1"), Holder("tars_deploy__b", "r2")
+    names = [f"h{i}" for i in range(8)]
+    together = threading.Barrier(len(names))  # passes only when all 8 reads are in flight
+
+    @contextmanager
+    def open_session(spec: object, host: str):
+        together.wait(timeout=10)
+        if host == "h7":
+            raise RemoteError(host, "connect", "timed out")
+        yield SimpleNamespace(host=host)
+
+    holders = {"h1": other, "h2": mine, "h3": other}
+    monkeypatch.setattr(ssh, "open_session", open_session)
+    monkeypatch.setattr(state_mod, "layout_for", lambda spec, host: host)
+    monkeypatch.setattr(lease_mod, "read_lease", lambda session, layout: (
+        SimpleNamespace(holder=holders[layout], phase="out of rotation")
+        if layout in holders else None))
+    spec = SimpleNamespace(host=lambda n: n)
+    held = restore._held_by_others(spec, names, mine)  # type: ignore[arg-type]
+    assert sorted(held) == ["h1", "h3"]  # not this run's own lease, not the unreadable h7
+    assert restore._held_by_others(spec, [], mine) == {}  # type: ignore[arg-type]
