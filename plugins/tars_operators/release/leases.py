@@ -92,6 +92,31 @@ def give_back(session: HostSession, spec: AppSpec, host: Host, holder: Holder | 
         log.warning("%s: lease of %s not released: %s", host.name, holder, exc)
 
 
+def read_leases(spec: AppSpec, names: list[str], *, log: TaskLog = log_) -> dict[str, Any]:
+    """Each named host's lease (a ``steps.lease.Lease``, or None when it has none or cannot be
+    read: logged), read over SSH in parallel, as many at once as the truth read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tars_operators.hooks.ssh import open_session
+    from tars_operators.release.truth import READ_AT_ONCE
+    from tars_operators.steps.lease import read_lease
+    from tars_operators.steps.state import layout_for
+
+    def lease_of(name: str) -> Any:
+        host = spec.host(name)
+        try:
+            with open_session(spec, host) as session:
+                return read_lease(session, layout_for(spec, host))
+        except TarsError as exc:
+            log.warning("%s: lease not readable (%s)", name, exc)
+            return None
+
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(READ_AT_ONCE, len(names))) as pool:
+        return dict(zip(names, pool.map(lease_of, names)))
+
+
 def wait_until_free(spec: AppSpec, names: list[str], lease: RunLease, *, log: TaskLog = log_,
                     poll: float = 2.0) -> None:
     """Wait (up to ``lease.wait``) until no other active run holds any of these hosts.
@@ -101,28 +126,14 @@ def wait_until_free(spec: AppSpec, names: list[str], lease: RunLease, *, log: Ta
     holder when the wait runs out.
     """
     import time
-    from concurrent.futures import ThreadPoolExecutor
 
     from tars_operators.errors import LeaseHeld
-    from tars_operators.hooks.ssh import open_session
-    from tars_operators.steps.lease import read_lease
-    from tars_operators.steps.state import layout_for
-
-    def holder_of(name: str) -> Any:
-        host = spec.host(name)
-        try:
-            with open_session(spec, host) as session:
-                return read_lease(session, layout_for(spec, host))
-        except TarsError as exc:
-            log.warning("%s: lease not readable (%s)", name, exc)
-            return None
 
     deadline = time.monotonic() + lease.wait
     said = False
     while True:
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(names)))) as pool:
-            held = [(n, got) for n, got in zip(names, pool.map(holder_of, names))
-                    if got is not None and got.holder != lease.holder]
+        held = [(n, got) for n, got in read_leases(spec, names, log=log).items()
+                if got is not None and got.holder != lease.holder]
         busy = [(n, got) for n, got in held if lease.is_active(got.holder)]
         if not busy:
             return

@@ -242,28 +242,11 @@ def rotation_problems(spec: AppSpec, in_rotation_before: tuple[str, ...] | list[
 
 
 def _held_by_others(spec: AppSpec, names: list[str], mine: Holder) -> dict[str, Lease]:
-    """The hosts among ``names`` whose lease another run holds (read over SSH in parallel, as
-    the truth read is; a host that cannot be read is not counted as held: it stays this run's
-    problem). Many hosts out of rotation at a run's end (an app that fell over everywhere)
-    must not be read one connect timeout after another."""
-    from concurrent.futures import ThreadPoolExecutor
+    """The hosts among ``names`` whose lease another run holds (read in parallel: many hosts
+    out of rotation at a run's end, an app that fell over everywhere, must not be read one
+    connect timeout after another; a host that cannot be read is not counted as held: it
+    stays this run's problem)."""
+    from tars_operators.release.leases import read_leases
 
-    from tars_operators.hooks.ssh import open_session
-    from tars_operators.release.truth import READ_AT_ONCE
-    from tars_operators.steps.lease import read_lease
-    from tars_operators.steps.state import layout_for
-
-    def lease_of(name: str) -> Lease | None:
-        host = spec.host(name)
-        try:
-            with open_session(spec, host) as session:
-                return read_lease(session, layout_for(spec, host))
-        except TarsError:
-            return None
-
-    if not names:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(READ_AT_ONCE, len(names))) as pool:
-        leases = dict(zip(names, pool.map(lease_of, names)))
-    return {name: lease for name, lease in leases.items()
+    return {name: lease for name, lease in read_leases(spec, names).items()
             if lease is not None and lease.holder != mine}
